@@ -1,0 +1,20 @@
+"""Cross-metric PCA and per-layer correlations of one run."""
+from ckptlens.io import job_log
+
+with job_log(snakemake.log[0]):
+    import pandas as pd
+
+    from ckptlens.analysis import metric_correlations, pca_explained_variance
+    from ckptlens.io import atomic_path
+
+    table = pd.read_parquet(snakemake.input[0])
+    explained, loadings, notes = pca_explained_variance(table)
+    pairs = snakemake.params.pairs
+    corr, corr_notes = metric_correlations(table, [tuple(p) for p in pairs] if pairs else None)
+    for df, key in ((explained, "pca"), (loadings, "loadings"), (corr, "correlation")):
+        with atomic_path(snakemake.output[key]) as tmp:
+            df.to_csv(tmp, index=False)
+    with atomic_path(snakemake.output.notes) as tmp:
+        tmp.write_text("".join(f"{n}\n" for n in notes + corr_notes))
+    for n in notes + corr_notes:
+        print(n)

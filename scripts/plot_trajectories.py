@@ -1,0 +1,9 @@
+"""One figure per metric: its trajectory per layer over training."""
+from ckptlens.io import job_log
+
+with job_log(snakemake.log[0]):
+    import pandas as pd
+
+    from ckptlens.plots import plot_metric_trajectories
+
+    plot_metric_trajectories(pd.read_parquet(snakemake.input[0]), snakemake.output[0])

@@ -1,0 +1,30 @@
+"""Train the demo model and save its checkpoints (a GPU-tagged job; runs on CPU without one)."""
+from pathlib import Path
+
+from ckptlens.io import job_log
+
+with job_log(snakemake.log[0]):
+    import torch
+
+    from ckptlens.toy.model import ToyModelConfig
+    from ckptlens.toy.tasks import InductionTaskConfig
+    from ckptlens.toy.train import train_induction
+
+    torch.set_num_threads(snakemake.threads)
+    src, train = snakemake.params.source, snakemake.params.train
+    model_cfg = ToyModelConfig(**src.get("model", {}))
+    task_cfg = InductionTaskConfig(vocab_size=model_cfg.vocab_size, **src.get("task", {}))
+    paths = dict(zip(snakemake.params.steps, snakemake.output.checkpoints))
+    train_induction(
+        model_cfg,
+        task_cfg,
+        total_steps=train["steps"],
+        save_steps=snakemake.params.steps,
+        checkpoint_path=lambda step: Path(paths[step]),
+        log_path=Path(snakemake.output.log_csv),
+        batch_size=train["batch_size"],
+        lr=train["lr"],
+        weight_decay=train["weight_decay"],
+        log_every=train["log_every"],
+        seed=train["seed"],
+    )

@@ -1,0 +1,170 @@
+"""Config validation and the per-run facts the workflow needs (steps, enabled metrics, targets).
+
+Everything here runs while Snakemake parses the workflow — on every cluster job too — so it reads
+only local files (never the network) and imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from . import metrics as _metrics
+from .patterns import unmatched
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+DEFAULT_TARGETS = {"weights": ["**"], "activations": [], "gradients": []}
+DEFAULT_PROBE = {"batch_size": 32, "n_batches": 4, "seed": 12345}
+DEFAULT_TRAIN = {"batch_size": 64, "lr": 0.002, "weight_decay": 0.0, "log_every": 10, "seed": 0}
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message starts with the offending key."""
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def validate_schema(config: Mapping, schema_path=SCHEMA_PATH) -> None:
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    err = max(errors, key=lambda e: len(e.absolute_path))  # the most specific one names the key best
+    msg = err.message
+    if err.validator == "additionalProperties":
+        msg = f"unknown key(s): {msg.split('(')[-1].rstrip(')')}" if "(" in msg else msg
+    raise ConfigError(f"config key '{_key(err.absolute_path)}': {msg}")
+
+
+def run_names(config) -> list[str]:
+    return list(config["runs"])
+
+
+def source_type(config, run) -> str:
+    return config["runs"][run]["source"]["type"]
+
+
+def targets(config, run) -> dict[str, list[str]]:
+    return {**DEFAULT_TARGETS, **config["runs"][run].get("targets", {})}
+
+
+def probe(config, run) -> dict:
+    return {**DEFAULT_PROBE, **config["runs"][run].get("probe", {})}
+
+
+def enabled_metrics(config, run=None) -> dict[str, dict]:
+    """Enabled metrics with their resolved parameters (defaults + config)."""
+    return {name: _metrics.resolve_params(name, params) for name, params in config["metrics"].items()}
+
+
+def needed_extractions(config, run) -> list[str]:
+    """What to extract for a run: only what its enabled metrics need."""
+    needs = {_metrics.FAMILIES[f].needs for f in _metrics.group_by_family(enabled_metrics(config, run))}
+    return sorted(needs)
+
+
+def train_settings(config, run) -> dict:
+    return {**DEFAULT_TRAIN, **config["runs"][run]["source"]["train"]}
+
+
+def local_checkpoints(config, run) -> dict[int, str]:
+    """Step -> file of a local source (globbed now: local files only, no network)."""
+    src = config["runs"][run]["source"]
+    path = src["path"]
+    pattern = re.compile(src["step_pattern"]) if "step_pattern" in src else None
+    candidates = sorted(glob.glob(str(Path(path) / "*"))) if Path(path).is_dir() else sorted(glob.glob(path))
+    found: dict[int, str] = {}
+    for c in candidates:
+        name = Path(c).name
+        if Path(c).is_file() and not name.endswith((".safetensors", ".pt", ".bin")):
+            continue
+        if pattern is not None:
+            m = pattern.search(name)
+            step = int(m.group(1)) if m else None
+        else:
+            ints = re.findall(r"\d+", name)
+            step = int(ints[-1]) if ints else None
+        if step is None:
+            continue
+        if step in found:
+            raise ConfigError(f"config key 'runs.{run}.source.path': {found[step]} and {c} both map to step {step}")
+        found[step] = c
+    if not found:
+        raise ConfigError(f"config key 'runs.{run}.source.path': no checkpoints found at {path!r}")
+    return dict(sorted(found.items()))
+
+
+def steps(config, run) -> list[int]:
+    src = config["runs"][run]["source"]
+    if src["type"] == "train_toy":
+        from .toy.steps import checkpoint_steps
+
+        t = src["train"]
+        try:
+            return checkpoint_steps(t["steps"], t.get("save_every", max(1, t["steps"] // 20)), t.get("save_steps"))
+        except ValueError as exc:
+            raise ConfigError(f"config key 'runs.{run}.source.train': {exc}") from None
+    return list(local_checkpoints(config, run))
+
+
+def layer_names(config, run) -> dict[str, list[str]] | None:
+    """Module names the target patterns are matched against, known without loading a model:
+    from the toy model's configuration, or from the header of a local safetensors checkpoint."""
+    src = config["runs"][run]["source"]
+    if src["type"] == "train_toy":
+        from .toy.names import toy_module_names
+
+        return toy_module_names(src.get("model", {}))
+    first = next(iter(local_checkpoints(config, run).values()))
+    if first.endswith(".safetensors"):
+        from .toy.names import names_from_safetensors
+
+        return names_from_safetensors(first)
+    return None  # checked by the extraction job instead
+
+
+def validate(config: Mapping) -> None:
+    """Every check that can fail before any job runs; raises ConfigError naming the key."""
+    validate_schema(config)
+    for name, params in config["metrics"].items():
+        try:
+            _metrics.resolve_params(name, params)
+        except _metrics.MetricConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    for pair_i, pair in enumerate(config.get("analysis", {}).get("correlation_pairs", [])):
+        for m in pair:
+            if m not in config["metrics"]:
+                raise ConfigError(
+                    f"config key 'analysis.correlation_pairs[{pair_i}]': metric {m!r} is not enabled under 'metrics'"
+                )
+    for run in run_names(config):
+        if not steps(config, run):
+            raise ConfigError(f"config key 'runs.{run}.source': no checkpoint steps")
+        names = layer_names(config, run)
+        if names is None:
+            continue
+        for kind, patterns in targets(config, run).items():
+            if kind not in needed_extractions(config, run) or not patterns:
+                continue
+            for i, p in enumerate(patterns):
+                if unmatched([p], names[kind]):
+                    sample = ", ".join(names[kind][:8])
+                    raise ConfigError(
+                        f"config key 'runs.{run}.targets.{kind}[{i}]': pattern {p!r} matches no module "
+                        f"(modules include: {sample})"
+                    )
+        for kind in needed_extractions(config, run):
+            if not targets(config, run)[kind]:
+                raise ConfigError(
+                    f"config key 'runs.{run}.targets.{kind}': enabled metrics need {kind} but no target pattern is set"
+                )

@@ -1,0 +1,125 @@
+"""File formats shared by the stages, always written atomically (temporary name, then rename), so
+that an interrupted job never leaves something that looks like a finished result."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+TIDY_COLUMNS = ["run", "step", "layer", "metric", "value"]
+GRADIENT_SEP = "#"  # gradients file keys: "<layer>#<probe batch index>"
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_tensors(tensors: Mapping[str, np.ndarray], path, metadata: Mapping[str, str] | None = None) -> None:
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata=dict(metadata or {}))
+
+
+class TensorFile(Mapping):
+    """Read-only, lazy view of a safetensors file: one tensor is read when asked for
+    (memory-mapped), so a job holds one layer at a time, not the whole file."""
+
+    def __init__(self, path, group_gradients: bool = False):
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        try:
+            self._f = safe_open(str(self.path), framework="numpy")
+        except Exception as exc:  # the safetensors error does not say which file
+            raise ValueError(f"{self.path}: not a readable safetensors file ({exc})") from exc
+        keys = list(self._f.keys())
+        self.metadata = self._f.metadata() or {}
+        self._groups: dict[str, list[str]] | None = None
+        if group_gradients:
+            groups: dict[str, list[tuple[int, str]]] = {}
+            for k in keys:
+                layer, _, idx = k.rpartition(GRADIENT_SEP)
+                groups.setdefault(layer, []).append((int(idx), k))
+            self._groups = {layer: [k for _, k in sorted(v)] for layer, v in groups.items()}
+            self._keys = list(self._groups)
+        else:
+            self._keys = keys
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if self._groups is not None:
+            return np.stack([self._f.get_tensor(k) for k in self._groups[key]])
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._f.get_tensor(key)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def write_rows_csv(rows, path, columns=TIDY_COLUMNS) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "value": "nan" if isinstance(r.get("value"), float) and math.isnan(r["value"]) else r.get("value")})
+
+
+@contextlib.contextmanager
+def job_log(path):
+    """Send a job's prints and warnings to its Snakemake log file (and keep a copy on stderr on failure)."""
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as log:
+        old_out, old_err, old_show = sys.stdout, sys.stderr, warnings.showwarning
+        buf = io.StringIO()
+
+        class Tee(io.TextIOBase):
+            def write(self, s):
+                log.write(s)
+                buf.write(s)
+                return len(s)
+
+            def flush(self):
+                log.flush()
+
+        sys.stdout = sys.stderr = Tee()
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: log.write(
+            warnings.formatwarning(m, c, f, n, line)
+        )
+        try:
+            yield
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            sys.stdout, sys.stderr = old_out, old_err
+            old_err.write(buf.getvalue()[-4000:])
+            raise
+        finally:
+            sys.stdout, sys.stderr, warnings.showwarning = old_out, old_err, old_show

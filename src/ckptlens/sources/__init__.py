@@ -1,0 +1,1 @@
+"""Where checkpoints come from: trained here (the demo), or a local folder of files."""

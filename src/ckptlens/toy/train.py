@@ -1,0 +1,108 @@
+"""Seeded, deterministic (on CPU) training of the demo model, saving safetensors checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..devices import pick_device
+from .steps import checkpoint_steps  # noqa: F401  (re-exported)
+from .model import AttnOnlyTransformer, ToyModelConfig
+from .tasks import InductionTask, InductionTaskConfig
+
+LOG_COLUMNS = ["step", "loss", "id_error", "ood_error", "seconds"]
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Write atomically: a crash never leaves a half-written file under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp), metadata)
+    os.replace(tmp, path)
+
+
+def checkpoint_metadata(model_cfg: ToyModelConfig, task_cfg: InductionTaskConfig, step: int) -> dict[str, str]:
+    return {
+        "ckptlens_arch": "toy",
+        "ckptlens_model": json.dumps(model_cfg.to_dict()),
+        "ckptlens_task": json.dumps(task_cfg.to_dict()),
+        "step": str(step),
+    }
+
+
+def train_induction(
+    model_cfg: ToyModelConfig,
+    task_cfg: InductionTaskConfig,
+    *,
+    total_steps: int,
+    save_steps: list[int],
+    checkpoint_path,  # callable step -> Path
+    log_path: Path,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    log_every: int = 10,
+    eval_size: int = 256,
+    seed: int = 0,
+    device: str | None = None,
+) -> list[dict]:
+    """Train and save a checkpoint at each of ``save_steps``; returns the training-log rows."""
+    dev = torch.device(device) if device else pick_device()
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    task = InductionTask(task_cfg)
+    model = AttnOnlyTransformer(model_cfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    data_gen = torch.Generator().manual_seed(seed + 1)
+    id_eval, ood_eval = (t.to(dev) for t in task.eval_sets(eval_size, seed + 2))
+    save_at = set(save_steps)
+    rows, running, t0 = [], [], time.perf_counter()
+
+    def log(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            loss = float(task.loss(model, id_eval)) if not running else sum(running) / len(running)
+        rows.append(
+            {
+                "step": step,
+                "loss": loss,
+                "id_error": task.error(model, id_eval),
+                "ood_error": task.error(model, ood_eval),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
+        running.clear()
+        model.train()
+
+    for step in range(total_steps + 1):
+        if step in save_at:
+            save_checkpoint(model, checkpoint_path(step), checkpoint_metadata(model_cfg, task_cfg, step))
+        if step % log_every == 0:
+            log(step)
+        if step == total_steps:
+            break
+        loss = task.loss(model, task.train_batch(batch_size, data_gen).to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running.append(loss.item())
+    write_log(rows, log_path)
+    return rows
+
+
+def write_log(rows: list[dict], path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)

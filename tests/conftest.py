@@ -1,0 +1,36 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from workflow_helpers import REPO, copy_project, snakemake
+
+
+@pytest.fixture(scope="session")
+def local_checkpoints(tmp_path_factory) -> Path:
+    """Toy checkpoints in a plain folder (steps 0, 20, 60; step 40 is kept aside for the
+    'one more checkpoint' test), as a user's own training run would leave them."""
+    from ckptlens.toy.model import ToyModelConfig
+    from ckptlens.toy.tasks import InductionTaskConfig
+    from ckptlens.toy.train import train_induction
+
+    root = tmp_path_factory.mktemp("local")
+    train_induction(
+        ToyModelConfig(vocab_size=16, d_model=16, n_layers=2, n_heads=2),
+        InductionTaskConfig(vocab_size=16, seq_len=16, min_segment=2, max_segment=6, ood_segment=8),
+        total_steps=60, save_steps=[0, 20, 40, 60], batch_size=16, lr=3e-3,
+        checkpoint_path=lambda s: root / "ckpts" / f"ckpt_{s}.safetensors", log_path=root / "log.csv",
+    )
+    (root / "spare").mkdir()
+    shutil.move(root / "ckpts" / "ckpt_40.safetensors", root / "spare" / "ckpt_40.safetensors")
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_project(tmp_path_factory, local_checkpoints) -> Path:
+    """A project copy that has completed one full run of the shrunken config."""
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    cfg = (REPO / "tests" / "configs" / "small.yaml").read_text()
+    (project / "config.yaml").write_text(cfg.replace("LOCAL_DIR", str(local_checkpoints / "ckpts")))
+    snakemake(project, "--cores", "2")
+    return project

@@ -1,0 +1,50 @@
+"""Invalid configs fail before any job runs, with a message naming the key."""
+
+import copy
+
+import pytest
+import yaml
+
+from ckptlens.config import ConfigError, validate
+from workflow_helpers import REPO
+
+
+@pytest.fixture
+def demo():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_the_demo_config_is_valid(demo):
+    validate(demo)
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["metrics"].update(effective_rnak={}), "metrics.effective_rnak"),
+        (lambda c: c["metrics"].update(proportional_effective_rank={"q": 1}), "metrics.proportional_effective_rank.q"),
+        (lambda c: c["runs"]["demo"]["targets"].update(weights=["blocks.*.mlp.*"]), "runs.demo.targets.weights[0]"),
+        (lambda c: c["runs"]["demo"]["targets"].update(activations=["blocks.*", "layers.*"]), "runs.demo.targets.activations[1]"),
+        (lambda c: c["runs"]["demo"]["source"]["train"].update(steps="many"), "runs.demo.source.train.steps"),
+        (lambda c: c["runs"]["demo"]["source"].pop("train"), "runs.demo.source"),
+        (lambda c: c["runs"]["demo"].update(colour="red"), "runs.demo"),
+        (lambda c: c.pop("metrics"), "<top level>"),
+        (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[]), "runs.demo.source.train.save_steps"),
+        (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[0, 5000]), "runs.demo.source.train"),
+        (lambda c: c["runs"].update({"../escape": c["runs"]["demo"]}), "runs"),
+        (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "stable_rank"]), "analysis.correlation_pairs[4]"),
+    ],
+)
+def test_invalid_config_names_the_key(demo, mutate, key):
+    cfg = copy.deepcopy(demo)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert f"config key '{key}'" in str(err.value)
+
+
+def test_local_source_without_checkpoints(tmp_path, demo):
+    cfg = copy.deepcopy(demo)
+    cfg["runs"]["demo"]["source"] = {"type": "local", "path": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"runs.demo.source.path.*no checkpoints found"):
+        validate(cfg)

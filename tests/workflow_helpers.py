@@ -1,0 +1,59 @@
+"""Run the real workflow (Snakemake CLI) in a throw-away copy of the project."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+PROJECT_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "src", "profiles"]
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy whose own src/ is imported (PYTHONPATH), so tests may edit its metric code."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dest / name)
+        elif src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(project: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(project / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(
+        [SNAKEMAKE, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+JOB_RE = re.compile(r"^(?:local)?rule (\S+):\n(?P<body>(?:    .*\n)*)", re.M)
+
+
+def scheduled_jobs(project: Path, *args: str) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a dry run would execute (the 'all' target excluded)."""
+    proc = snakemake(project, "-n", *args)
+    text = proc.stdout + proc.stderr
+    jobs = []
+    for m in JOB_RE.finditer(text):
+        rule = m.group(1)
+        wc = {}
+        w = re.search(r"^    wildcards: (.*)$", m.group("body"), re.M)
+        if w:
+            wc = dict(kv.split("=", 1) for kv in w.group(1).split(", "))
+        if rule != "all":
+            jobs.append((rule, wc))
+    if not jobs:
+        assert "Nothing to be done" in text, text[-3000:]
+    return jobs

@@ -1,0 +1,17 @@
+# Cross-metric analysis per run: PCA of the standardized metric matrices, per-layer correlations.
+
+
+rule cross_metric_analysis:
+    input:
+        "results/{run}/metrics.parquet",
+    output:
+        pca="results/{run}/analysis/pca.csv",
+        loadings="results/{run}/analysis/pca_loadings.csv",
+        correlation="results/{run}/analysis/correlation.csv",
+        notes="results/{run}/analysis/notes.txt",
+    params:
+        pairs=config.get("analysis", {}).get("correlation_pairs"),
+    log:
+        "results/{run}/logs/analysis.log",
+    script:
+        "../../scripts/analyse.py"

@@ -1,0 +1,37 @@
+# Checkpoints: results/{run}/checkpoints/step{step}.safetensors, trained here or imported.
+
+# One training rule per trained run: its outputs (the checkpoint list) differ per run.
+for _run in TRAINED_RUNS:
+
+    rule:
+        name:
+            "train_toy_" + identifier(_run)
+        output:
+            checkpoints=[
+                f"results/{_run}/checkpoints/step{s}.safetensors" for s in STEPS[_run]
+            ],
+            log_csv=f"results/{_run}/train_log.csv",
+        params:
+            source=config["runs"][_run]["source"],
+            train=ckcfg.train_settings(config, _run),
+            steps=STEPS[_run],
+        log:
+            f"results/{_run}/logs/train.log",
+        resources:
+            gpu=1,
+        threads: 1
+        script:
+            "../../scripts/train_toy.py"
+
+
+rule import_local_checkpoint:
+    input:
+        get_local_checkpoint,
+    output:
+        "results/{run}/checkpoints/step{step}.safetensors",
+    wildcard_constraints:
+        run=_alternatives(LOCAL_RUNS),
+    log:
+        "results/{run}/logs/import/step{step}.log",
+    script:
+        "../../scripts/import_checkpoint.py"

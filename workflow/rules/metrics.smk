@@ -1,0 +1,17 @@
+# Metrics: one job per (run, checkpoint, metric family), numpy only.
+# The family's parameters and a hash of its code are params, so Snakemake reruns a family's jobs
+# (and only those) when either changes.
+
+
+rule metric_family:
+    input:
+        unpack(get_metric_inputs),
+    output:
+        "results/{run}/metrics/{family}/step{step}.csv",
+    params:
+        metrics=lambda w: json.dumps(family_metrics(w.run, w.family), sort_keys=True),
+        code=lambda w: ckmetrics.family_code_hash(w.family),
+    log:
+        "results/{run}/logs/metrics/{family}/step{step}.log",
+    script:
+        "../../scripts/compute_metrics.py"
