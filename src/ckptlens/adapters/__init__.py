@@ -1,0 +1,128 @@
+"""Architecture adapters (see :mod:`ckptlens.adapters.base` for the canonical names).
+
+    keys, get, meta = open_checkpoint(path)                 # ckptlens.checkpoint_io
+    adapter = get_adapter("auto", keys, metadata=meta)       # or "toy", "gpt_neox", "gpt2", "bert", "generic"
+    for name, w in adapter.weight_matrices(keys, get, ["*.attention.dense", "*.head*.ov"]):
+        ...
+
+Only numpy is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .base import (
+    EMBED,
+    HEAD_PIECES,
+    Adapter,
+    AttentionWeights,
+    model_config,
+    module_name,
+    module_names_from_keys,
+)
+from .bert import BertAdapter
+from .generic import GenericAdapter
+from .gpt2 import GPT2Adapter
+from .gpt_neox import GPTNeoXAdapter
+from .toy import ToyAdapter
+
+#: name -> adapter class, in detection order ("generic" last: it accepts anything)
+ADAPTERS: dict[str, type[Adapter]] = {
+    a.name: a for a in (ToyAdapter, GPTNeoXAdapter, GPT2Adapter, BertAdapter, GenericAdapter)
+}
+
+#: Hugging Face ``model_type`` -> adapter name (a hint; the keys must still match)
+MODEL_TYPES = {
+    "gpt_neox": "gpt_neox",
+    "gpt2": "gpt2",
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "camembert": "bert",
+    "electra": "bert",
+}
+
+
+def register_adapter(cls: type[Adapter]) -> type[Adapter]:
+    """Add an adapter class (tried before ``generic`` in auto-detection)."""
+    if cls.name in ADAPTERS:
+        raise ValueError(f"adapter {cls.name!r} is registered twice")
+    generic = ADAPTERS.pop(GenericAdapter.name)
+    ADAPTERS[cls.name] = cls
+    ADAPTERS[GenericAdapter.name] = generic
+    return cls
+
+
+def adapter_names() -> list[str]:
+    return list(ADAPTERS)
+
+
+def get_adapter(
+    name: str | None,
+    keys: Sequence[str],
+    metadata: Mapping | None = None,
+    *,
+    n_heads: int | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Adapter:
+    """The adapter ``name`` (``None``/``"auto"``: detected from the keys, helped by the metadata's
+    ``ckptlens_arch`` or config ``model_type``), configured from ``metadata`` (safetensors
+    metadata or config.json; gives the number of heads) or an explicit ``n_heads``.
+
+    Raises ValueError for an unknown name (listing the adapters) or for keys that do not fit the
+    named architecture."""
+    keys = list(keys)
+    meta = dict(metadata or {})
+    if name in (None, "auto"):
+        cls = _detect(keys, meta)
+    else:
+        if name not in ADAPTERS:
+            raise ValueError(f"unknown adapter {name!r}; available: {', '.join(['auto', *ADAPTERS])}")
+        cls = ADAPTERS[name]
+        if not cls.detect(keys):
+            raise ValueError(
+                f"adapter {name!r} does not fit this checkpoint: none of its {len(keys)} tensor names "
+                f"looks like a {name} model (first keys: {keys[:5]}); use 'auto' or 'generic'"
+            )
+    adapter = cls(meta, n_heads=n_heads, shapes=shapes)
+    if cls is not GenericAdapter and adapter.n_heads is None and adapter.attention_modules(keys):
+        from .base import warn_no_heads
+
+        warn_no_heads(adapter)
+    return adapter
+
+
+def _detect(keys: list[str], meta: dict) -> type[Adapter]:
+    hint = meta.get("ckptlens_arch") or MODEL_TYPES.get(str(model_config(meta).get("model_type")))
+    if isinstance(hint, str) and hint in ADAPTERS and ADAPTERS[hint].detect(keys):
+        return ADAPTERS[hint]
+    for cls in ADAPTERS.values():
+        if cls.detect(keys):
+            return cls
+    return GenericAdapter  # pragma: no cover  (generic detects everything)
+
+
+def detect_adapter_name(keys: Sequence[str], metadata: Mapping | None = None) -> str:
+    return _detect(list(keys), dict(metadata or {})).name
+
+
+__all__ = [
+    "ADAPTERS",
+    "EMBED",
+    "HEAD_PIECES",
+    "Adapter",
+    "AttentionWeights",
+    "BertAdapter",
+    "GPT2Adapter",
+    "GPTNeoXAdapter",
+    "GenericAdapter",
+    "ToyAdapter",
+    "adapter_names",
+    "detect_adapter_name",
+    "get_adapter",
+    "model_config",
+    "module_name",
+    "module_names_from_keys",
+    "register_adapter",
+]

@@ -1,0 +1,344 @@
+"""Architecture adapters: from a model's state-dict tensors to canonical, architecture-free pieces.
+
+Metrics never know architectures. An adapter reads tensors *lazily* through a ``get(name)``
+callable (so a job holds one layer at a time, whatever the checkpoint's size) and yields 2-D
+float32 matrices ``[out, in]`` under canonical names:
+
+- ``<module>``: every 2-D weight under the model's own module name (the state-dict key without
+  ``.weight``), e.g. ``gpt_neox.layers.0.attention.dense``, so names match forward-hook names and
+  published tables. Weights stored transposed (GPT-2 ``Conv1D``) are transposed back to [out, in].
+- ``<attn>.head{h}.q|k|v``: head h's query/key/value map, [d_head, d_model];
+- ``<attn>.head{h}.o``: head h's slice of the output projection, [d_model, d_head];
+- ``<attn>.head{h}.ov`` = W_O^h · W_V^h and ``<attn>.head{h}.qk`` = (W_Q^h)ᵀ · W_K^h / sqrt(d_head),
+  both [d_model, d_model] (positional rotations such as RoPE are not part of the weights);
+- ``embed``: the token embedding [vocab, d_model] (also yielded under its own module name unless
+  that name is ``embed`` already).
+
+``<attn>`` is the attention module whose output is the attention output (``blocks.0.attn``,
+``gpt_neox.layers.0.attention``, ``transformer.h.0.attn``, ``encoder.layer.0.attention``).
+Biases are not part of the pieces; :meth:`Adapter.attention_weights` returns them per head for
+code that rebuilds an attention layer.
+
+Only numpy is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import numpy as np
+
+Getter = Callable[[str], np.ndarray]
+Matcher = Callable[[str, str], bool]  # (pattern, name) -> bool
+
+HEAD_PIECES = ("q", "k", "v", "o", "qk", "ov")
+_HEAD_PATTERN = re.compile(r"\.head[0-9*?\[]")
+EMBED = "embed"
+
+
+def fnmatch_pattern(pattern: str, name: str) -> bool:
+    """Default matcher, (pattern, name) like ``ckptlens.patterns.matches``: fnmatch, case-sensitive."""
+    return fnmatchcase(name, pattern)
+
+
+def module_name(key: str) -> str:
+    """State-dict key -> module name (``a.b.weight`` -> ``a.b``; other keys unchanged)."""
+    return key[: -len(".weight")] if key.endswith(".weight") else key
+
+
+def module_names_from_keys(keys: Iterable[str]) -> list[str]:
+    """Every module name implied by parameter keys (all dotted prefixes), sorted, root excluded."""
+    names: set[str] = set()
+    for k in keys:
+        parts = k.split(".")[:-1]
+        for i in range(1, len(parts) + 1):
+            names.add(".".join(parts[:i]))
+    return sorted(names)
+
+
+def _is_norm(name: str) -> bool:
+    last = name.rsplit(".", 1)[-1].lower()
+    return "norm" in last or last.startswith("ln")
+
+
+@dataclass
+class AttentionWeights:
+    """One attention module split per head; W_* are [n_heads, d_head, d_model] for q/k/v and
+    [n_heads, d_model, d_head] for o; biases are [n_heads, d_head] (q/k/v) and [d_model] (o), or
+    None where the module has none."""
+
+    module: str
+    n_heads: int
+    W_Q: np.ndarray
+    W_K: np.ndarray
+    W_V: np.ndarray
+    W_O: np.ndarray
+    b_Q: np.ndarray | None = None
+    b_K: np.ndarray | None = None
+    b_V: np.ndarray | None = None
+    b_O: np.ndarray | None = None
+
+    @property
+    def d_head(self) -> int:
+        return self.W_Q.shape[1]
+
+    def piece(self, h: int, which: str) -> np.ndarray:
+        if which == "q":
+            return self.W_Q[h]
+        if which == "k":
+            return self.W_K[h]
+        if which == "v":
+            return self.W_V[h]
+        if which == "o":
+            return self.W_O[h]
+        if which == "ov":
+            return (self.W_O[h].astype(np.float64) @ self.W_V[h].astype(np.float64)).astype(np.float32)
+        if which == "qk":
+            qk = self.W_Q[h].astype(np.float64).T @ self.W_K[h].astype(np.float64)
+            return (qk / math.sqrt(self.d_head)).astype(np.float32)
+        raise ValueError(f"unknown head piece {which!r}; expected one of {HEAD_PIECES}")
+
+
+def split_heads_rows(w: np.ndarray, n_heads: int, what: str) -> np.ndarray:
+    """[n_heads·d_head, d_model] -> [n_heads, d_head, d_model] (head h = rows h·dh:(h+1)·dh)."""
+    if w.shape[0] % n_heads:
+        raise ValueError(f"{what}: {w.shape[0]} rows do not split into {n_heads} heads")
+    return w.reshape(n_heads, w.shape[0] // n_heads, w.shape[1])
+
+
+def split_heads_cols(w: np.ndarray, n_heads: int, what: str) -> np.ndarray:
+    """[d_model, n_heads·d_head] -> [n_heads, d_model, d_head] (head h = columns h·dh:(h+1)·dh)."""
+    if w.shape[1] % n_heads:
+        raise ValueError(f"{what}: {w.shape[1]} columns do not split into {n_heads} heads")
+    dh = w.shape[1] // n_heads
+    return np.ascontiguousarray(w.reshape(w.shape[0], n_heads, dh).transpose(1, 0, 2))
+
+
+def _f32(x) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+
+
+def model_config(metadata: Mapping | None) -> dict:
+    """The model configuration carried by a checkpoint's metadata, whatever its form:
+    a Hugging Face ``config.json`` (a dict with ``model_type``/``architectures``), the project's
+    safetensors metadata key ``ckptlens_model`` (a JSON string), or a ``config`` entry."""
+    if not metadata:
+        return {}
+    out: dict = {}
+    for key in ("config", "ckptlens_model"):
+        val = metadata.get(key)
+        if isinstance(val, str):
+            try:
+                val = json.loads(val)
+            except ValueError:
+                val = None
+        if isinstance(val, Mapping):
+            out.update(val)
+    if any(k in metadata for k in ("model_type", "architectures", "hidden_size", "n_embd")):
+        out.update({k: v for k, v in metadata.items() if k not in ("config", "ckptlens_model")})
+    return out
+
+
+class Adapter:
+    """Base class. Subclasses set ``name`` and implement :meth:`detect`, :meth:`_attention_modules`
+    and :meth:`_attention_weights` (and override naming rules where the architecture needs it)."""
+
+    name: str = "base"
+    #: config keys that may hold the number of attention heads, first found wins
+    n_heads_keys: tuple[str, ...] = ("num_attention_heads", "n_head", "n_heads")
+    #: regex (search) on module names: the per-layer blocks whose outputs are activation targets
+    block_pattern: str | None = None
+    #: state-dict keys (exact suffix match after an optional prefix) of the token embedding
+    embed_suffixes: tuple[str, ...] = ()
+
+    def __init__(self, metadata: Mapping | None = None, n_heads: int | None = None,
+                 shapes: Mapping[str, Sequence[int]] | None = None):
+        self.metadata = dict(metadata or {})
+        self.config = model_config(metadata)
+        self.shapes = {k: tuple(v) for k, v in (shapes or {}).items()}
+        if n_heads is None:
+            for k in self.n_heads_keys:
+                if isinstance(self.config.get(k), int) and not isinstance(self.config.get(k), bool):
+                    n_heads = self.config[k]
+                    break
+        if n_heads is not None and (not isinstance(n_heads, int) or n_heads < 1):
+            raise ValueError(f"adapter {self.name!r}: n_heads must be a positive integer, not {n_heads!r}")
+        self.n_heads = n_heads
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_heads={self.n_heads})"
+
+    # ---- to implement -------------------------------------------------------------------------
+    @classmethod
+    def detect(cls, keys: list[str]) -> bool:
+        raise NotImplementedError
+
+    def _attention_modules(self, keys: Sequence[str]) -> list[str]:
+        """Names of the attention modules whose heads can be split (no tensor is read)."""
+        return []
+
+    def _attention_weights(self, keys: Sequence[str], get: Getter, module: str) -> AttentionWeights:
+        raise NotImplementedError
+
+    def _transposed(self, key: str) -> bool:
+        """Whether the 2-D tensor ``key`` is stored [in, out] (GPT-2 Conv1D)."""
+        return False
+
+    def _is_matrix_key(self, key: str, shapes: Mapping[str, Sequence[int]]) -> bool:
+        """Whether ``key`` is a 2-D weight: by shape when shapes are known, else by name."""
+        if not key.endswith(".weight"):
+            return False
+        if key in shapes:
+            return len(shapes[key]) == 2
+        return not _is_norm(module_name(key))
+
+    # ---- public API ---------------------------------------------------------------------------
+    @property
+    def heads_available(self) -> bool:
+        return self.n_heads is not None
+
+    def embed_key(self, keys: Sequence[str]) -> str | None:
+        for suffix in self.embed_suffixes:
+            for k in keys:
+                if k == suffix or k.endswith("." + suffix):
+                    return k
+        return None
+
+    def attention_modules(self, keys: Sequence[str]) -> list[str]:
+        return self._attention_modules(keys)
+
+    def attention_weights(self, keys: Sequence[str], get: Getter, module: str) -> AttentionWeights:
+        """All heads of one attention module (weights and biases), read through ``get``."""
+        self._require_heads()
+        if module not in self._attention_modules(keys):
+            raise ValueError(f"adapter {self.name!r}: {module!r} is not an attention module of this model")
+        return self._attention_weights(keys, get, module)
+
+    def layer_names(self, keys: Sequence[str], shapes: Mapping[str, Sequence[int]] | None = None) -> list[str]:
+        """Every name :meth:`weight_matrices` can yield, without reading any tensor."""
+        return [name for name, _ in self._plan(keys, shapes)]
+
+    def weight_matrices(
+        self,
+        keys: Sequence[str],
+        get: Getter,
+        patterns: Sequence[str] | Callable[[str], bool] | None = None,
+        match: Matcher | None = None,
+        shapes: Mapping[str, Sequence[int]] | None = None,
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(name, float32 [out, in])`` for the names matching ``patterns`` (globs matched
+        with ``match(pattern, name)``, fnmatch by default; or a predicate; None = everything).
+        Tensors are read one at a time, an attention module's tensors only when one of its head
+        pieces is wanted."""
+        keys = list(keys)
+        match = match or fnmatch_pattern
+        if patterns is None:
+            wanted = lambda n: True  # noqa: E731
+        elif callable(patterns):
+            wanted = patterns
+        else:
+            pats = [patterns] if isinstance(patterns, str) else list(patterns)
+            wanted = lambda n: any(match(p, n) for p in pats)  # noqa: E731
+        plan = self._plan(keys, shapes)
+        if not self.heads_available and not callable(patterns) and patterns is not None:
+            names = [n for n, _ in plan]
+            lost = [p for p in pats if _HEAD_PATTERN.search(p) and not any(match(p, n) for n in names)]
+            if lost:
+                raise ValueError(
+                    f"adapter {self.name!r}: patterns {lost} ask for per-head pieces, but the number of "
+                    "attention heads is unknown (no config.json/metadata with it); pass n_heads"
+                )
+        attn: dict[str, list[tuple[str, int, str]]] = {}
+        for name, src in plan:
+            if not wanted(name):
+                continue
+            if isinstance(src, tuple):  # head piece: (module, h, which)
+                attn.setdefault(src[0], []).append((name, src[1], src[2]))
+                continue
+            w = np.asarray(get(src))
+            if w.ndim < 2:  # only possible when shapes were unknown and the name rule was wrong
+                warnings.warn(f"adapter {self.name!r}: {src!r} is {w.ndim}-D, not a matrix; skipped")
+                continue
+            if w.ndim > 2:
+                w = w.reshape(w.shape[0], -1)
+            if self._transposed(src):
+                w = w.T
+            yield name, _f32(w)
+        for module, wanted_pieces in attn.items():
+            aw = self._attention_weights(keys, get, module)
+            for name, h, which in wanted_pieces:
+                yield name, aw.piece(h, which)
+            del aw
+
+    def activation_modules(self, module_names: Sequence[str]) -> list[str]:
+        """Default hook targets: the per-layer block outputs. ``module_names`` may be the model's
+        ``named_modules()`` names or its state-dict keys (module names are then derived)."""
+        names = list(module_names)
+        if any(n.endswith((".weight", ".bias")) for n in names):
+            names = module_names_from_keys(names)
+        if self.block_pattern is None:
+            return _largest_module_list(names)
+        rx = re.compile(self.block_pattern)
+        return _sort_numeric([n for n in names if rx.search(n)])
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _require_heads(self) -> None:
+        if not self.heads_available:
+            raise ValueError(f"adapter {self.name!r}: the number of attention heads is unknown; pass n_heads")
+
+    def _plan(self, keys: Sequence[str], shapes=None) -> list[tuple[str, object]]:
+        """[(name, source)], source = a state-dict key, or (attention module, head, piece)."""
+        shapes = {**self.shapes, **{k: tuple(v) for k, v in (shapes or {}).items()}}
+        keys = list(keys)
+        plan: list[tuple[str, object]] = []
+        seen: set[str] = set()
+        ek = self.embed_key(keys)
+        if ek is not None:
+            plan.append((EMBED, ek))
+            seen.add(EMBED)
+        for k in keys:
+            if self._is_matrix_key(k, shapes):
+                n = module_name(k)
+                if n not in seen:
+                    plan.append((n, k))
+                    seen.add(n)
+        if self.heads_available:
+            for module in self._attention_modules(keys):
+                for h in range(self.n_heads):
+                    for which in HEAD_PIECES:
+                        plan.append((f"{module}.head{h}.{which}", (module, h, which)))
+        return plan
+
+
+def _sort_numeric(names: Iterable[str]) -> list[str]:
+    def key(n: str):
+        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in n.split(".")]
+
+    return sorted(set(names), key=key)
+
+
+def _largest_module_list(names: Sequence[str]) -> list[str]:
+    """The children of the container with the most integer-named children (a ModuleList of blocks)."""
+    children: dict[str, list[str]] = {}
+    for n in names:
+        parent, _, last = n.rpartition(".")
+        if last.isdigit():
+            children.setdefault(parent, []).append(n)
+    if not children:
+        return []
+    best = max(children.values(), key=len)
+    return _sort_numeric(best)
+
+
+def warn_no_heads(adapter: Adapter) -> None:
+    warnings.warn(
+        f"adapter {adapter.name!r}: number of attention heads unknown (no config.json/metadata); "
+        "per-head pieces (.head{h}.q|k|v|o|qk|ov) are not produced. Pass n_heads to get them.",
+        stacklevel=3,
+    )

@@ -1,0 +1,167 @@
+"""Checkpoints from a local folder or glob: which file holds which training step.
+
+``discover(spec) -> {step: Path}``. ``spec`` is a mapping (or just the path):
+
+- ``path``: a folder (its entries are the candidates) or a glob (``runs/a/ckpt_*.pt``,
+  ``runs/a/step*``, ``runs/a/checkpoint-*/``; ``**`` recurses);
+- ``step_pattern`` (optional): a regular expression with one group capturing the step, searched in
+  the candidate's path relative to the folder (or to the glob's fixed leading folders), with ``/``
+  separators. Default: the last integer in the file or folder name without its suffix
+  (``ckpt_1200.pt``, ``step1200/``, ``checkpoint-1200/``, ``model_step_1200.safetensors``); a name
+  without an integer (``model.safetensors`` in ``step1200/``) takes the last integer of the nearest
+  enclosing folder below the base.
+
+Candidates are ``.safetensors``/``.pt``/``.pth``/``.bin``/``.ckpt`` files and Hugging Face
+``save_pretrained`` folders. Entries with no step are skipped with a warning; two candidates with the
+same step, or none at all, are errors naming the paths.
+
+``weights_digest(keys, get)``: a sha256 over the sorted tensor names, dtypes, shapes and bytes,
+so the workflow can warn when two steps hold identical weights.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import hashlib
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint_io import CHECKPOINT_SUFFIXES, is_checkpoint_dir
+
+
+class DiscoveryError(ValueError):
+    """No checkpoints, or ambiguous ones, at a configured path; the message names them."""
+
+
+_LAST_INT = re.compile(r"(\d+)(?!.*\d)")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_HF_WEIGHT_NAME = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)$")
+
+
+def _is_candidate(p: Path) -> bool:
+    if p.is_dir():
+        return is_checkpoint_dir(p)
+    return p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+
+
+def _stem(p: Path) -> str:
+    return p.name if p.is_dir() else p.name[: -len(p.suffix)] if p.suffix else p.name
+
+
+def _base_of_glob(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if _GLOB_CHARS.search(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _default_step(p: Path, base: Path) -> int | None:
+    m = _LAST_INT.search(_stem(p))
+    if m:
+        return int(m[1])
+    try:
+        parents = p.relative_to(base).parts[:-1]
+    except ValueError:
+        parents = ()
+    for part in reversed(parents):
+        m = _LAST_INT.search(part)
+        if m:
+            return int(m[1])
+    return None
+
+
+def _compile_step_pattern(pattern: str) -> re.Pattern:
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise DiscoveryError(f"step_pattern {pattern!r} is not a valid regular expression ({exc})") from exc
+    if rx.groups != 1:
+        raise DiscoveryError(f"step_pattern {pattern!r} must have exactly one group (the step), it has {rx.groups}")
+    return rx
+
+
+def discover(spec: Mapping | str | Path) -> dict[int, Path]:
+    """``{step: checkpoint path}``, sorted by step; see the module docstring."""
+    if isinstance(spec, (str, Path)):
+        spec = {"path": str(spec)}
+    if "path" not in spec or not spec["path"]:
+        raise DiscoveryError(f"checkpoint source {dict(spec)!r} has no 'path'")
+    raw = str(spec["path"])
+    step_rx = _compile_step_pattern(spec["step_pattern"]) if spec.get("step_pattern") else None
+
+    if _GLOB_CHARS.search(raw):
+        base = _base_of_glob(raw)
+        candidates = [Path(p) for p in sorted(_glob.glob(raw, recursive=True))]
+        candidates = [p for p in candidates if _is_candidate(p)]
+        where = f"glob {raw!r}"
+    else:
+        base = Path(raw)
+        if not base.exists():
+            raise DiscoveryError(f"checkpoint path {raw} does not exist")
+        if base.is_file():
+            raise DiscoveryError(
+                f"checkpoint path {raw} is a single file; give its folder or a glob (e.g. {base.parent}/*{base.suffix})"
+            )
+        candidates = [p for p in sorted(base.iterdir()) if _is_candidate(p)]
+        where = f"folder {raw}"
+        if is_checkpoint_dir(base) and all(_HF_WEIGHT_NAME.match(p.name) for p in candidates):
+            raise DiscoveryError(
+                f"checkpoint path {raw} is one Hugging Face checkpoint folder, not a folder of checkpoints; "
+                f"give its parent or a glob (e.g. {base.parent}/step*)"
+            )
+
+    if not candidates:
+        raise DiscoveryError(
+            f"no checkpoints found at {where} (looked for {', '.join(CHECKPOINT_SUFFIXES)} files and "
+            "Hugging Face save_pretrained folders)"
+        )
+
+    found: dict[int, Path] = {}
+    skipped: list[str] = []
+    for p in candidates:
+        if step_rx is not None:
+            try:
+                rel = p.relative_to(base).as_posix()
+            except ValueError:
+                rel = p.as_posix()
+            m = step_rx.search(rel)
+            step = int(m[1]) if m and m[1] is not None and m[1].isdigit() else None
+        else:
+            step = _default_step(p, base)
+        if step is None:
+            skipped.append(p.name)
+            continue
+        if step in found:
+            raise DiscoveryError(
+                f"two checkpoints at {where} map to step {step}: {found[step]} and {p}"
+                + ("" if step_rx else " (set step_pattern to tell them apart, or move one away)")
+            )
+        found[step] = p
+    if not found:
+        how = f"step_pattern {step_rx.pattern!r}" if step_rx else "an integer in the name"
+        raise DiscoveryError(f"no step number ({how}) in any checkpoint name at {where}: {skipped[:10]}")
+    if skipped:
+        warnings.warn(f"{where}: skipped {len(skipped)} entries without a step number: {skipped[:10]}", stacklevel=2)
+    return dict(sorted(found.items()))
+
+
+def weights_digest(keys: Iterable[str], get: Callable[[str], np.ndarray]) -> str:
+    """sha256 over the sorted tensor names, dtypes, shapes and raw bytes (one tensor at a time)."""
+    h = hashlib.sha256()
+    for k in sorted(keys):
+        a = np.ascontiguousarray(get(k))
+        kb = k.encode()
+        h.update(len(kb).to_bytes(8, "little"))
+        h.update(kb)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.nbytes.to_bytes(8, "little"))
+        if a.size:
+            h.update(a.reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
