@@ -118,19 +118,27 @@ def steps(config, run) -> list[int]:
 
 
 def layer_names(config, run) -> dict[str, list[str]] | None:
-    """Module names the target patterns are matched against, known without loading a model:
-    from the toy model's configuration, or from the header of a local safetensors checkpoint."""
+    """Names the target patterns are matched against, known without loading a model: from the toy
+    model's configuration, or from the header of a local safetensors checkpoint (read with the
+    architecture adapter, so per-head pieces such as ``blocks.0.attn.head0.ov`` are included)."""
+    from .adapters import get_adapter, module_names_from_keys
+    from .toy.names import toy_state_keys
+
     src = config["runs"][run]["source"]
     if src["type"] == "train_toy":
-        from .toy.names import toy_module_names
+        keys, meta, shapes = toy_state_keys(src.get("model", {})), {"ckptlens_arch": "toy", "ckptlens_model": src.get("model", {})}, None
+    else:
+        first = next(iter(local_checkpoints(config, run).values()))
+        if not first.endswith(".safetensors"):
+            return None  # reading a pickle's keys needs torch: the extraction job checks instead
+        from .checkpoint_io import open_checkpoint
 
-        return toy_module_names(src.get("model", {}))
-    first = next(iter(local_checkpoints(config, run).values()))
-    if first.endswith(".safetensors"):
-        from .toy.names import names_from_safetensors
-
-        return names_from_safetensors(first)
-    return None  # checked by the extraction job instead
+        with open_checkpoint(first) as ckpt:
+            keys, meta, shapes = ckpt.keys, ckpt.metadata, ckpt.shapes
+    arch = get_adapter("auto", keys, meta, shapes=shapes)
+    weights = arch.layer_names(keys, shapes)
+    owners = [k[: -len(".weight")] for k in keys if k.endswith(".weight")]
+    return {"weights": weights, "activations": module_names_from_keys(keys), "gradients": owners}
 
 
 def validate(config: Mapping) -> None:

@@ -17,23 +17,19 @@ from .io import GRADIENT_SEP, TensorFile, save_tensors
 from .patterns import select
 
 
-def _module_name(key: str) -> str:
-    return key[: -len(".weight")] if key.endswith(".weight") else key
+def extract_weights(checkpoint, patterns, out_path, adapter: str = "auto") -> list[str]:
+    """The weight matrices (and per-head pieces/circuits) whose names match ``patterns``, as the
+    architecture adapter names them; tensors are read one at a time (numpy only, no torch)."""
+    from .adapters import get_adapter
+    from .checkpoint_io import open_checkpoint
+    from .patterns import matches
 
-
-def extract_weights(checkpoint, patterns, out_path) -> list[str]:
-    """Copy the weight matrices whose module names match ``patterns`` (float32, one at a time)."""
-    ckpt = TensorFile(checkpoint)
-    by_module = {_module_name(k): k for k in ckpt if k.endswith(".weight") or "." not in k}
-    chosen = select(patterns, list(by_module))
-    if not chosen:
+    with open_checkpoint(checkpoint) as ckpt:
+        arch = get_adapter(adapter, ckpt.keys, ckpt.metadata, shapes=ckpt.shapes)
+        tensors = dict(arch.weight_matrices(ckpt.keys, ckpt.get, list(patterns), match=matches, shapes=ckpt.shapes))
+    if not tensors:
         raise ValueError(f"{checkpoint}: no weight matches the target patterns {list(patterns)}")
-    tensors = {}
-    for name in chosen:
-        w = ckpt[by_module[name]]
-        if w.ndim >= 2:
-            tensors[name] = np.asarray(w, dtype=np.float32)
-    save_tensors(tensors, out_path, {"source": str(checkpoint)})
+    save_tensors(tensors, out_path, {"source": str(checkpoint), "adapter": arch.name})
     return list(tensors)
 
 
