@@ -1,8 +1,23 @@
-"""Metric registry and the metrics that ship with ckptlens (numpy only: no torch here)."""
+"""Metric registry and the metrics that ship with ckptlens (numpy only: no torch here).
+
+Families (see each module's docstring for its metrics, parameters and input layout):
+    weight_spectrum        (weights, per layer)         weights.py
+    weight_update          (weights, per layer, refs)   updates.py
+    circuits               (weights, model scope)       circuits.py
+    activation_similarity  (activations, per layer)     activations.py
+    activation_spectrum    (activations, per layer)     activation_stats.py
+    activation_pairs       (activations, model scope)   linearity.py
+    gradient               (gradients, per layer)       gradients.py
+    gradient_pca           (activation_gradients, model scope)  gradient_pca.py
+Plus the plain function :func:`task_vector_pca` (task_vectors.py) for runs sharing a base.
+"""
 
 from .registry import (  # noqa: F401
     FAMILIES,
     METRICS,
+    NEEDS,
+    REFERENCES,
+    LayerStore,
     MetricConfigError,
     compute_family,
     family,
@@ -12,7 +27,9 @@ from .registry import (  # noqa: F401
     metric,
     references_of,
     resolve_params,
+    split_metric_name,
 )
 
 # Importing the modules registers their families and metrics.
-from . import weights, gradients, activations  # noqa: E402,F401
+from . import weights, updates, circuits, gradients, gradient_pca, activations, activation_stats, linearity  # noqa: E402,F401
+from .task_vectors import task_vector_pca  # noqa: E402,F401

@@ -1,4 +1,16 @@
-"""Activation-similarity metrics on a fixed probe batch (activations as [n_samples, features])."""
+"""Activation-similarity metrics on a fixed probe batch (activations as [n_samples, features]).
+
+Registered metrics (family ``activation_similarity``):
+    cka_to_final     linear CKA to the same layer at the final checkpoint     reference "final"
+    cka_to_previous  ... at the previous checkpoint                           reference "previous"
+    cka_to_initial   ... at the first checkpoint (step 0)                     reference "initial"
+
+Linear CKA (Kornblith et al., 2019) = HSIC(K, L) / sqrt(HSIC(K, K)·HSIC(L, L)) with K = XXᵀ,
+L = YYᵀ, HSIC(K, L) = tr(KHLH) (the 1/(n−1)² factors cancel), H = I − 11ᵀ/n. It is computed in
+feature space, ‖XᶜᵀYᶜ‖²_F / (‖XᶜᵀXᶜ‖_F‖YᶜᵀYᶜ‖_F) (Xᶜ = centred X), when n² ≥ d² (n ≫ d), and from
+the centred Gram matrices otherwise; both equal the HSIC form. Constant activations (a layer of
+dead units) make the denominator 0: the value is NaN, with a warning (CKA is undefined there).
+"""
 
 from __future__ import annotations
 
@@ -51,4 +63,16 @@ def linear_cka(a: ActivationContext, b: ActivationContext) -> float:
 @metric("cka_to_final", family="activation_similarity", reference="final")
 def cka_to_final(ctx: ActivationContext, ref: ActivationContext) -> float:
     """Linear CKA between the layer's activations and those of the final checkpoint."""
+    return linear_cka(ctx, ref)
+
+
+@metric("cka_to_previous", family="activation_similarity", reference="previous")
+def cka_to_previous(ctx: ActivationContext, ref: ActivationContext) -> float:
+    """Linear CKA between the layer's activations and those of the previous checkpoint."""
+    return linear_cka(ctx, ref)
+
+
+@metric("cka_to_initial", family="activation_similarity", reference="initial")
+def cka_to_initial(ctx: ActivationContext, ref: ActivationContext) -> float:
+    """Linear CKA between the layer's activations and those of the first checkpoint (step 0)."""
     return linear_cka(ctx, ref)

@@ -4,8 +4,31 @@ A *metric* is one decorated function. Metrics that read the same input and share
 *family*: the workflow runs one job per (run, checkpoint, family), builds one context object per
 layer (which caches shared work such as a matrix's singular values) and evaluates every enabled
 metric of the family on it. A metric that compares against another checkpoint declares that
-reference ("final", "previous" or "initial"); the family job then receives that checkpoint's
-extraction too.
+reference ("final", "previous", "initial" or "previous2" = two checkpoints back); the family job
+then receives that checkpoint's extraction too.
+
+Extensions (all backwards compatible; a plain ``@family(name, needs)`` / ``@metric(name, family)``
+behaves as before):
+
+* **Model scope** — ``@family(name, needs, scope="model")``: the context is built once per
+  checkpoint from the *whole* mapping of layers (wrapped in a :class:`LayerStore`, which reads
+  layers lazily and hands out ``None`` for a layer with NaN/Inf values, warning once), for
+  cross-layer metrics. Its metrics return ``{label: value}``; the label goes into the ``layer``
+  column (pairs are labelled ``"<a>~<b>"``, see ``_common.PAIR_SEP``).
+* **Several values per metric** — a metric may return ``{suffix: value}`` instead of a number (a
+  model-scope one ``{label: {suffix: value}}``); each becomes a row whose ``metric`` is
+  ``"<name>.<suffix>"`` (metric names contain no dot; :func:`split_metric_name` undoes it). A
+  layer-scope metric that does so declares its suffixes with ``outputs=`` (a function of its
+  resolved parameters) so that a layer with NaN/Inf input still gets one NaN row per suffix.
+* **Several references** — ``reference=("previous", "previous2")``: the function receives one
+  reference context per entry, in that order; ``Metric.references`` is the tuple,
+  ``Metric.reference`` its first entry. The metric is skipped where any of them is missing.
+* **Parameter checks** — ``validate=`` (a function of the resolved parameters that raises
+  :class:`MetricConfigError`) runs in :func:`resolve_params`, i.e. when the config is read.
+* **New input kind** ``needs="activation_gradients"``: per-sample gradients of the model's
+  outputs with respect to hidden activations (layout in ``gradient_pca.py``).
+* A ``numpy.linalg.LinAlgError`` inside a metric (e.g. an SVD that does not converge) gives NaN
+  with a warning instead of aborting the job.
 
 Only numpy is imported here: metric jobs must stay cheap to start (no torch).
 """
@@ -23,16 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
-NEEDS = ("weights", "activations", "gradients")
-REFERENCES = ("final", "previous", "initial")
+NEEDS = ("weights", "activations", "gradients", "activation_gradients")
+REFERENCES = ("final", "previous", "initial", "previous2")
+SCOPES = ("layer", "model")
+SUFFIX_SEP = "."
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
     needs: str
-    context: Callable  # (array of one layer) -> context object handed to each metric
+    context: Callable  # (array of one layer | LayerStore for scope="model") -> context object
     description: str = ""
+    scope: str = "layer"
 
 
 @dataclass(frozen=True)
@@ -40,9 +66,16 @@ class Metric:
     name: str
     family: str
     fn: Callable
-    reference: str | None = None
+    reference: str | None = None  # the first (usually only) reference
     defaults: Mapping = field(default_factory=dict)
     description: str = ""
+    references: tuple = ()  # every reference, in the order fn receives their contexts
+    validate: Callable | None = None  # (resolved params) -> None, raises MetricConfigError
+    outputs: Callable | None = None  # (resolved params) -> suffixes of a multi-valued metric
+
+    def __post_init__(self):
+        if not self.references and self.reference is not None:
+            object.__setattr__(self, "references", (self.reference,))
 
 
 FAMILIES: dict[str, Family] = {}
@@ -53,24 +86,44 @@ class MetricConfigError(ValueError):
     """A metric name or parameter in the config is not valid; the message names the key."""
 
 
-def family(name: str, needs: str, description: str = ""):
-    """Register ``context`` as the per-layer context builder of family ``name``."""
+def family(name: str, needs: str, description: str = "", scope: str = "layer"):
+    """Register ``context`` as the context builder of family ``name``.
+
+    ``scope="layer"`` (default): ``context(array)`` per layer. ``scope="model"``:
+    ``context(LayerStore)`` once per checkpoint, for metrics that read several layers."""
     if needs not in NEEDS:
         raise ValueError(f"family {name!r}: needs must be one of {NEEDS}, not {needs!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"family {name!r}: scope must be one of {SCOPES}, not {scope!r}")
 
     def register(context: Callable) -> Callable:
         if name in FAMILIES:
             raise ValueError(f"family {name!r} is registered twice")
-        FAMILIES[name] = Family(name, needs, context, description or (context.__doc__ or "").strip())
+        FAMILIES[name] = Family(name, needs, context, description or (context.__doc__ or "").strip(), scope)
         return context
 
     return register
 
 
-def metric(name: str, family: str, reference: str | None = None, description: str = "", **defaults):
-    """Register ``fn(ctx, **params)`` (or ``fn(ctx, ref_ctx, **params)`` with a reference)."""
-    if reference is not None and reference not in REFERENCES:
-        raise ValueError(f"metric {name!r}: reference must be one of {REFERENCES}")
+def metric(
+    name: str,
+    family: str,
+    reference: str | tuple | list | None = None,
+    description: str = "",
+    validate: Callable | None = None,
+    outputs: Callable | None = None,
+    **defaults,
+):
+    """Register ``fn(ctx, **params)`` (or ``fn(ctx, ref_ctx, ..., **params)`` with references).
+
+    ``reference``: None, one of REFERENCES, or a tuple of them. ``validate``/``outputs``: see the
+    module docstring. Every other keyword is a parameter with its default value."""
+    if SUFFIX_SEP in name:
+        raise ValueError(f"metric {name!r}: names may not contain {SUFFIX_SEP!r}")
+    refs = () if reference is None else (reference,) if isinstance(reference, str) else tuple(reference)
+    for r in refs:
+        if r not in REFERENCES:
+            raise ValueError(f"metric {name!r}: reference must be one of {REFERENCES}, not {r!r}")
 
     def register(fn: Callable) -> Callable:
         if name in METRICS:
@@ -78,7 +131,9 @@ def metric(name: str, family: str, reference: str | None = None, description: st
         if family not in FAMILIES:
             raise ValueError(f"metric {name!r}: family {family!r} is not registered (define it first)")
         doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        METRICS[name] = Metric(name, family, fn, reference, dict(defaults), doc)
+        METRICS[name] = Metric(
+            name, family, fn, refs[0] if refs else None, dict(defaults), doc, refs, validate, outputs
+        )
         return fn
 
     return register
@@ -94,7 +149,7 @@ def get_metric(name: str) -> Metric:
 
 
 def resolve_params(name: str, params: Mapping | None) -> dict:
-    """Defaults of metric ``name`` overridden by ``params``; unknown parameters are an error."""
+    """Defaults of metric ``name`` overridden by ``params``; unknown or invalid parameters are an error."""
     m = get_metric(name)
     params = dict(params or {})
     unknown = sorted(set(params) - set(m.defaults))
@@ -104,7 +159,16 @@ def resolve_params(name: str, params: Mapping | None) -> dict:
             f"config key 'metrics.{name}.{unknown[0]}': metric {name!r} has no parameter {unknown[0]!r} "
             f"(parameters: {allowed})"
         )
-    return {**m.defaults, **params}
+    resolved = {**m.defaults, **params}
+    if m.validate is not None:
+        m.validate(resolved)
+    return resolved
+
+
+def split_metric_name(label: str) -> tuple[str, str | None]:
+    """``"linearity_per_sample.p50"`` -> ``("linearity_per_sample", "p50")``; plain names -> (name, None)."""
+    base, sep, suffix = label.partition(SUFFIX_SEP)
+    return base, (suffix if sep else None)
 
 
 def group_by_family(metric_names) -> dict[str, list[str]]:
@@ -116,16 +180,35 @@ def group_by_family(metric_names) -> dict[str, list[str]]:
 
 
 def references_of(metric_names) -> list[str]:
-    return sorted({get_metric(n).reference for n in metric_names} - {None})
+    return sorted({r for n in metric_names for r in get_metric(n).references})
+
+
+def _package_modules(fns) -> list:
+    """The modules defining ``fns`` plus, transitively, the sibling modules of this package whose
+    objects they import (shared helpers), so that editing a helper reruns its users' jobs."""
+    pkg = __name__.rpartition(".")[0]
+    todo = [sys.modules[f.__module__] for f in fns]
+    seen: dict[str, object] = {}
+    while todo:
+        mod = todo.pop()
+        if mod.__name__ in seen:
+            continue
+        seen[mod.__name__] = mod
+        for obj in vars(mod).values():
+            owner = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+            if isinstance(owner, str) and owner.startswith(pkg + ".") and owner in sys.modules:
+                todo.append(sys.modules[owner])
+    return list(seen.values())
 
 
 def family_code_hash(family_name: str) -> str:
-    """Hash of the source that computes a family: the modules defining its context and metrics,
-    plus this registry (which runs them). Given to Snakemake as a parameter so that editing a
-    metric's code reruns that family's jobs, and only those."""
+    """Hash of the source that computes a family: the modules defining its context and metrics
+    (and the package modules they import helpers from), plus this registry (which runs them).
+    Given to Snakemake as a parameter so that editing a metric's code reruns that family's jobs,
+    and only those."""
     fam = FAMILIES[family_name]
     fns = [fam.context] + [m.fn for m in METRICS.values() if m.family == family_name]
-    files = sorted({inspect.getsourcefile(f) for f in fns} | {__file__})
+    files = sorted({inspect.getsourcefile(m) for m in _package_modules(fns)} | {__file__})
     h = hashlib.sha256()
     for f in files:
         h.update(Path(f).name.encode())
@@ -136,6 +219,63 @@ def family_code_hash(family_name: str) -> str:
 def _warn(msg: str) -> None:
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
     print(f"WARNING: {msg}", file=sys.stderr)
+
+
+class LayerStore(Mapping):
+    """What a model-scope context receives: the checkpoint's layers, read lazily.
+
+    ``store[name]`` is the array as stored (its dtype kept), or ``None`` if it has NaN/Inf values
+    (warned once, naming run, step and layer); iteration gives the layer names in stored order."""
+
+    def __init__(self, mapping: Mapping, where: str = ""):
+        self._m = mapping
+        self.where = where
+        self._bad: set[str] = set()
+        self._keys = list(iter(mapping))  # names only: `in` must not read a tensor
+        self._key_set = set(self._keys)
+
+    def __getitem__(self, key: str):
+        if key in self._bad:
+            return None
+        x = np.asarray(self._m[key])
+        if x.dtype.kind in "fc" and not np.isfinite(x).all():
+            self._bad.add(key)
+            _warn(f"{self.where}, layer {key!r}: input has NaN/Inf values; metrics reading it are NaN")
+            return None
+        return x
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key) -> bool:
+        return key in self._key_set
+
+
+def _rows(run, step, layer, name, out, where, warn=True) -> list[dict]:
+    """Rows of one metric's result on one layer/label: a number, or {suffix: number}; non-finite
+    values become NaN, with a warning unless ``warn`` is False (the cause was warned already)."""
+    items = [(f"{name}{SUFFIX_SEP}{k}", v) for k, v in out.items()] if isinstance(out, Mapping) else [(name, out)]
+    rows = []
+    for metric_name, v in items:
+        value = math.nan if v is None else float(v)
+        if not math.isfinite(value):
+            if warn:
+                _warn(f"{where}: metric {metric_name!r} is not finite ({value}); recorded as NaN")
+            value = math.nan
+        rows.append({"run": run, "step": int(step), "layer": layer, "metric": metric_name, "value": value})
+    return rows
+
+
+def _call(m: Metric, args, params, where):
+    try:
+        with np.errstate(all="ignore"):
+            return m.fn(*args, **params)
+    except np.linalg.LinAlgError as exc:
+        _warn(f"{where}: metric {m.name!r} failed ({exc}); recorded as NaN")
+        return None
 
 
 def compute_family(
@@ -150,10 +290,15 @@ def compute_family(
     """Evaluate the metrics ``{name: params}`` of one family on every layer of ``current``.
 
     ``current`` maps layer name -> array (read lazily: one layer at a time is enough);
-    ``references`` maps "final"/"previous"/"initial" -> such a mapping. A metric whose reference is
-    missing (e.g. "previous" at the first checkpoint) is skipped. Non-finite inputs or results give
-    NaN with a warning naming run, step, layer and metric; they never abort the job.
+    ``references`` maps "final"/"previous"/"initial"/"previous2" -> such a mapping. A metric whose
+    reference is missing (e.g. "previous" at the first checkpoint) is skipped. Non-finite inputs or
+    results give NaN with a warning naming run, step, layer and metric; they never abort the job.
     Returns tidy rows ``{run, step, layer, metric, value}``.
+
+    For a model-scope family the context is built once from ``LayerStore(current)`` (and each
+    reference's from ``LayerStore(reference)``); each metric returns ``{label: value}`` (or
+    ``{label: {suffix: value}}``) and the label fills the ``layer`` column. A metric returning
+    ``{suffix: value}`` gives rows named ``"<metric>.<suffix>"`` (see the module docstring).
     """
     fam = FAMILIES[family_name]
     references = references or {}
@@ -161,6 +306,10 @@ def compute_family(
     for name in chosen:
         if METRICS[name].family != family_name:
             raise MetricConfigError(f"metric {name!r} belongs to family {METRICS[name].family!r}, not {family_name!r}")
+    if fam.scope == "model":
+        return _compute_model_family(fam, chosen, current, references, run, step)
+    # layer names of each reference, read once (a lazy Mapping's `in` may read the tensor itself)
+    ref_names = {ref: set(iter(store)) for ref, store in references.items() if store is not None}
     rows = []
     for layer in current.keys():
         x = np.asarray(current[layer])
@@ -173,22 +322,40 @@ def compute_family(
         for name, params in chosen.items():
             m = METRICS[name]
             args = []
-            if m.reference is not None:
-                ref_store = references.get(m.reference)
-                if ref_store is None or layer not in ref_store:
-                    continue
-                if m.reference not in ref_ctx:
+            for ref in m.references:
+                ref_store = references.get(ref)
+                if ref_store is None or layer not in ref_names[ref]:
+                    break
+                if ref not in ref_ctx:
                     r = np.asarray(ref_store[layer])
-                    ref_ctx[m.reference] = fam.context(r) if np.isfinite(r).all() else None
-                    if ref_ctx[m.reference] is None:
-                        _warn(f"{where}: {m.reference} reference has NaN/Inf values; {name} is NaN")
-                args.append(ref_ctx[m.reference])
-            value = math.nan
-            if ctx is not None and all(a is not None for a in args):
-                with np.errstate(all="ignore"):
-                    value = float(m.fn(ctx, *args, **params))
-                if not math.isfinite(value):
-                    _warn(f"{where}: metric {name!r} is not finite ({value}); recorded as NaN")
-                    value = math.nan
-            rows.append({"run": run, "step": int(step), "layer": layer, "metric": name, "value": value})
+                    ref_ctx[ref] = fam.context(r) if np.isfinite(r).all() else None
+                    if ref_ctx[ref] is None:
+                        _warn(f"{where}: {ref} reference has NaN/Inf values; metrics comparing to it are NaN")
+                args.append(ref_ctx[ref])
+            else:
+                out = None
+                if ctx is not None and all(a is not None for a in args):
+                    out = _call(m, [ctx, *args], params, where)
+                computed = out is not None
+                if not computed and m.outputs is not None:
+                    out = {k: math.nan for k in m.outputs(params)}
+                rows += _rows(run, step, layer, name, out, where, warn=computed)
+    return rows
+
+
+def _compute_model_family(fam, chosen, current, references, run, step) -> list[dict]:
+    where = f"run {run!r}, step {step}"
+    ctx = fam.context(LayerStore(current, where))
+    ref_ctx: dict[str, object] = {}
+    rows = []
+    for name, params in chosen.items():
+        m = METRICS[name]
+        if any(references.get(ref) is None for ref in m.references):
+            continue
+        for ref in m.references:
+            if ref not in ref_ctx:
+                ref_ctx[ref] = fam.context(LayerStore(references[ref], f"{where} ({ref} reference)"))
+        out = _call(m, [ctx, *(ref_ctx[r] for r in m.references)], params, where)
+        for label, value in (out or {}).items():
+            rows += _rows(run, step, label, name, value, f"{where}, layer {label!r}")
     return rows

@@ -1,0 +1,389 @@
+"""Attention-circuit metrics across layers (family ``circuits``, model scope, input: weights).
+
+Input layout (produced by the architecture adapter into the *weights* extraction):
+
+* ``<attn module>.head{h}.qk`` — W_QK = W_Qᵀ·W_K / √d_head, d_model × d_model: the attention score
+  of a query residual vector x_q on a key residual vector x_k is x_qᵀ·W_QK·x_k (rows: query side,
+  columns: key side). W_Q, W_K, W_V are [d_head, d_model], W_O is [d_model, d_head].
+* ``<attn module>.head{h}.ov`` — W_OV = W_O·W_V, d_model × d_model: the head writes W_OV·x.
+* ``embed`` — the token embedding E, [vocab, d_model] (optional; the token-space metrics and the
+  embedding matching need it).
+
+Attention modules are put in layer order by the first integer in their name (``_common.layer_order``);
+"layer L−1" of a module is the one before it in that order. Every ``weight_spectrum`` metric also
+runs on these matrices, as on any weight.
+
+Labels (the ``layer`` column): ``"<qk name>~<ov name>"`` for a layer-L QK head read against a
+layer-(L−1) OV head, e.g. ``"blocks.1.attn.head0.qk~blocks.0.attn.head3.ov"`` (``pairs="all"``: every
+head of L against every head of L−1; ``"same"``: head h against head h only), and
+``"embed~<first attn module>.head{h}.ov"``.
+
+Registered metrics (no reference):
+
+qk_ov_overlap_max / qk_ov_overlap_rms (ks=[1, 2, 4, 8], pairs="all")
+    K-composition subspace matching. With W_QK = U₁S₁V₁ᵀ (layer L) and W_OV = U₂S₂V₂ᵀ (layer L−1),
+    s = singular values of the k×k matrix V₁[:, :k]ᵀ·U₂[:, :k] (cosines of the principal angles
+    between what the key side reads and what the earlier head writes); reports max(s) resp.
+    sqrt(mean s²) as ``.k{k}``, and the expected value of the same statistic for two independent
+    uniformly random k-dimensional subspaces of R^d as ``.k{k}_random`` (:func:`random_overlap_baseline`,
+    computed once per (d, k) and cached).
+embed_ov_overlap_max / embed_ov_overlap_rms (ks=[1, 2, 4, 8])
+    The same statistic between the top-k right-singular subspace of E (its directions in the
+    residual stream) and the top-k left-singular subspace of each first-layer OV head.
+qk_ov_diag_zscore (pairs="all")
+    M = W_QK·W_OV (layer-L QK times layer-(L−1) OV): (mean of diag(M) − mean of all entries of M) /
+    std of all entries (population std; 0 if M is constant). In the residual basis.
+qk_ov_token_diag_zscore (pairs="all")
+    The same z-score of E·M·Eᵀ (vocab × vocab: entry (t, s) is how much a query token t attends to
+    a key whose earlier-layer head wrote token s — the token-space reading the study meant: the
+    residual basis is not privileged, so the residual-basis z-score is reported only for comparison).
+    Computed from low-rank factors, never forming the vocab × vocab matrix.
+qk_ov_token_mismatch (pairs="all", max_tokens=2048)
+    Share of tokens t for which t is not the argmax of row t of E·M·Eᵀ (a tie with the row maximum
+    counts as a match, so a zero circuit gives 0). Rows are all tokens if vocab ≤ max_tokens, else a
+    fixed random subset of max_tokens tokens (seed 0, the same at every checkpoint); columns are
+    always all tokens. Cost ≈ rows × vocab × d_head per head pair.
+
+Degenerate cases: singular vectors are kept up to the matrix's numerical rank (tolerance
+max(m, n)·eps(dtype)·σ₁, as numpy's matrix_rank, with the eps of the stored dtype); a k above that
+rank (the top-k subspace would contain arbitrary null-space directions) or above d gives NaN (its
+``_random`` baseline is still reported, NaN only for k > d). A
+circuit with NaN/Inf values gives NaN for its labels. The token metrics give no rows without ``embed``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+import numpy as np
+
+from ._common import check_choice, check_int_list, check_positive_int, layer_order, pair_label
+from .registry import family, metric
+
+CIRCUIT_RE = re.compile(r"^(?P<module>.+)\.head(?P<head>\d+)\.(?P<kind>qk|ov)$")
+EMBED = "embed"
+PAIRS = ("all", "same")
+
+
+# ---------------------------------------------------------------- random baseline
+
+
+def _baseline_samples(k: int) -> int:
+    return int(min(2000, max(32, 2**27 // k**3)))
+
+
+def overlap_monte_carlo(d: int, k: int, n_samples: int, seed: int = 0) -> tuple[float, float]:
+    """E[max s], E[sqrt(mean s²)] over ``n_samples`` draws, s = cosines of the principal angles
+    between two independent uniformly random k-dim subspaces of R^d.
+
+    By rotation invariance one subspace is span(e₁..e_k) and the other span(G), G ~ N(0, 1)^{d×k};
+    then s² are the eigenvalues of (A + B)⁻¹A with A = G_topᵀG_top ~ Wishart_k(k) and
+    B = G_botᵀG_bot ~ Wishart_k(d − k), independent. B is drawn by the Bartlett decomposition, so
+    the cost is O(n_samples·k³), independent of d."""
+    if k > d or k < 1:
+        return math.nan, math.nan
+    if k == d:
+        return 1.0, 1.0
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_samples, k, k))
+    a = np.swapaxes(x, 1, 2) @ x
+    df = d - k
+    if df >= k:
+        lower = np.tril(rng.standard_normal((n_samples, k, k)), -1)
+        idx = np.arange(k)
+        lower[:, idx, idx] = np.sqrt(rng.chisquare(df - idx, size=(n_samples, k)))
+        b = lower @ np.swapaxes(lower, 1, 2)
+    else:
+        y = rng.standard_normal((n_samples, df, k))
+        b = np.swapaxes(y, 1, 2) @ y
+    chol = np.linalg.cholesky(a + b)
+    z = np.linalg.solve(chol, a)  # L⁻¹A
+    m = np.linalg.solve(chol, np.swapaxes(z, 1, 2))  # L⁻¹AL⁻ᵀ (A symmetric)
+    s2 = np.clip(np.linalg.eigvalsh((m + np.swapaxes(m, 1, 2)) / 2), 0.0, 1.0)
+    return float(np.sqrt(s2.max(axis=1)).mean()), float(np.sqrt(s2.mean(axis=1)).mean())
+
+
+@functools.lru_cache(maxsize=None)
+def random_overlap_baseline(d: int, k: int) -> tuple[float, float]:
+    """Expected (max s, sqrt(mean s²)) for random k-dim subspaces of R^d; computed once per (d, k)
+    and cached for the process. k = 1: exact, E|cos θ| = Γ(d/2) / (√π·Γ((d+1)/2)); k > 1: Monte
+    Carlo with a fixed seed (2000 draws, fewer for k > 40 where the statistics concentrate;
+    standard error below 1e-3). E[mean s²] is exactly k/d."""
+    d, k = int(d), int(k)
+    if k == 1 and d >= 1:
+        e = math.exp(math.lgamma(d / 2) - math.lgamma((d + 1) / 2)) / math.sqrt(math.pi)
+        return e, e
+    return overlap_monte_carlo(d, k, _baseline_samples(k), seed=0)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def overlap_singular_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Singular values of aᵀb for orthonormal-column a [d, k], b [d, k]: the cosines of the
+    principal angles between their spans."""
+    return np.linalg.svd(a.T @ b, compute_uv=False)
+
+
+def lowrank_diag_zscore(p: np.ndarray, q: np.ndarray) -> float:
+    """(mean diag − mean) / std of the n×n matrix T = p·qᵀ, without forming T (p, q: [n, r])."""
+    n = p.shape[0]
+    diag_mean = float(np.einsum("ij,ij->", p, q)) / n
+    mean = float(p.sum(axis=0) @ q.sum(axis=0)) / n**2
+    meansq = float(np.sum((p.T @ p) * (q.T @ q))) / n**2
+    var = max(meansq - mean**2, 0.0)
+    num = diag_mean - mean
+    if var == 0:
+        return 0.0 if abs(num) <= 1e-12 * math.sqrt(max(meansq, 0.0)) else math.nan
+    return num / math.sqrt(var)
+
+
+def lowrank_argmax_mismatch(p: np.ndarray, q: np.ndarray, rows: np.ndarray) -> float:
+    """Share of ``rows`` t with T[t, t] < max_s T[t, s], T = p·qᵀ (chunks of rows, never all of T)."""
+    n = q.shape[0]
+    chunk = max(1, 2**22 // max(n, 1))
+    mismatched = 0
+    for start in range(0, len(rows), chunk):
+        idx = rows[start : start + chunk]
+        t = p[idx] @ q.T
+        mismatched += int(np.sum(t[np.arange(len(idx)), idx] < t.max(axis=1)))
+    return mismatched / len(rows)
+
+
+# ---------------------------------------------------------------- context
+
+
+@family("circuits", needs="weights", scope="model")
+class CircuitContext:
+    """The checkpoint's QK/OV circuits and embedding; one cached (truncated) SVD per matrix."""
+
+    def __init__(self, store):
+        self.store = store
+        self.qk: dict[str, dict[int, str]] = {}
+        self.ov: dict[str, dict[int, str]] = {}
+        modules = []
+        for name in store:
+            m = CIRCUIT_RE.match(name)
+            if m is None:
+                continue
+            if m["module"] not in modules:
+                modules.append(m["module"])
+            (self.qk if m["kind"] == "qk" else self.ov).setdefault(m["module"], {})[int(m["head"])] = name
+        self.modules = layer_order(modules)
+        self.embed = EMBED if EMBED in store else None
+        self._svd: dict[str, tuple | None] = {}
+
+    def svd(self, name: str):
+        """(U or None, s, V) truncated to the numerical rank (U is not computed for tall matrices
+        such as the embedding, whose right singular vectors are all that is used); None if the
+        matrix has NaN/Inf values."""
+        if name not in self._svd:
+            x = self.store[name]
+            if x is None:
+                self._svd[name] = None
+            else:
+                eps = np.finfo(x.dtype).eps if x.dtype.kind == "f" else np.finfo(np.float64).eps
+                w = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+                if w.shape[0] > 2 * w.shape[1]:
+                    u = None
+                    _, s, vt = np.linalg.svd(np.linalg.qr(w, mode="r"))
+                else:
+                    u, s, vt = np.linalg.svd(w, full_matrices=False)
+                r = int(np.sum(s > max(w.shape) * eps * s[0])) if s.size else 0
+                self._svd[name] = (None if u is None else u[:, :r], s[:r], vt[:r].T)
+        return self._svd[name]
+
+    def matrix(self, name: str) -> np.ndarray | None:
+        x = self.store[name]
+        return None if x is None else np.asarray(x, dtype=np.float64)
+
+    def qk_ov_pairs(self, pairs: str = "all"):
+        """(qk name, ov name) for every layer-L QK head and layer-(L−1) OV head, in layer order."""
+        for prev, cur in zip(self.modules, self.modules[1:]):
+            for h, qk in sorted(self.qk.get(cur, {}).items()):
+                for h2, ov in sorted(self.ov.get(prev, {}).items()):
+                    if pairs == "all" or h == h2:
+                        yield qk, ov
+
+    def embed_ov_pairs(self):
+        if self.embed is None or not self.modules:
+            return
+        for _, ov in sorted(self.ov.get(self.modules[0], {}).items()):
+            yield self.embed, ov
+
+    def overlap(self, a: str, a_side: str, b: str, b_side: str, k: int) -> np.ndarray | None:
+        """Singular values of A[:, :k]ᵀ·B[:, :k], A/B the left ("u") or right ("v") singular vectors."""
+        fa, fb = self.svd(a), self.svd(b)
+        if fa is None or fb is None:
+            return None
+        x = fa[0] if a_side == "u" else fa[2]
+        y = fb[0] if b_side == "u" else fb[2]
+        if x is None or y is None or x.shape[0] != y.shape[0] or k > x.shape[1] or k > y.shape[1]:
+            return None
+        return overlap_singular_values(x[:, :k], y[:, :k])
+
+    def product_factors(self, qk: str, ov: str):
+        """(P, Q) with W_QK·W_OV = P·Qᵀ: P = U₁·(S₁V₁ᵀU₂S₂) [d, r₂], Q = V₂ [d, r₂]; None if undefined."""
+        f1, f2 = self.svd(qk), self.svd(ov)
+        if f1 is None or f2 is None or f1[0] is None or f2[0] is None or f1[2].shape[0] != f2[0].shape[0]:
+            return None
+        u1, s1, v1 = f1
+        u2, s2, v2 = f2
+        core = s1[:, None] * (v1.T @ u2) * s2[None, :]
+        return u1 @ core, v2
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def _ks_pairs(name):
+    def check(params):
+        check_int_list(name, "ks", params["ks"])
+        if "pairs" in params:
+            check_choice(name, "pairs", params["pairs"], PAIRS)
+        if "max_tokens" in params:
+            check_positive_int(name, "max_tokens", params["max_tokens"], allow=("all",))
+
+    return check
+
+
+def _pairs_only(name):
+    def check(params):
+        check_choice(name, "pairs", params["pairs"], PAIRS)
+        if "max_tokens" in params:
+            check_positive_int(name, "max_tokens", params["max_tokens"], allow=("all",))
+
+    return check
+
+
+# ---------------------------------------------------------------- subspace matching
+
+
+def _overlap_table(ctx, pair_iter, a_side, b_side, ks, stat_index):
+    out = {}
+    for a, b in pair_iter:
+        values = {}
+        fa = ctx.svd(a)
+        vecs = None if fa is None else (fa[2] if a_side == "v" else fa[0])
+        for k in ks:
+            s = ctx.overlap(a, a_side, b, b_side, int(k))
+            if s is None:
+                values[f"k{k}"] = math.nan
+            else:
+                values[f"k{k}"] = float(s.max()) if stat_index == 0 else float(np.sqrt(np.mean(s**2)))
+            # the baseline depends on d and k only: defined even where the circuit's value is not
+            values[f"k{k}_random"] = math.nan if vecs is None else random_overlap_baseline(vecs.shape[0], int(k))[stat_index]
+        out[pair_label(a, b)] = values
+    return out
+
+
+@metric("qk_ov_overlap_max", family="circuits", validate=_ks_pairs("qk_ov_overlap_max"), ks=[1, 2, 4, 8], pairs="all")
+def qk_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
+    """Largest singular value of V₁[:, :k]ᵀU₂[:, :k] (layer-L QK key side vs layer-(L−1) OV output), with random baseline."""
+    return _overlap_table(ctx, ctx.qk_ov_pairs(pairs), "v", "u", ks, 0)
+
+
+@metric("qk_ov_overlap_rms", family="circuits", validate=_ks_pairs("qk_ov_overlap_rms"), ks=[1, 2, 4, 8], pairs="all")
+def qk_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
+    """sqrt(mean s²) of the singular values of V₁[:, :k]ᵀU₂[:, :k], with random baseline."""
+    return _overlap_table(ctx, ctx.qk_ov_pairs(pairs), "v", "u", ks, 1)
+
+
+@metric("embed_ov_overlap_max", family="circuits", validate=_ks_pairs("embed_ov_overlap_max"), ks=[1, 2, 4, 8])
+def embed_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
+    """Largest singular value of V_E[:, :k]ᵀU_OV[:, :k] (embedding vs first-layer OV heads), with random baseline."""
+    return _overlap_table(ctx, ctx.embed_ov_pairs(), "v", "u", ks, 0)
+
+
+@metric("embed_ov_overlap_rms", family="circuits", validate=_ks_pairs("embed_ov_overlap_rms"), ks=[1, 2, 4, 8])
+def embed_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
+    """sqrt(mean s²) of the singular values of V_E[:, :k]ᵀU_OV[:, :k], with random baseline."""
+    return _overlap_table(ctx, ctx.embed_ov_pairs(), "v", "u", ks, 1)
+
+
+# ---------------------------------------------------------------- QK·OV products
+
+
+@metric("qk_ov_diag_zscore", family="circuits", validate=_pairs_only("qk_ov_diag_zscore"), pairs="all")
+def qk_ov_diag_zscore(ctx: CircuitContext, pairs="all") -> dict:
+    """Diagonal z-score of M = W_QK·W_OV in the residual basis."""
+    out = {}
+    for qk, ov in ctx.qk_ov_pairs(pairs):
+        f = ctx.product_factors(qk, ov)
+        out[pair_label(qk, ov)] = math.nan if f is None else lowrank_diag_zscore(*f)
+    return out
+
+
+def _token_pairs(ctx: CircuitContext, pairs: str):
+    """(label, E·P, E·Q) per pair, projecting each head's factors onto E once per layer pair."""
+    e = ctx.matrix(ctx.embed)
+    if e is None:
+        for qk, ov in ctx.qk_ov_pairs(pairs):
+            yield pair_label(qk, ov), None, None
+        return
+    ev_cache: dict[str, np.ndarray | None] = {}  # ov name -> E·V₂ (the layer before the current one)
+    eu_cache: dict[str, np.ndarray | None] = {}  # qk name -> E·U₁
+    current_module = None
+    for qk, ov in ctx.qk_ov_pairs(pairs):
+        module = CIRCUIT_RE.match(qk)["module"]
+        if module != current_module:
+            ev_cache.clear()
+            eu_cache.clear()
+            current_module = module
+        f1, f2 = ctx.svd(qk), ctx.svd(ov)
+        if (
+            f1 is None
+            or f2 is None
+            or f1[0] is None
+            or f2[0] is None
+            or f1[0].shape[0] != e.shape[1]
+            or f1[2].shape[0] != f2[0].shape[0]
+        ):
+            yield pair_label(qk, ov), None, None
+            continue
+        if qk not in eu_cache:
+            eu_cache[qk] = e @ f1[0]
+        if ov not in ev_cache:
+            ev_cache[ov] = e @ f2[2]
+        core = f1[1][:, None] * (f1[2].T @ f2[0]) * f2[1][None, :]
+        yield pair_label(qk, ov), eu_cache[qk] @ core, ev_cache[ov]
+
+
+@metric("qk_ov_token_diag_zscore", family="circuits", validate=_pairs_only("qk_ov_token_diag_zscore"), pairs="all")
+def qk_ov_token_diag_zscore(ctx: CircuitContext, pairs="all") -> dict:
+    """Diagonal z-score of E·W_QK·W_OV·Eᵀ (token space)."""
+    if ctx.embed is None:
+        return {}
+    return {label: (math.nan if p is None else lowrank_diag_zscore(p, q)) for label, p, q in _token_pairs(ctx, pairs)}
+
+
+def token_rows(vocab: int, max_tokens) -> np.ndarray:
+    """The query tokens the mismatch ratio looks at: all, or a fixed (seed 0) sorted random subset."""
+    if max_tokens == "all" or vocab <= int(max_tokens):
+        return np.arange(vocab)
+    return np.sort(np.random.default_rng(0).choice(vocab, int(max_tokens), replace=False))
+
+
+@metric(
+    "qk_ov_token_mismatch",
+    family="circuits",
+    validate=_pairs_only("qk_ov_token_mismatch"),
+    pairs="all",
+    max_tokens=2048,
+)
+def qk_ov_token_mismatch(ctx: CircuitContext, pairs="all", max_tokens=2048) -> dict:
+    """Share of tokens t whose row of E·W_QK·W_OV·Eᵀ has its argmax elsewhere than t."""
+    if ctx.embed is None:
+        return {}
+    out = {}
+    rows = None
+    for label, p, q in _token_pairs(ctx, pairs):
+        if p is None:
+            out[label] = math.nan
+            continue
+        if rows is None:
+            rows = token_rows(p.shape[0], max_tokens)
+        out[label] = lowrank_argmax_mismatch(p, q, rows)
+    return out

@@ -1,0 +1,206 @@
+"""Activation metrics: CKA against the HSIC definition with the centring matrix H written out,
+PCA spectra against scikit-learn's PCA, linearity against a plain least-squares fit and the
+study's per-sample loop, cosines against a plain loop."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.decomposition import PCA
+
+from ckptlens import metrics as M
+from ckptlens.metrics.activations import ActivationContext, linear_cka, linear_cka_features, linear_cka_gram
+
+# ---------------------------------------------------------------- CKA
+
+
+def hsic(k, l):
+    n = k.shape[0]
+    h = np.eye(n) - np.ones((n, n)) / n
+    return np.trace(k @ h @ l @ h) / (n - 1) ** 2
+
+
+def cka_by_definition(x, y):
+    k, l = x @ x.T, y @ y.T
+    return hsic(k, l) / math.sqrt(hsic(k, k) * hsic(l, l))
+
+
+@pytest.mark.parametrize("n, d1, d2", [(200, 5, 7), (8, 60, 40), (30, 30, 30)])
+def test_cka_forms_agree_with_hsic_definition(n, d1, d2):
+    rng = np.random.default_rng(n + d1)
+    x = rng.standard_normal((n, d1))
+    y = x[:, :1] * rng.standard_normal(d2) + 0.5 * rng.standard_normal((n, d2)) + 3.0  # offset: centring matters
+    expected = cka_by_definition(x, y)
+    a, b = ActivationContext(x), ActivationContext(y)
+    assert linear_cka_features(a.x, b.x) == pytest.approx(expected, rel=1e-10)
+    assert linear_cka_gram(a.gram, b.gram) == pytest.approx(expected, rel=1e-10)
+    assert linear_cka(a, b) == pytest.approx(expected, rel=1e-10)
+
+
+arrays = st.tuples(st.integers(0, 2**31 - 1), st.integers(3, 40), st.integers(1, 12), st.integers(1, 12))
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays, st.floats(1e-3, 1e3), st.booleans())
+def test_cka_invariant_to_orthogonal_transforms_and_isotropic_scaling(params, scale, gram_form):
+    seed, n, d1, d2 = params
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((n, d1)), rng.standard_normal((n, d2))
+    q = np.linalg.qr(rng.standard_normal((d2, d2)))[0]
+    form = (lambda a, b: linear_cka_gram(a.gram, b.gram)) if gram_form else (lambda a, b: linear_cka_features(a.x, b.x))
+    base = form(ActivationContext(x), ActivationContext(y))
+    moved = form(ActivationContext(x), ActivationContext(scale * y @ q + rng.standard_normal(d2)))
+    assert moved == pytest.approx(base, rel=1e-7, abs=1e-9)
+    assert 0 <= base <= 1 + 1e-12
+    assert form(ActivationContext(x), ActivationContext(-2.0 * x)) == pytest.approx(1.0)
+
+
+def test_cka_metrics_against_each_reference():
+    rng = np.random.default_rng(0)
+    cur, prev, init, final = (rng.standard_normal((50, 6)) for _ in range(4))
+    rows = M.compute_family(
+        "activation_similarity",
+        {"cka_to_final": {}, "cka_to_previous": {}, "cka_to_initial": {}},
+        {"l": cur},
+        {"final": {"l": final}, "previous": {"l": prev}, "initial": {"l": init}},
+    )
+    got = {r["metric"]: r["value"] for r in rows}
+    assert got["cka_to_final"] == pytest.approx(cka_by_definition(cur, final))
+    assert got["cka_to_previous"] == pytest.approx(cka_by_definition(cur, prev))
+    assert got["cka_to_initial"] == pytest.approx(cka_by_definition(cur, init))
+
+
+def test_cka_of_constant_activations_is_nan_with_warning():
+    with pytest.warns(RuntimeWarning, match="cka_to_previous"):
+        rows = M.compute_family(
+            "activation_similarity", {"cka_to_previous": {}}, {"l": np.ones((10, 3))}, {"previous": {"l": np.eye(10)[:, :3]}}
+        )
+    assert math.isnan(rows[0]["value"])
+
+
+# ---------------------------------------------------------------- activation_spectrum
+
+
+@pytest.mark.parametrize("n, d", [(300, 12), (15, 40)])
+def test_pca_spectrum_matches_sklearn(n, d):
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) + 5.0
+    rows = M.compute_family("activation_spectrum", {"activation_pca_evr": {"n_components": 6}, "activation_norm": {}}, {"l": x})
+    got = {r["metric"]: r["value"] for r in rows}
+    ref = PCA().fit(x).explained_variance_ratio_
+    for i in range(6):
+        assert got[f"activation_pca_evr.pc{i + 1}"] == pytest.approx(ref[i], rel=1e-8, abs=1e-12)
+    assert got["activation_norm"] == pytest.approx(np.mean([np.linalg.norm(row) for row in x]))
+
+
+def test_pca_components_beyond_rank_explain_nothing_and_constant_is_nan():
+    x = np.random.default_rng(1).standard_normal((4, 10))
+    rows = M.compute_family("activation_spectrum", {"activation_pca_evr": {"n_components": 6}}, {"l": x})
+    got = [r["value"] for r in rows]
+    assert sum(got) == pytest.approx(1.0) and got[3] == pytest.approx(0.0, abs=1e-12) and got[4:] == [0.0, 0.0]
+    with pytest.warns(RuntimeWarning):
+        rows = M.compute_family(
+            "activation_spectrum", {"activation_pca_evr": {"n_components": 2}, "activation_norm": {}}, {"l": np.full((5, 3), 2.0)}
+        )
+    got = {r["metric"]: r["value"] for r in rows}
+    assert math.isnan(got["activation_pca_evr.pc1"]) and got["activation_norm"] == pytest.approx(math.sqrt(12))
+
+
+# ---------------------------------------------------------------- linearity and cosine between layers
+
+
+def normalised(x):
+    x = x - x.mean(axis=0)
+    return x / np.linalg.norm(x)
+
+
+def plain_linearity(x, y):
+    xn, yn = normalised(x), normalised(y)
+    a = np.linalg.lstsq(xn, yn, rcond=None)[0]
+    return 1 - np.sum((xn @ a - yn) ** 2), xn, yn, a
+
+
+def study_loop(x, y):
+    """The per-sample loop of the study: one sample at a time."""
+    _, xn, yn, a = plain_linearity(x, y)
+    return np.array([1 - np.sum((a.T @ xn[i] - yn[i]) ** 2) for i in range(len(xn))])
+
+
+def make_layers(n=120, d=10, seed=0):
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((n, d))
+    layers = {}
+    for i in range(4):
+        layers[f"blocks.{i}"] = h
+        h = h + np.tanh(h @ rng.standard_normal((d, d))) + 0.1 * rng.standard_normal((n, d))
+    # given out of order, with a two-digit index: layer order is by the first integer
+    return {k: layers[k] for k in ["blocks.2", "blocks.0", "blocks.3", "blocks.1"]}
+
+
+def pair_rows(layers, metrics):
+    rows = M.compute_family("activation_pairs", metrics, layers, run="r", step=2)
+    return {(r["layer"], r["metric"]): r["value"] for r in rows}
+
+
+def test_linearity_scores_match_least_squares():
+    layers = make_layers()
+    got = pair_rows(layers, {"linearity_score": {}, "linearity_score_no_residual": {}})
+    assert sorted({label for label, _ in got}) == ["blocks.0~blocks.1", "blocks.1~blocks.2", "blocks.2~blocks.3"]
+    for i in range(3):
+        x, y = layers[f"blocks.{i}"], layers[f"blocks.{i + 1}"]
+        label = f"blocks.{i}~blocks.{i + 1}"
+        assert got[(label, "linearity_score")] == pytest.approx(plain_linearity(x, y)[0], abs=1e-10)
+        assert got[(label, "linearity_score_no_residual")] == pytest.approx(plain_linearity(x, y - x)[0], abs=1e-10)
+        assert 0 < got[(label, "linearity_score_no_residual")] < got[(label, "linearity_score")] < 1
+
+
+def test_linear_layers_score_one():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50, 6))
+    got = pair_rows({"a.0": x, "a.1": 3 * x @ rng.standard_normal((6, 8)) + 1.0}, {"linearity_score": {}})
+    assert got[("a.0~a.1", "linearity_score")] == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", ["n", "none"])
+def test_per_sample_linearity_matches_the_study_loop(scale):
+    layers = make_layers(seed=4)
+    qs = [0.05, 0.5, 0.9]
+    got = pair_rows(layers, {"linearity_per_sample": {"quantiles": qs, "scale": scale}})
+    for i in range(3):
+        x, y = layers[f"blocks.{i}"], layers[f"blocks.{i + 1}"]
+        loop = study_loop(x, y)
+        if scale == "n":
+            loop = 1 - len(x) * (1 - loop)
+            assert np.mean(loop) == pytest.approx(plain_linearity(x, y)[0])
+        label = f"blocks.{i}~blocks.{i + 1}"
+        assert got[(label, "linearity_per_sample.mean")] == pytest.approx(loop.mean(), abs=1e-10)
+        for q, key in zip(qs, ["p5", "p50", "p90"]):
+            assert got[(label, f"linearity_per_sample.{key}")] == pytest.approx(np.quantile(loop, q), abs=1e-10)
+
+
+def test_consecutive_cosine_matches_loop():
+    layers = make_layers(seed=5)
+    layers["blocks.1"][3] = 0.0  # a zero output vector: left out
+    got = pair_rows(layers, {"consecutive_cosine": {"quantiles": [0.25, 0.75]}})
+    for i in range(3):
+        x, y = layers[f"blocks.{i}"], layers[f"blocks.{i + 1}"]
+        cos = np.array(
+            [a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in zip(x, y) if np.linalg.norm(a) and np.linalg.norm(b)]
+        )
+        label = f"blocks.{i}~blocks.{i + 1}"
+        assert got[(label, "consecutive_cosine.mean")] == pytest.approx(cos.mean())
+        assert got[(label, "consecutive_cosine.p25")] == pytest.approx(np.quantile(cos, 0.25))
+        assert got[(label, "consecutive_cosine.p75")] == pytest.approx(np.quantile(cos, 0.75))
+
+
+def test_degenerate_pairs_are_nan_with_warning():
+    rng = np.random.default_rng(6)
+    layers = {"l.0": np.ones((20, 4)), "l.1": rng.standard_normal((20, 4)), "l.2": rng.standard_normal((20, 5))}
+    with pytest.warns(RuntimeWarning):
+        got = pair_rows(layers, {"linearity_score": {}, "linearity_score_no_residual": {}, "consecutive_cosine": {"quantiles": []}})
+    assert math.isnan(got[("l.0~l.1", "linearity_score")])  # constant layer
+    assert not math.isnan(got[("l.1~l.2", "linearity_score")])
+    assert math.isnan(got[("l.1~l.2", "linearity_score_no_residual")])  # widths differ: no Y − X
+    assert math.isnan(got[("l.1~l.2", "consecutive_cosine.mean")])
