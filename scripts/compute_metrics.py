@@ -1,5 +1,6 @@
 """One metric family on one checkpoint -> a small tidy CSV (numpy only)."""
 import json
+import time
 
 from ckptlens.io import job_log
 
@@ -11,6 +12,7 @@ with job_log(snakemake.log[0]):
     grouped = FAMILIES[family].needs == "gradients"
     inputs = {k: TensorFile(v, group_gradients=grouped) for k, v in snakemake.input.items()}
     current = inputs.pop("current")
+    started = time.perf_counter()
     rows = compute_family(
         family,
         json.loads(snakemake.params.metrics),
@@ -19,5 +21,6 @@ with job_log(snakemake.log[0]):
         run=snakemake.wildcards.run,
         step=int(snakemake.wildcards.step),
     )
+    print(f"metric computation: {time.perf_counter() - started:.4f} s")
     write_rows_csv(rows, snakemake.output[0])
     print(f"{len(rows)} values")

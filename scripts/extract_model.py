@@ -1,4 +1,6 @@
 """Activations and/or gradients of one checkpoint (a GPU-tagged job; runs on CPU without one)."""
+import json
+
 from ckptlens.io import job_log
 
 with job_log(snakemake.log[0]):
@@ -8,4 +10,5 @@ with job_log(snakemake.log[0]):
 
     torch.set_num_threads(snakemake.threads)
     outputs = {k: snakemake.output[k] for k in ("activations", "gradients") if hasattr(snakemake.output, k)}
-    extract_model(snakemake.input[0], snakemake.params.targets, snakemake.params.probe, outputs)
+    targets, probe = json.loads(snakemake.params.targets), json.loads(snakemake.params.probe)
+    extract_model(snakemake.input[0], targets, probe, outputs)

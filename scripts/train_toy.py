@@ -1,4 +1,5 @@
 """Train the demo model and save its checkpoints (a GPU-tagged job; runs on CPU without one)."""
+import json
 from pathlib import Path
 
 from ckptlens.io import job_log
@@ -11,7 +12,7 @@ with job_log(snakemake.log[0]):
     from ckptlens.toy.train import train_induction
 
     torch.set_num_threads(snakemake.threads)
-    src, train = snakemake.params.source, snakemake.params.train
+    src, train = json.loads(snakemake.params.source), json.loads(snakemake.params.train)
     model_cfg = ToyModelConfig(**src.get("model", {}))
     task_cfg = InductionTaskConfig(vocab_size=model_cfg.vocab_size, **src.get("task", {}))
     paths = dict(zip(snakemake.params.steps, snakemake.output.checkpoints))

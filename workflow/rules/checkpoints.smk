@@ -12,8 +12,8 @@ for _run in TRAINED_RUNS:
             ],
             log_csv=f"results/{_run}/train_log.csv",
         params:
-            source=config["runs"][_run]["source"],
-            train=ckcfg.train_settings(config, _run),
+            source=canonical(config["runs"][_run]["source"]),
+            train=canonical(ckcfg.train_settings(config, _run)),
             steps=STEPS[_run],
         log:
             f"results/{_run}/logs/train.log",

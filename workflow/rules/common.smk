@@ -31,6 +31,12 @@ wildcard_constraints:
     family=_alternatives(ckmetrics.FAMILIES),
 
 
+def canonical(obj):
+    """Params as key-sorted JSON: Snakemake compares params by their text, so a dict's key order
+    (e.g. after reordering the YAML) must not count as a change."""
+    return json.dumps(obj, sort_keys=True)
+
+
 def identifier(name):
     """A run name as part of a rule name."""
     return re.sub(r"\W", "_", name)

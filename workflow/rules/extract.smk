@@ -25,8 +25,8 @@ rule extract_activations_gradients:
     wildcard_constraints:
         run=_alternatives(runs_needing(["activations", "gradients"])),
     params:
-        targets=lambda w: ckcfg.targets(config, w.run),
-        probe=lambda w: ckcfg.probe(config, w.run),
+        targets=lambda w: canonical(ckcfg.targets(config, w.run)),
+        probe=lambda w: canonical(ckcfg.probe(config, w.run)),
     log:
         "results/{run}/logs/extract_model/step{step}.log",
     resources:

@@ -9,7 +9,7 @@ rule metric_family:
     output:
         "results/{run}/metrics/{family}/step{step}.csv",
     params:
-        metrics=lambda w: json.dumps(family_metrics(w.run, w.family), sort_keys=True),
+        metrics=lambda w: canonical(family_metrics(w.run, w.family)),
         code=lambda w: ckmetrics.family_code_hash(w.family),
     log:
         "results/{run}/logs/metrics/{family}/step{step}.log",
