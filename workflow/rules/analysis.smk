@@ -9,9 +9,9 @@ rule cross_metric_analysis:
         loadings="results/{run}/analysis/pca_loadings.csv",
         correlation="results/{run}/analysis/correlation.csv",
         notes="results/{run}/analysis/notes.txt",
-    params:
-        pairs=config.get("analysis", {}).get("correlation_pairs"),
     log:
         "results/{run}/logs/analysis.log",
+    params:
+        pairs=config.get("analysis", {}).get("correlation_pairs"),
     script:
         "../../scripts/analyse.py"

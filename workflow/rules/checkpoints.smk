@@ -11,15 +11,15 @@ for _run in TRAINED_RUNS:
                 f"results/{_run}/checkpoints/step{s}.safetensors" for s in STEPS[_run]
             ],
             log_csv=f"results/{_run}/train_log.csv",
+        log:
+            f"results/{_run}/logs/train.log",
+        threads: 1
+        resources:
+            gpu=1,
         params:
             source=canonical(config["runs"][_run]["source"]),
             train=canonical(ckcfg.train_settings(config, _run)),
             steps=STEPS[_run],
-        log:
-            f"results/{_run}/logs/train.log",
-        resources:
-            gpu=1,
-        threads: 1
         script:
             "../../scripts/train_toy.py"
 
@@ -29,9 +29,9 @@ rule import_local_checkpoint:
         get_local_checkpoint,
     output:
         "results/{run}/checkpoints/step{step}.safetensors",
-    wildcard_constraints:
-        run=_alternatives(LOCAL_RUNS),
     log:
         "results/{run}/logs/import/step{step}.log",
+    wildcard_constraints:
+        run=_alternatives(LOCAL_RUNS),
     script:
         "../../scripts/import_checkpoint.py"

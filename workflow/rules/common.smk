@@ -44,7 +44,9 @@ def identifier(name):
 
 def runs_needing(kinds):
     """Runs whose model extraction is exactly ``kinds`` (activations and/or gradients)."""
-    return [r for r in RUNS if set(NEEDS[r]) & {"activations", "gradients"} == set(kinds)]
+    return [
+        r for r in RUNS if set(NEEDS[r]) & {"activations", "gradients"} == set(kinds)
+    ]
 
 
 def family_metrics(run, family):

@@ -7,10 +7,10 @@ rule extract_weights:
         "results/{run}/checkpoints/step{step}.safetensors",
     output:
         "results/{run}/extract/weights/step{step}.safetensors",
-    params:
-        patterns=lambda w: ckcfg.targets(config, w.run)["weights"],
     log:
         "results/{run}/logs/extract_weights/step{step}.log",
+    params:
+        patterns=lambda w: ckcfg.targets(config, w.run)["weights"],
     script:
         "../../scripts/extract_weights.py"
 
@@ -22,15 +22,15 @@ rule extract_activations_gradients:
     output:
         activations="results/{run}/extract/activations/step{step}.safetensors",
         gradients="results/{run}/extract/gradients/step{step}.safetensors",
+    log:
+        "results/{run}/logs/extract_model/step{step}.log",
     wildcard_constraints:
         run=_alternatives(runs_needing(["activations", "gradients"])),
+    resources:
+        gpu=1,
     params:
         targets=lambda w: canonical(ckcfg.targets(config, w.run)),
         probe=lambda w: canonical(ckcfg.probe(config, w.run)),
-    log:
-        "results/{run}/logs/extract_model/step{step}.log",
-    resources:
-        gpu=1,
     script:
         "../../scripts/extract_model.py"
 

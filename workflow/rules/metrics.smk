@@ -8,10 +8,10 @@ rule metric_family:
         unpack(get_metric_inputs),
     output:
         "results/{run}/metrics/{family}/step{step}.csv",
+    log:
+        "results/{run}/logs/metrics/{family}/step{step}.log",
     params:
         metrics=lambda w: canonical(family_metrics(w.run, w.family)),
         code=lambda w: ckmetrics.family_code_hash(w.family),
-    log:
-        "results/{run}/logs/metrics/{family}/step{step}.log",
     script:
         "../../scripts/compute_metrics.py"
