@@ -17,6 +17,7 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/task_vectors.smk"
 include: "workflow/rules/plots.smk"
 
 

@@ -5,13 +5,13 @@ import time
 from ckptlens.io import job_log
 
 with job_log(snakemake.log[0]):
-    from ckptlens.io import TensorFile, write_rows_csv
+    from ckptlens.io import TensorFile, select_layers, write_rows_csv
     from ckptlens.metrics import FAMILIES, compute_family
 
     family = snakemake.wildcards.family
     grouped = FAMILIES[family].needs == "gradients"
     inputs = {k: TensorFile(v, group_gradients=grouped) for k, v in snakemake.input.items()}
-    current = inputs.pop("current")
+    current = select_layers(inputs.pop("current"), json.loads(snakemake.params.layers))
     started = time.perf_counter()
     rows = compute_family(
         family,

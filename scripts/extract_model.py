@@ -9,6 +9,6 @@ with job_log(snakemake.log[0]):
     from ckptlens.extract import extract_model
 
     torch.set_num_threads(snakemake.threads)
-    outputs = {k: snakemake.output[k] for k in ("activations", "gradients") if hasattr(snakemake.output, k)}
+    outputs = dict(snakemake.output.items())
     targets, probe = json.loads(snakemake.params.targets), json.loads(snakemake.params.probe)
     extract_model(snakemake.input[0], targets, probe, outputs)

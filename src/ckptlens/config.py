@@ -18,9 +18,9 @@ from .patterns import unmatched
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
-DEFAULT_TARGETS = {"weights": ["**"], "activations": [], "gradients": []}
+DEFAULT_TARGETS = {"weights": ["**"], "activations": [], "gradients": [], "activation_gradients": []}
 DEFAULT_PROBE = {"batch_size": 32, "n_batches": 4, "seed": 12345}
-DEFAULT_TRAIN = {"batch_size": 64, "lr": 0.002, "weight_decay": 0.0, "log_every": 10, "seed": 0}
+DEFAULT_TRAIN = {"batch_size": 64, "lr": 0.002, "weight_decay": 0.0, "log_every": 10, "seed": 0, "data_seed": None}
 
 
 class ConfigError(ValueError):
@@ -63,8 +63,11 @@ def probe(config, run) -> dict:
 
 
 def enabled_metrics(config, run=None) -> dict[str, dict]:
-    """Enabled metrics with their resolved parameters (defaults + config)."""
-    return {name: _metrics.resolve_params(name, params) for name, params in config["metrics"].items()}
+    """Enabled metrics (of ``run``: its ``metrics`` subset, if set) with their resolved parameters."""
+    names = list(config["metrics"])
+    if run is not None and "metrics" in config["runs"][run]:
+        names = config["runs"][run]["metrics"]
+    return {name: _metrics.resolve_params(name, config["metrics"][name]) for name in names}
 
 
 def needed_extractions(config, run) -> list[str]:
@@ -104,9 +107,12 @@ def local_checkpoints(config, run) -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
+TRAINED_SOURCES = ("train_toy", "train_mlp")
+
+
 def steps(config, run) -> list[int]:
     src = config["runs"][run]["source"]
-    if src["type"] == "train_toy":
+    if src["type"] in TRAINED_SOURCES:
         from .toy.steps import checkpoint_steps
 
         t = src["train"]
@@ -127,6 +133,10 @@ def layer_names(config, run) -> dict[str, list[str]] | None:
     src = config["runs"][run]["source"]
     if src["type"] == "train_toy":
         keys, meta, shapes = toy_state_keys(src.get("model", {})), {"ckptlens_arch": "toy", "ckptlens_model": src.get("model", {})}, None
+    elif src["type"] == "train_mlp":
+        depth = src.get("model", {}).get("depth", 2)
+        keys = [f"blocks.{i}.linear.{p}" for i in range(depth) for p in ("weight", "bias")] + ["head.weight", "head.bias"]
+        meta, shapes = {}, {k: (2, 2) if k.endswith("weight") else (2,) for k in keys}
     else:
         first = next(iter(local_checkpoints(config, run).values()))
         if not first.endswith(".safetensors"):
@@ -149,6 +159,16 @@ def validate(config: Mapping) -> None:
             _metrics.resolve_params(name, params)
         except _metrics.MetricConfigError as exc:
             raise ConfigError(str(exc)) from None
+    if "task_vectors" in config["runs"]:
+        raise ConfigError("config key 'runs.task_vectors': this run name is reserved for results/task_vectors/")
+    for run in run_names(config):
+        for i, m in enumerate(config["runs"][run].get("metrics", [])):
+            if m not in config["metrics"]:
+                raise ConfigError(f"config key 'runs.{run}.metrics[{i}]': metric {m!r} is not enabled under 'metrics'")
+    for name, tv in config.get("task_vectors", {}).items():
+        for key, r in [("base_run", tv["base_run"])] + [(f"runs[{i}]", r) for i, r in enumerate(tv["runs"])]:
+            if r not in config["runs"]:
+                raise ConfigError(f"config key 'task_vectors.{name}.{key}': {r!r} is not a run under 'runs'")
     for pair_i, pair in enumerate(config.get("analysis", {}).get("correlation_pairs", [])):
         for m in pair:
             if m not in config["metrics"]:
@@ -161,8 +181,10 @@ def validate(config: Mapping) -> None:
         names = layer_names(config, run)
         if names is None:
             continue
+        names["chain"] = names["activations"]
+        names["activation_gradients"] = names["activations"]
         for kind, patterns in targets(config, run).items():
-            if kind not in needed_extractions(config, run) or not patterns:
+            if (kind not in needed_extractions(config, run) and kind != "chain") or not patterns:
                 continue
             for i, p in enumerate(patterns):
                 if unmatched([p], names[kind]):

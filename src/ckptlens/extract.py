@@ -34,20 +34,27 @@ def extract_weights(checkpoint, patterns, out_path, adapter: str = "auto") -> li
 
 
 def load_toy(checkpoint, device=None):
-    """The demo model and task from a checkpoint's own metadata."""
-    import torch
+    """A model trained by this workflow (the demo transformer or the two-output MLP) and its task,
+    rebuilt from the checkpoint's own metadata."""
     from safetensors.torch import load_file
 
-    from .toy.model import AttnOnlyTransformer, ToyModelConfig
-    from .toy.tasks import InductionTask, InductionTaskConfig
-
     meta = TensorFile(checkpoint).metadata
-    if meta.get("ckptlens_arch") != "toy":
-        raise ValueError(f"{checkpoint}: not a ckptlens demo checkpoint (no 'ckptlens_arch: toy' metadata)")
-    model = AttnOnlyTransformer(ToyModelConfig(**json.loads(meta["ckptlens_model"])))
+    arch = meta.get("ckptlens_arch")
+    if arch == "toy":
+        from .toy.model import AttnOnlyTransformer, ToyModelConfig
+        from .toy.tasks import InductionTask, InductionTaskConfig
+
+        model = AttnOnlyTransformer(ToyModelConfig(**json.loads(meta["ckptlens_model"])))
+        task = InductionTask(InductionTaskConfig(**json.loads(meta["ckptlens_task"])))
+    elif arch == "mlp":
+        from .toy.mlp import TwoForcesConfig, TwoForcesTask, TwoOutputMLP
+
+        cfg = TwoForcesConfig(**json.loads(meta["ckptlens_model"]))
+        model, task = TwoOutputMLP(cfg), TwoForcesTask(cfg)
+    else:
+        raise ValueError(f"{checkpoint}: not a checkpoint trained by ckptlens (metadata 'ckptlens_arch' is {arch!r})")
     model.load_state_dict(load_file(str(checkpoint)))
     model.to(device or "cpu").eval()
-    task = InductionTask(InductionTaskConfig(**json.loads(meta["ckptlens_task"])))
     return model, task
 
 
@@ -98,22 +105,59 @@ def gradients(model, batches, loss_fn, module_names) -> dict[str, np.ndarray]:
     return out
 
 
+def activation_gradients(model, inputs, module_names, n_outputs: int) -> dict[str, np.ndarray]:
+    """Per-sample gradient of each model output with respect to each named module's output:
+    {"<module>|out<k>": [n_samples, features]} (the input of the gradient-PCA metrics).
+    Samples are independent, so the gradient of the summed output gives every sample's row."""
+    import torch
+
+    modules = dict(model.named_modules())
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: captured.__setitem__(n, out)) for n in module_names]
+    try:
+        out = model(inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    hidden = [captured[n] for n in module_names]
+    result = {}
+    for k in range(n_outputs):
+        grads = torch.autograd.grad(out[:, k].sum(), hidden, retain_graph=k < n_outputs - 1)
+        for n, g in zip(module_names, grads):
+            result[f"{n}|out{k}"] = g.detach().float().reshape(g.shape[0], -1).cpu().numpy()
+    return result
+
+
 def extract_model(checkpoint, targets: dict, probe: dict, outputs: dict[str, str], device=None) -> None:
-    """Activations and/or gradients (whichever ``outputs`` names) of one checkpoint, one model load."""
+    """Activations, gradients and/or activation gradients (whichever ``outputs`` names) of one
+    checkpoint, from one model load."""
     import torch
 
     from .devices import pick_device
-    from .toy.names import toy_module_names
 
     torch.manual_seed(0)
     dev = device or pick_device()
     model, task = load_toy(checkpoint, dev)
-    names = toy_module_names({"n_layers": model.cfg.n_layers})
+    module_names = [n for n, _ in model.named_modules() if n]
+    param_owners = [n[: -len(".weight")] for n, _ in model.named_parameters() if n.endswith(".weight")]
     batches = [b.to(dev) for b in task.probe_batches(probe["n_batches"], probe["batch_size"], probe["seed"])]
     meta = {"source": str(checkpoint), "probe": json.dumps(probe)}
+
+    def chosen(kind, names):
+        found = select(targets.get(kind, []), names)
+        if not found:
+            raise ValueError(f"{checkpoint}: no module matches targets.{kind} {targets.get(kind)}")
+        return found
+
     if "activations" in outputs:
-        mods = select(targets["activations"], names["activations"])
-        save_tensors(activations(model, task.inputs(batches[0]), mods), outputs["activations"], meta)
+        acts = activations(model, task.inputs(batches[0]), chosen("activations", module_names))
+        save_tensors(acts, outputs["activations"], meta)
     if "gradients" in outputs:
-        mods = select(targets["gradients"], names["gradients"])
-        save_tensors(gradients(model, batches, task.loss, mods), outputs["gradients"], meta)
+        grads = gradients(model, batches, task.loss, chosen("gradients", param_owners))
+        save_tensors(grads, outputs["gradients"], meta)
+    if "activation_gradients" in outputs:
+        n_out = getattr(task, "n_outputs", None)
+        if not n_out:
+            raise ValueError(f"{checkpoint}: activation gradients need a model with several outputs (the two-forces MLP)")
+        mods = chosen("activation_gradients", module_names)
+        save_tensors(activation_gradients(model, task.inputs(batches[0]), mods, n_out), outputs["activation_gradients"], meta)

@@ -80,6 +80,31 @@ class TensorFile(Mapping):
         return len(self._keys)
 
 
+class _Selected(Mapping):
+    def __init__(self, base: Mapping, keys: list[str]):
+        self._base, self._keys = base, keys
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._base[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+
+def select_layers(layers: Mapping, patterns) -> Mapping:
+    """The layers whose names match ``patterns`` (None = all), still read lazily."""
+    if patterns is None:
+        return layers
+    from .patterns import select
+
+    return _Selected(layers, select(patterns, list(layers)))
+
+
 def write_rows_csv(rows, path, columns=TIDY_COLUMNS) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")

@@ -17,6 +17,7 @@ for _run in TRAINED_RUNS:
         resources:
             gpu=1,
         params:
+            kind=config["runs"][_run]["source"]["type"],
             source=canonical(config["runs"][_run]["source"]),
             train=canonical(ckcfg.train_settings(config, _run)),
             steps=STEPS[_run],

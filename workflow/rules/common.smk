@@ -16,7 +16,9 @@ STEPS = {run: ckcfg.steps(config, run) for run in RUNS}
 ENABLED = {run: ckcfg.enabled_metrics(config, run) for run in RUNS}
 FAMILIES = {run: ckmetrics.group_by_family(ENABLED[run]) for run in RUNS}
 NEEDS = {run: ckcfg.needed_extractions(config, run) for run in RUNS}
-TRAINED_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "train_toy"]
+TRAINED_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) in ckcfg.TRAINED_SOURCES]
+MODEL_KINDS = ("activations", "gradients", "activation_gradients")
+TASK_VECTORS = config.get("task_vectors", {})
 LOCAL_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "local"]
 
 
@@ -29,6 +31,7 @@ wildcard_constraints:
     run=_alternatives(RUNS),
     step=r"\d+",
     family=_alternatives(ckmetrics.FAMILIES),
+    name=_alternatives(TASK_VECTORS),
 
 
 def canonical(obj):
@@ -42,11 +45,28 @@ def identifier(name):
     return re.sub(r"\W", "_", name)
 
 
-def runs_needing(kinds):
-    """Runs whose model extraction is exactly ``kinds`` (activations and/or gradients)."""
-    return [
-        r for r in RUNS if set(NEEDS[r]) & {"activations", "gradients"} == set(kinds)
-    ]
+def model_kinds(run):
+    """What a run extracts from a loaded model (activations, gradients, activation gradients)."""
+    return [k for k in MODEL_KINDS if k in NEEDS[run]]
+
+
+def family_layers(run, family):
+    """Layer patterns a family is restricted to: the consecutive-layer chain for cross-layer
+    activation metrics; None (every extracted layer) otherwise."""
+    fam = ckmetrics.FAMILIES[family]
+    if fam.needs == "activations" and fam.scope == "model":
+        return ckcfg.targets(config, run).get("chain")
+    return None
+
+
+def get_task_vector_inputs(wildcards):
+    tv = TASK_VECTORS[wildcards.name]
+    base_step = tv.get("base_step", STEPS[tv["base_run"]][0])
+    inputs = {"base": f"results/{tv['base_run']}/extract/weights/step{base_step}.safetensors"}
+    for run in tv["runs"]:
+        step = tv.get("step", STEPS[run][-1])
+        inputs[run] = f"results/{run}/extract/weights/step{step}.safetensors"
+    return inputs
 
 
 def family_metrics(run, family):
@@ -97,4 +117,6 @@ def get_final_outputs():
         ]
         if run in TRAINED_RUNS:
             out.append(f"results/{run}/plots/training.png")
+    for name in TASK_VECTORS:
+        out += [f"results/task_vectors/{name}/task_vectors.csv", f"results/task_vectors/{name}/task_vectors.png"]
     return out

@@ -15,35 +15,26 @@ rule extract_weights:
         "../../scripts/extract_weights.py"
 
 
-# Three rules over one script, so that each run extracts exactly the kinds it needs in one job.
-rule extract_activations_gradients:
-    input:
-        "results/{run}/checkpoints/step{step}.safetensors",
-    output:
-        activations="results/{run}/extract/activations/step{step}.safetensors",
-        gradients="results/{run}/extract/gradients/step{step}.safetensors",
-    log:
-        "results/{run}/logs/extract_model/step{step}.log",
-    wildcard_constraints:
-        run=_alternatives(runs_needing(["activations", "gradients"])),
-    resources:
-        gpu=1,
-    params:
-        targets=lambda w: canonical(ckcfg.targets(config, w.run)),
-        probe=lambda w: canonical(ckcfg.probe(config, w.run)),
-    script:
-        "../../scripts/extract_model.py"
+# One model-extraction rule per run (generated, like training): its outputs are exactly the kinds
+# the run's enabled metrics need, all from one model load (torch is imported once per checkpoint).
+for _run in [r for r in RUNS if model_kinds(r)]:
 
-
-use rule extract_activations_gradients as extract_activations with:
-    output:
-        activations="results/{run}/extract/activations/step{step}.safetensors",
-    wildcard_constraints:
-        run=_alternatives(runs_needing(["activations"])),
-
-
-use rule extract_activations_gradients as extract_gradients with:
-    output:
-        gradients="results/{run}/extract/gradients/step{step}.safetensors",
-    wildcard_constraints:
-        run=_alternatives(runs_needing(["gradients"])),
+    rule:
+        name:
+            "extract_model_" + identifier(_run)
+        input:
+            f"results/{_run}/checkpoints/step{{step}}.safetensors",
+        output:
+            **{
+                kind: f"results/{_run}/extract/{kind}/step{{step}}.safetensors"
+                for kind in model_kinds(_run)
+            },
+        params:
+            targets=canonical(ckcfg.targets(config, _run)),
+            probe=canonical(ckcfg.probe(config, _run)),
+        log:
+            f"results/{_run}/logs/extract_model/step{{step}}.log",
+        resources:
+            gpu=1,
+        script:
+            "../../scripts/extract_model.py"

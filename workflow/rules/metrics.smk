@@ -13,5 +13,6 @@ rule metric_family:
     params:
         metrics=lambda w: canonical(family_metrics(w.run, w.family)),
         code=lambda w: ckmetrics.family_code_hash(w.family),
+        layers=lambda w: canonical(family_layers(w.run, w.family)),
     script:
         "../../scripts/compute_metrics.py"

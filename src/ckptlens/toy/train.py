@@ -37,9 +37,24 @@ def checkpoint_metadata(model_cfg: ToyModelConfig, task_cfg: InductionTaskConfig
     }
 
 
-def train_induction(
-    model_cfg: ToyModelConfig,
-    task_cfg: InductionTaskConfig,
+def train_induction(model_cfg: ToyModelConfig, task_cfg: InductionTaskConfig, **kwargs) -> list[dict]:
+    """Train the attention-only transformer on the induction task (see :func:`train_model`)."""
+    meta = checkpoint_metadata(model_cfg, task_cfg, 0)
+    return train_model(lambda: AttnOnlyTransformer(model_cfg), InductionTask(task_cfg), meta, **kwargs)
+
+
+def train_two_forces(cfg, **kwargs) -> list[dict]:
+    """Train the two-output MLP on the two-forces task (see :func:`train_model`)."""
+    from .mlp import TwoForcesTask, TwoOutputMLP
+
+    meta = {"ckptlens_arch": "mlp", "ckptlens_model": json.dumps(cfg.to_dict()), "ckptlens_task": json.dumps(cfg.to_dict())}
+    return train_model(lambda: TwoOutputMLP(cfg), TwoForcesTask(cfg), meta, **kwargs)
+
+
+def train_model(
+    build_model,
+    task,
+    metadata: dict[str, str],
     *,
     total_steps: int,
     save_steps: list[int],
@@ -51,16 +66,17 @@ def train_induction(
     log_every: int = 10,
     eval_size: int = 256,
     seed: int = 0,
+    data_seed: int | None = None,
     device: str | None = None,
 ) -> list[dict]:
-    """Train and save a checkpoint at each of ``save_steps``; returns the training-log rows."""
+    """Seeded AdamW training (``seed``: initialisation; ``data_seed``: batch order, default seed+1); saves a checkpoint at each of ``save_steps`` and logs the loss
+    (mean over the last ``log_every`` steps) with in-/out-of-distribution error."""
     dev = torch.device(device) if device else pick_device()
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
-    task = InductionTask(task_cfg)
-    model = AttnOnlyTransformer(model_cfg).to(dev)
+    model = build_model().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    data_gen = torch.Generator().manual_seed(seed + 1)
+    data_gen = torch.Generator().manual_seed(seed + 1 if data_seed is None else data_seed)
     id_eval, ood_eval = (t.to(dev) for t in task.eval_sets(eval_size, seed + 2))
     save_at = set(save_steps)
     rows, running, t0 = [], [], time.perf_counter()
@@ -83,7 +99,7 @@ def train_induction(
 
     for step in range(total_steps + 1):
         if step in save_at:
-            save_checkpoint(model, checkpoint_path(step), checkpoint_metadata(model_cfg, task_cfg, step))
+            save_checkpoint(model, checkpoint_path(step), {**metadata, "step": str(step)})
         if step % log_every == 0:
             log(step)
         if step == total_steps:

@@ -1,0 +1,117 @@
+"""Every registered metric through the real workflow (tests/configs/catalogue.yaml), with values
+checked against plain computations on the workflow's own extraction files."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from safetensors.numpy import load_file
+from sklearn.decomposition import PCA
+
+from ckptlens.metrics import METRICS, split_metric_name
+from workflow_helpers import REPO, copy_project, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("catalogue"))
+    (project / "config.yaml").write_text((REPO / "tests/configs/catalogue.yaml").read_text())
+    snakemake(project, "--cores", "2")
+    return project
+
+
+def table(project, run):
+    return pd.read_parquet(project / f"results/{run}/metrics.parquet")
+
+
+def value(t, step, layer, metric):
+    return t.query("step == @step and layer == @layer and metric == @metric")["value"].item()
+
+
+def test_every_registered_metric_lands_in_a_tidy_table(project):
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    assert set(cfg["metrics"]) == set(METRICS), "the catalogue config must enable every registered metric"
+    seen = set()
+    for run in cfg["runs"]:
+        t = table(project, run)
+        seen |= {split_metric_name(m)[0] for m in t["metric"]}
+        assert sorted(t["step"].unique()) == [0, 20, 40, 60]
+    assert seen == set(METRICS)
+    tf = table(project, "tf")
+    assert tf["value"].notna().all()
+
+
+def test_weight_update_and_spectral_values(project):
+    t = table(project, "tf")
+    w = {s: load_file(project / f"results/tf/extract/weights/step{s}.safetensors") for s in (0, 20, 40)}
+    name = "blocks.0.attn.q_proj"
+    d_prev, d_prev2 = w[40][name] - w[20][name], w[20][name] - w[0][name]
+    assert value(t, 40, name, "update_norm_previous") == pytest.approx(np.linalg.norm(d_prev), rel=1e-5)
+    assert value(t, 40, name, "update_norm_initial") == pytest.approx(np.linalg.norm(w[40][name] - w[0][name]), rel=1e-5)
+    cos = (d_prev * d_prev2).sum() / (np.linalg.norm(d_prev) * np.linalg.norm(d_prev2))
+    assert value(t, 40, name, "update_cosine") == pytest.approx(cos, rel=1e-4)
+    ov = w[40]["blocks.1.attn.head1.ov"].astype(np.float64)
+    s = np.linalg.svd(ov, compute_uv=False)
+    assert value(t, 40, "blocks.1.attn.head1.ov", "stable_rank") == pytest.approx((s**2).sum() / s[0] ** 2, rel=1e-5)
+
+
+def test_circuit_matching_against_plain_svds(project):
+    t = table(project, "tf")
+    w = load_file(project / "results/tf/extract/weights/step60.safetensors")
+    qk = w["blocks.1.attn.head0.qk"].astype(np.float64)
+    ov = w["blocks.0.attn.head1.ov"].astype(np.float64)
+    _, _, v1t = np.linalg.svd(qk)
+    u2, _, _ = np.linalg.svd(ov)
+    s = np.linalg.svd(v1t[:2].T.T @ u2[:, :2], compute_uv=False)  # V1[:, :k]^T U2[:, :k], k = 2
+    label = "blocks.1.attn.head0.qk~blocks.0.attn.head1.ov"
+    assert value(t, 60, label, "qk_ov_overlap_max.k2") == pytest.approx(s.max(), rel=1e-4)
+    assert value(t, 60, label, "qk_ov_overlap_rms.k2") == pytest.approx(np.sqrt(np.mean(s**2)), rel=1e-4)
+    m = qk @ ov
+    z = (np.mean(np.diag(m)) - m.mean()) / m.std()
+    assert value(t, 60, label, "qk_ov_diag_zscore") == pytest.approx(z, rel=1e-3)
+
+
+def test_linearity_and_cka_against_plain_formulas(project):
+    t = table(project, "tf")
+    a = load_file(project / "results/tf/extract/activations/step20.safetensors")
+    x, y = (a[k].astype(np.float64) for k in ("blocks.0", "blocks.1"))
+    xn, yn = ((m - m.mean(0)) / np.linalg.norm(m - m.mean(0)) for m in (x, y))
+    coef, *_ = np.linalg.lstsq(xn, yn, rcond=None)
+    score = 1 - np.linalg.norm(xn @ coef - yn) ** 2
+    assert value(t, 20, "blocks.0~blocks.1", "linearity_score") == pytest.approx(score, rel=1e-5)
+    f = load_file(project / "results/tf/extract/activations/step60.safetensors")["blocks.1"].astype(np.float64)
+    n = len(y)
+    h = np.eye(n) - 1 / n
+    k, l = y @ y.T, f @ f.T
+    cka = np.trace(k @ h @ l @ h) / np.sqrt(np.trace(k @ h @ k @ h) * np.trace(l @ h @ l @ h))
+    assert value(t, 20, "blocks.1", "cka_to_final") == pytest.approx(cka, rel=1e-6)
+
+
+def test_gradient_pca_against_sklearn(project):
+    t = table(project, "mlp_a")
+    g = load_file(project / "results/mlp_a/extract/activation_gradients/step40.safetensors")
+    for key in ("blocks.1.linear|out0", "blocks.0.linear|out1"):
+        evr = PCA(n_components=2).fit(g[key].astype(np.float64)).explained_variance_ratio_
+        for i in range(2):
+            assert value(t, 40, key, f"gradient_pca_evr.pc{i + 1}") == pytest.approx(evr[i], rel=1e-5)
+    c0 = PCA(n_components=1).fit(g["blocks.1.linear|out0"].astype(np.float64)).components_[0]
+    c1 = PCA(n_components=1).fit(g["blocks.1.linear|out1"].astype(np.float64)).components_[0]
+    label = "blocks.1.linear|out0~blocks.1.linear|out1"
+    assert value(t, 40, label, "gradient_pca_cosine.pc1") == pytest.approx(abs(c0 @ c1), rel=1e-4)
+
+
+def test_task_vectors_across_runs_sharing_a_base(project):
+    base = {r: load_file(project / f"results/{r}/checkpoints/step0.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")}
+    assert all(np.array_equal(base["mlp_a"][k], base["mlp_b"][k]) for k in base["mlp_a"])  # shared init
+    tv = pd.read_csv(project / "results/task_vectors/mlp_seeds/task_vectors.csv")
+    w0 = load_file(project / "results/mlp_a/extract/weights/step0.safetensors")
+    finals = [load_file(project / f"results/{r}/extract/weights/step60.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")]
+    layer = "blocks.1.linear"
+    taus = np.stack([(f[layer] - w0[layer]).ravel() for f in finals]).astype(np.float64)
+    evr = PCA(n_components=2).fit(taus).explained_variance_ratio_
+    got = tv.query("layer == @layer").set_index("metric")["value"]
+    assert got["task_vector_pca_evr.pc1"] == pytest.approx(evr[0], rel=1e-4)
+    assert got["task_vector_pca_evr.pc2"] == pytest.approx(evr[1], rel=1e-4)
+    assert (project / "results/task_vectors/mlp_seeds/task_vectors.png").stat().st_size > 0
