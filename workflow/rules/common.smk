@@ -16,7 +16,9 @@ STEPS = {run: ckcfg.steps(config, run) for run in RUNS}
 ENABLED = {run: ckcfg.enabled_metrics(config, run) for run in RUNS}
 FAMILIES = {run: ckmetrics.group_by_family(ENABLED[run]) for run in RUNS}
 NEEDS = {run: ckcfg.needed_extractions(config, run) for run in RUNS}
-TRAINED_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) in ckcfg.TRAINED_SOURCES]
+TRAINED_RUNS = [
+    r for r in RUNS if ckcfg.source_type(config, r) in ckcfg.TRAINED_SOURCES
+]
 MODEL_KINDS = ("activations", "gradients", "activation_gradients")
 TASK_VECTORS = config.get("task_vectors", {})
 LOCAL_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "local"]
@@ -62,7 +64,9 @@ def family_layers(run, family):
 def get_task_vector_inputs(wildcards):
     tv = TASK_VECTORS[wildcards.name]
     base_step = tv.get("base_step", STEPS[tv["base_run"]][0])
-    inputs = {"base": f"results/{tv['base_run']}/extract/weights/step{base_step}.safetensors"}
+    inputs = {
+        "base": f"results/{tv['base_run']}/extract/weights/step{base_step}.safetensors"
+    }
     for run in tv["runs"]:
         step = tv.get("step", STEPS[run][-1])
         inputs[run] = f"results/{run}/extract/weights/step{step}.safetensors"
@@ -118,5 +122,8 @@ def get_final_outputs():
         if run in TRAINED_RUNS:
             out.append(f"results/{run}/plots/training.png")
     for name in TASK_VECTORS:
-        out += [f"results/task_vectors/{name}/task_vectors.csv", f"results/task_vectors/{name}/task_vectors.png"]
+        out += [
+            f"results/task_vectors/{name}/task_vectors.csv",
+            f"results/task_vectors/{name}/task_vectors.png",
+        ]
     return out

@@ -29,12 +29,12 @@ for _run in [r for r in RUNS if model_kinds(r)]:
                 kind: f"results/{_run}/extract/{kind}/step{{step}}.safetensors"
                 for kind in model_kinds(_run)
             },
-        params:
-            targets=canonical(ckcfg.targets(config, _run)),
-            probe=canonical(ckcfg.probe(config, _run)),
         log:
             f"results/{_run}/logs/extract_model/step{{step}}.log",
         resources:
             gpu=1,
+        params:
+            targets=canonical(ckcfg.targets(config, _run)),
+            probe=canonical(ckcfg.probe(config, _run)),
         script:
             "../../scripts/extract_model.py"

@@ -6,10 +6,10 @@ rule task_vectors:
         unpack(get_task_vector_inputs),
     output:
         table="results/task_vectors/{name}/task_vectors.csv",
-    params:
-        n_components=lambda w: TASK_VECTORS[w.name].get("n_components", 3),
     log:
         "results/task_vectors/{name}/task_vectors.log",
+    params:
+        n_components=lambda w: TASK_VECTORS[w.name].get("n_components", 3),
     script:
         "../../scripts/task_vectors.py"
 
