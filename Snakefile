@@ -5,7 +5,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The demo config, unless one is given (--configfile would otherwise be merged into it).
+if not config:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -526,3 +526,12 @@ def test_auto_detection_each_arch(neox, gpt2, bert):
 
 def test_module_names_from_keys():
     assert module_names_from_keys(["a.b.weight", "a.c.bias", "d"]) == ["a", "a.b", "a.c"]
+
+
+def test_config_flattened_into_safetensors_metadata_gives_the_heads():
+    """import_checkpoint stores a config.json as string metadata, one JSON-encoded value per key."""
+    from ckptlens.adapters import model_config
+
+    meta = {"model_type": "bert", "num_attention_heads": "12", "hidden_size": "384", "architectures": '["BertModel"]'}
+    cfg = model_config(meta)
+    assert cfg["num_attention_heads"] == 12 and cfg["architectures"] == ["BertModel"]

@@ -28,7 +28,7 @@ def test_the_demo_config_is_valid(demo):
         (lambda c: c["runs"]["demo"]["source"]["train"].update(steps="many"), "runs.demo.source.train.steps"),
         (lambda c: c["runs"]["demo"]["source"].pop("train"), "runs.demo.source"),
         (lambda c: c["runs"]["demo"].update(colour="red"), "runs.demo"),
-        (lambda c: c.pop("metrics"), "<top level>"),
+        (lambda c: c.pop("metrics"), "metrics"),
         (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[]), "runs.demo.source.train.save_steps"),
         (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[0, 5000]), "runs.demo.source.train"),
         (lambda c: c["runs"].update({"../escape": c["runs"]["demo"]}), "runs"),

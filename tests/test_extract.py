@@ -62,3 +62,24 @@ def test_extract_model_writes_only_what_is_asked(checkpoint, tmp_path):
     grads = TensorFile(tmp_path / "g.safetensors", group_gradients=True)
     assert sorted(grads) == ["blocks.0.attn.k_proj", "blocks.1.attn.k_proj"]
     assert grads["blocks.1.attn.k_proj"].shape == (3, 16, 16)
+
+
+def test_streamed_safetensors_equal_the_reference_writer(tmp_path):
+    """The streaming writer's files read back identically with the safetensors package."""
+    from safetensors.numpy import load_file as load
+    from safetensors import safe_open
+
+    from ckptlens.io import save_tensors_streaming
+
+    rng = np.random.default_rng(0)
+    arrays = {"a": rng.normal(size=(3, 5)).astype(np.float32), "b.c": rng.normal(size=(7,)), "empty": np.zeros((0, 4), np.float32),
+              "i": np.arange(6, dtype=np.int64).reshape(2, 3)}
+    names = save_tensors_streaming(iter(arrays.items()), tmp_path / "s.safetensors", {"k": "v"})
+    assert names == list(arrays)
+    back = load(tmp_path / "s.safetensors")
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(back[k], v)
+        assert back[k].dtype == v.dtype
+    with safe_open(str(tmp_path / "s.safetensors"), framework="numpy") as f:
+        assert f.metadata() == {"k": "v"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]

@@ -63,11 +63,24 @@ def probe(config, run) -> dict:
 
 
 def enabled_metrics(config, run=None) -> dict[str, dict]:
-    """Enabled metrics (of ``run``: its ``metrics`` subset, if set) with their resolved parameters."""
-    names = list(config["metrics"])
+    """Enabled metrics (of ``run``: its ``metrics`` subset, if set) with their resolved parameters.
+    A table run computes nothing: its metrics come with the table."""
+    if run is not None and source_type(config, run) == "table":
+        return {}
+    names = list(config.get("metrics", {}))
     if run is not None and "metrics" in config["runs"][run]:
         names = config["runs"][run]["metrics"]
     return {name: _metrics.resolve_params(name, config["metrics"][name]) for name in names}
+
+
+def hf_revisions(config, run) -> dict[int, str]:
+    """{step: revision} of a Hugging Face source (pure: no network)."""
+    from .sources.huggingface import RevisionError, select_revisions
+
+    try:
+        return select_revisions(config["runs"][run]["source"])
+    except (RevisionError, ValueError) as exc:
+        raise ConfigError(f"config key 'runs.{run}.source': {exc}") from None
 
 
 def needed_extractions(config, run) -> list[str]:
@@ -120,6 +133,10 @@ def steps(config, run) -> list[int]:
             return checkpoint_steps(t["steps"], t.get("save_every", max(1, t["steps"] // 20)), t.get("save_steps"))
         except ValueError as exc:
             raise ConfigError(f"config key 'runs.{run}.source.train': {exc}") from None
+    if src["type"] == "huggingface":
+        return list(hf_revisions(config, run))
+    if src["type"] == "table":
+        return []  # the table brings its own steps
     return list(local_checkpoints(config, run))
 
 
@@ -131,6 +148,8 @@ def layer_names(config, run) -> dict[str, list[str]] | None:
     from .toy.names import toy_state_keys
 
     src = config["runs"][run]["source"]
+    if src["type"] in ("huggingface", "table"):
+        return None  # known only once downloaded: the extraction job checks the patterns
     if src["type"] == "train_toy":
         keys, meta, shapes = toy_state_keys(src.get("model", {})), {"ckptlens_arch": "toy", "ckptlens_model": src.get("model", {})}, None
     elif src["type"] == "train_mlp":
@@ -154,7 +173,7 @@ def layer_names(config, run) -> dict[str, list[str]] | None:
 def validate(config: Mapping) -> None:
     """Every check that can fail before any job runs; raises ConfigError naming the key."""
     validate_schema(config)
-    for name, params in config["metrics"].items():
+    for name, params in config.get("metrics", {}).items():
         try:
             _metrics.resolve_params(name, params)
         except _metrics.MetricConfigError as exc:
@@ -163,7 +182,7 @@ def validate(config: Mapping) -> None:
         raise ConfigError("config key 'runs.task_vectors': this run name is reserved for results/task_vectors/")
     for run in run_names(config):
         for i, m in enumerate(config["runs"][run].get("metrics", [])):
-            if m not in config["metrics"]:
+            if m not in config.get("metrics", {}):
                 raise ConfigError(f"config key 'runs.{run}.metrics[{i}]': metric {m!r} is not enabled under 'metrics'")
     for name, tv in config.get("task_vectors", {}).items():
         for key, r in [("base_run", tv["base_run"])] + [(f"runs[{i}]", r) for i, r in enumerate(tv["runs"])]:
@@ -171,13 +190,23 @@ def validate(config: Mapping) -> None:
                 raise ConfigError(f"config key 'task_vectors.{name}.{key}': {r!r} is not a run under 'runs'")
     for pair_i, pair in enumerate(config.get("analysis", {}).get("correlation_pairs", [])):
         for m in pair:
-            if m not in config["metrics"]:
+            if config.get("metrics") and m not in config["metrics"]:
                 raise ConfigError(
                     f"config key 'analysis.correlation_pairs[{pair_i}]': metric {m!r} is not enabled under 'metrics'"
                 )
     for run in run_names(config):
+        if source_type(config, run) == "table":
+            path = config["runs"][run]["source"]["path"]
+            if not Path(path).is_file():
+                raise ConfigError(f"config key 'runs.{run}.source.path': no such file {path!r}")
+            continue
+        if not enabled_metrics(config, run):
+            raise ConfigError(f"config key 'metrics': no metric is enabled for run {run!r}")
         if not steps(config, run):
             raise ConfigError(f"config key 'runs.{run}.source': no checkpoint steps")
+        probe_cfg = config["runs"][run].get("probe", {})
+        if "text" in probe_cfg and "tokenizer" not in probe_cfg:
+            raise ConfigError(f"config key 'runs.{run}.probe.tokenizer': a text probe needs the model's local tokenizer folder")
         names = layer_names(config, run)
         if names is None:
             continue

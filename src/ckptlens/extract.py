@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import GRADIENT_SEP, TensorFile, save_tensors
+from .io import GRADIENT_SEP, TensorFile, save_tensors, save_tensors_streaming
 from .patterns import select
 
 
@@ -26,11 +26,13 @@ def extract_weights(checkpoint, patterns, out_path, adapter: str = "auto") -> li
 
     with open_checkpoint(checkpoint) as ckpt:
         arch = get_adapter(adapter, ckpt.keys, ckpt.metadata, shapes=ckpt.shapes)
-        tensors = dict(arch.weight_matrices(ckpt.keys, ckpt.get, list(patterns), match=matches, shapes=ckpt.shapes))
-    if not tensors:
+        matrices = arch.weight_matrices(ckpt.keys, ckpt.get, list(patterns), match=matches, shapes=ckpt.shapes)
+        # streamed: one matrix in memory at a time, whatever the model's size
+        names = save_tensors_streaming(matrices, out_path, {"source": str(checkpoint), "adapter": arch.name})
+    if not names:
+        Path(out_path).unlink()
         raise ValueError(f"{checkpoint}: no weight matches the target patterns {list(patterns)}")
-    save_tensors(tensors, out_path, {"source": str(checkpoint), "adapter": arch.name})
-    return list(tensors)
+    return names
 
 
 def load_toy(checkpoint, device=None):

@@ -99,6 +99,8 @@ def hf_config_from_metadata(metadata: Mapping) -> dict:
     (non-string values JSON-encoded)."""
     out = {}
     for k, v in dict(metadata or {}).items():
+        if k.startswith("ckptlens_") or k == "format":  # the importer's / safetensors' own entries
+            continue
         if isinstance(v, str):
             try:
                 v = json.loads(v)
@@ -222,7 +224,6 @@ def load_hf_model(checkpoint, hf_config: Mapping | None = None, device=None):
                 unexpected.append(k)
 
     buffers = {n for n, _ in model.named_buffers()}
-    loaded_ptrs = {model_sd[k].data_ptr() for k in state}
     missing = [k for k in model_sd if k not in state and k not in buffers]
     tied = getattr(model.config, "tie_word_embeddings", False)
     if tied:
@@ -279,9 +280,10 @@ def _build(cfg: dict, kind: str, keys, shapes, path: Path):
         no_init_weights = contextlib.nullcontext
     try:
         with no_init_weights():
-            return cls.from_config(config, dtype=torch.float32, attn_implementation="eager")
+            model = cls.from_config(config, attn_implementation="eager")
     except (ValueError, KeyError, TypeError) as exc:
         raise HFModelError(f"{path}: transformers has no {cls.__name__} for model_type {model_type!r} ({exc})") from exc
+    return model.to(torch.float32)  # the config's torch_dtype (float16 for Pythia) is not used: float32
 
 
 # --------------------------------------------------------------------------------------------- probe

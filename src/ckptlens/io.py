@@ -41,6 +41,47 @@ def save_tensors(tensors: Mapping[str, np.ndarray], path, metadata: Mapping[str,
         save_file(arrays, str(tmp), metadata=dict(metadata or {}))
 
 
+_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64", "int32": "I32", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
+def save_tensors_streaming(items, path, metadata: Mapping[str, str] | None = None) -> list[str]:
+    """Write ``(name, array)`` pairs as a safetensors file holding one array in memory at a time
+    (the format is a JSON header of offsets followed by raw little-endian bytes, so the data go to
+    a side file first and the header is written once every offset is known). Atomic like
+    :func:`save_tensors`. Returns the names written."""
+    import json
+    import shutil
+    import struct
+
+    path = Path(path)
+    header: dict = {"__metadata__": dict(metadata or {})} if metadata else {}
+    offset = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data_tmp = path.with_name(f".{path.name}.{os.getpid()}.data")
+    try:
+        with open(data_tmp, "wb") as data:
+            for name, arr in items:
+                arr = np.ascontiguousarray(arr)
+                if arr.dtype.str[0] == ">":
+                    arr = arr.astype(arr.dtype.newbyteorder("<"))
+                nbytes = arr.nbytes
+                if nbytes:
+                    data.write(memoryview(arr.reshape(-1)).cast("B"))
+                header[name] = {"dtype": _DTYPES[arr.dtype.name], "shape": list(arr.shape), "data_offsets": [offset, offset + nbytes]}
+                offset += nbytes
+                del arr
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        with atomic_path(path) as tmp, open(tmp, "wb") as out, open(data_tmp, "rb") as data:
+            out.write(struct.pack("<Q", len(raw)))
+            out.write(raw)
+            shutil.copyfileobj(data, out, 16 << 20)
+    finally:
+        if data_tmp.exists():
+            data_tmp.unlink()
+    return [k for k in header if k != "__metadata__"]
+
+
 class TensorFile(Mapping):
     """Read-only, lazy view of a safetensors file: one tensor is read when asked for
     (memory-mapped), so a job holds one layer at a time, not the whole file."""

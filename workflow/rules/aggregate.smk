@@ -11,7 +11,27 @@ rule aggregate_metrics:
             category="{run}",
             subcategory="tables",
         ),
+    wildcard_constraints:
+        run=_alternatives(COMPUTED_RUNS),
     log:
         "results/{run}/logs/aggregate.log",
     script:
         "../../scripts/aggregate_metrics.py"
+
+
+# A table run: metrics computed elsewhere, analysed and plotted here.
+rule import_metrics_table:
+    input:
+        lambda w: config["runs"][w.run]["source"]["path"],
+    output:
+        "results/{run}/metrics.parquet",
+    wildcard_constraints:
+        run=_alternatives(TABLE_RUNS),
+    params:
+        select=lambda w: config["runs"][w.run]["source"].get("select", w.run),
+        layers=lambda w: config["runs"][w.run]["source"].get("layers"),
+        metrics=lambda w: config["runs"][w.run]["source"].get("metrics"),
+    log:
+        "results/{run}/logs/import_table.log",
+    script:
+        "../../scripts/import_table.py"

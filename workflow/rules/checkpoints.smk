@@ -36,3 +36,52 @@ rule import_local_checkpoint:
         run=_alternatives(LOCAL_RUNS),
     script:
         "../../scripts/import_checkpoint.py"
+
+
+# Hugging Face revisions: downloaded by the job (never while the workflow is parsed), converted
+# to safetensors, download folder removed; the converted file itself is temp() when delete_after.
+rule fetch_hf_checkpoint:
+    output:
+        temp("results/{run}/checkpoints/step{step}.safetensors"),
+    wildcard_constraints:
+        run=_alternatives(HF_TEMP_RUNS),
+    params:
+        model=lambda w: config["runs"][w.run]["source"]["model"],
+        revision=lambda w: ckcfg.hf_revisions(config, w.run)[int(w.step)],
+        cache_dir=lambda w: config["runs"][w.run]["source"].get("cache_dir"),
+    log:
+        "results/{run}/logs/fetch/step{step}.log",
+    retries: 2
+    script:
+        "../../scripts/fetch_checkpoint.py"
+
+
+use rule fetch_hf_checkpoint as fetch_hf_checkpoint_kept with:
+    output:
+        "results/{run}/checkpoints/step{step}.safetensors",
+    wildcard_constraints:
+        run=_alternatives([r for r in HF_RUNS if r not in HF_TEMP_RUNS]),
+
+
+rule checkpoint_digest:
+    input:
+        "results/{run}/checkpoints/step{step}.safetensors",
+    output:
+        "results/{run}/digests/step{step}.txt",
+    log:
+        "results/{run}/logs/digest/step{step}.log",
+    script:
+        "../../scripts/checkpoint_digest.py"
+
+
+# Warn when two steps hold identical weights (a published Pythia model serves byte-identical
+# weights under different step names).
+rule identical_steps:
+    input:
+        get_checkpoint_digests,
+    output:
+        "results/{run}/identical_steps.csv",
+    log:
+        "results/{run}/logs/identical_steps.log",
+    script:
+        "../../scripts/identical_steps.py"

@@ -22,6 +22,12 @@ TRAINED_RUNS = [
 MODEL_KINDS = ("activations", "gradients", "activation_gradients")
 TASK_VECTORS = config.get("task_vectors", {})
 LOCAL_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "local"]
+HF_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "huggingface"]
+TABLE_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "table"]
+COMPUTED_RUNS = [r for r in RUNS if r not in TABLE_RUNS]  # metrics computed here, not imported
+# Hugging Face checkpoints deleted once extracted (Snakemake temp()): 154 revisions of a large
+# model never sit on disk at once.
+HF_TEMP_RUNS = [r for r in HF_RUNS if config["runs"][r]["source"].get("delete_after", True)]
 
 
 def _alternatives(names):
@@ -108,9 +114,25 @@ def get_local_checkpoint(wildcards):
     return ckcfg.local_checkpoints(config, wildcards.run)[int(wildcards.step)]
 
 
+def get_checkpoint_digests(wildcards):
+    return [f"results/{wildcards.run}/digests/step{s}.txt" for s in STEPS[wildcards.run]]
+
+
 def get_final_outputs():
     out = []
+    for run in LOCAL_RUNS + HF_RUNS:
+        out.append(f"results/{run}/identical_steps.csv")
     for run in RUNS:
+        if run in TABLE_RUNS:
+            out += [
+                f"results/{run}/metrics.parquet",
+                f"results/{run}/analysis/pca.csv",
+                f"results/{run}/analysis/correlation.csv",
+                f"results/{run}/plots/trajectories",
+                f"results/{run}/plots/pca.png",
+                f"results/{run}/plots/correlation.png",
+            ]
+            continue
         out += [
             f"results/{run}/metrics.parquet",
             f"results/{run}/analysis/pca.csv",

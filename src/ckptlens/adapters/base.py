@@ -141,7 +141,16 @@ def model_config(metadata: Mapping | None) -> dict:
         if isinstance(val, Mapping):
             out.update(val)
     if any(k in metadata for k in ("model_type", "architectures", "hidden_size", "n_embd")):
-        out.update({k: v for k, v in metadata.items() if k not in ("config", "ckptlens_model")})
+        # a config.json flattened into safetensors metadata (strings only): values JSON-encoded
+        for k, v in metadata.items():
+            if k in ("config", "ckptlens_model"):
+                continue
+            if isinstance(v, str):
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    pass
+            out[k] = v
     return out
 
 

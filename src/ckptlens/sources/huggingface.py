@@ -185,6 +185,35 @@ def download_revision(model_id: str, revision: str, dest_dir, cache_dir=None) ->
     return dest
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "vocab.txt", "merges.txt")
+
+
+def fetch_revision(model_id: str, revision: str, dst, download_dir, cache_dir=None, delete_after: bool = True,
+                   tokenizer_dir=None) -> Path:
+    """One workflow job's worth: download a revision into ``download_dir``, convert it to the safetensors
+    file ``dst`` (:func:`ckptlens.sources.importer.import_checkpoint`: safe loading, config.json kept in the
+    metadata), copy its tokenizer files to ``tokenizer_dir`` if given (and if it has any), then delete the
+    download if ``delete_after`` (only our marked folder; see :func:`cleanup`). Returns ``dst``."""
+    from .importer import import_checkpoint
+
+    folder = download_revision(model_id, revision, download_dir, cache_dir=cache_dir)
+    try:
+        import_checkpoint(folder, dst)
+    except ValueError as exc:
+        raise RevisionError(f"{model_id}@{revision}: the downloaded checkpoint cannot be imported ({exc})") from exc
+    if tokenizer_dir is not None:
+        found = [folder / n for n in TOKENIZER_FILES if (folder / n).is_file()]
+        if found:
+            tdir = Path(tokenizer_dir)
+            tdir.mkdir(parents=True, exist_ok=True)
+            for f in found:
+                shutil.copyfile(f, tdir / f.name)
+    if delete_after:
+        cleanup(folder)
+    return Path(dst)
+
+
 def cleanup(path, created_by_us_marker: str = MARKER) -> bool:
     """Delete a downloaded revision folder — only if it holds the marker file written by
     :func:`download_revision` (a regular file with our signature). Returns whether it was deleted;

