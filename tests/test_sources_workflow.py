@@ -86,3 +86,91 @@ def test_minilm_finetuning_through_the_workflow(tmp_path, minilm_checkpoints):
     # two runs: the first component explains everything (a centred 2-point cloud is a line)
     assert np.allclose(tv[tv["metric"] == "task_vector_pca_evr.pc1"]["value"], 1.0)
     assert (project / "results/minilm_seed0/identical_steps.csv").exists()
+
+
+FAKE_HUB_SITECUSTOMIZE = '''
+# Test-only: serve huggingface_hub.snapshot_download from a local folder (no network here).
+import os, shutil
+_hub = os.environ.get("CKPTLENS_FAKE_HUB")
+if _hub:
+    import huggingface_hub
+
+    def _fake_snapshot_download(repo_id, revision=None, local_dir=None, **_):
+        src = os.path.join(_hub, repo_id.replace("/", "--"), revision)
+        if not os.path.isdir(src):
+            raise FileNotFoundError(f"fake hub: no revision {revision} of {repo_id}")
+        shutil.copytree(src, local_dir, dirs_exist_ok=True)
+        return local_dir
+
+    huggingface_hub.snapshot_download = _fake_snapshot_download
+'''
+
+
+def test_huggingface_revisions_through_the_workflow(tmp_path, monkeypatch):
+    """One revision per job, converted, download removed, checkpoint deleted once extracted
+    (temp), identical steps reported, and nothing reruns afterwards although the checkpoints are gone."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    hub = tmp_path / "hub" / "tiny--neox"
+    torch.manual_seed(0)
+    model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64, vocab_size=50,
+        max_position_embeddings=64))
+    for rev in ("step0", "step1", "step8"):
+        if rev == "step8":  # training moved the weights; step1 serves step0's weights unchanged
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.01 * torch.randn_like(p))
+        model.save_pretrained(hub / rev)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(FAKE_HUB_SITECUSTOMIZE)
+    np.save(tmp_path / "tokens.npy", np.random.default_rng(0).integers(0, 50, size=(16, 12)))
+
+    project = copy_project(tmp_path / "p")
+    cfg = {
+        "runs": {"neox": {
+            "source": {"type": "huggingface", "model": "tiny/neox", "revisions": ["step0", "step1", "step8"]},
+            "targets": {"weights": ["gpt_neox.layers.*.attention.query_key_value", "gpt_neox.layers.*.attention.head*.ov"],
+                        "activations": ["gpt_neox.layers.*"], "gradients": ["gpt_neox.layers.*.attention.dense"]},
+            "probe": {"tokens": str(tmp_path / "tokens.npy"), "batch_size": 8, "n_batches": 2, "seed": 0},
+        }},
+        "metrics": {"frobenius_norm": {}, "cka_to_final": {}, "gradient_norm": {}},
+    }
+    (project / "hf.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("CKPTLENS_FAKE_HUB", str(tmp_path / "hub"))
+    site = str(tmp_path / "site")  # after the project's src on PYTHONPATH: the fake hub's sitecustomize
+    _with_site(project, site, "--cores", "2", "--configfile", "hf.yaml")
+
+    r = project / "results/neox"
+    t = pd.read_parquet(r / "metrics.parquet")
+    assert sorted(t["step"].unique()) == [0, 1, 8]
+    assert np.allclose(t.query("step == 8 and metric == 'cka_to_final'")["value"], 1.0)
+    w8 = load_safetensors(hub / "step8" / "model.safetensors")["gpt_neox.layers.1.attention.query_key_value.weight"]
+    got = t.query("step == 8 and layer == 'gpt_neox.layers.1.attention.query_key_value' and metric == 'frobenius_norm'")
+    assert got["value"].item() == pytest.approx(np.linalg.norm(w8.astype(np.float64)), rel=1e-5)
+    assert len({l for l in t["layer"] if l.endswith(".ov")}) == 8  # 4 heads x 2 layers
+    assert not list((r / "checkpoints").glob("*.safetensors")), "temp() checkpoints are deleted once extracted"
+    assert not (r / "downloads").exists() or not any((r / "downloads").iterdir())
+    assert pd.read_csv(r / "identical_steps.csv").values.tolist() == [[1, 0]]
+    dry = _with_site(project, site, "-n", "--configfile", "hf.yaml")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def load_safetensors(path):
+    from safetensors.numpy import load_file
+
+    return load_file(path)
+
+
+def _with_site(project, site, *args, check=True):
+    import os
+    import subprocess
+
+    from workflow_helpers import SNAKEMAKE
+
+    env = {**os.environ, "PYTHONPATH": f"{project / 'src'}:{site}", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
