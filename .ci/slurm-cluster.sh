@@ -101,10 +101,10 @@ daemon_pid() {
 }
 
 stop_pid() {  # stop_pid NAME PID: TERM, wait up to 10 s, then KILL
-  local name=$1 pid=$2 i
+  local name=$1 pid=$2
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     [[ -d /proc/$pid ]] || return 0
     # a zombie counts as gone
     [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" == Z ]] && return 0
@@ -116,12 +116,21 @@ stop_pid() {  # stop_pid NAME PID: TERM, wait up to 10 s, then KILL
 
 # slurmstepd processes spawned by *our* slurmd: they keep our slurmd log open.
 our_stepds() {
-  local p
+  local p fd
   for p in /proc/[0-9]*; do
     [[ "$(cat "$p/comm" 2>/dev/null)" == slurmstepd ]] || continue
-    if ls -l "$p/fd" 2>/dev/null | grep -q -- "-> $STATE_DIR/"; then
-      echo "${p#/proc/}"
-    fi
+    for fd in "$p"/fd/*; do
+      if [[ "$(readlink "$fd" 2>/dev/null)" == "$STATE_DIR/"* ]]; then
+        echo "${p#/proc/}"; break
+      fi
+    done
+  done
+}
+
+descendants() {  # all descendant pids of $1, deepest last
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    echo "$child"; descendants "$child"
   done
 }
 
@@ -199,16 +208,19 @@ link_etc() {
   fi
   [[ -d $ETC_SLURM ]] || die "$ETC_SLURM exists and is not a directory"
   local f target
+  # check both before creating either
   for f in slurm.conf gres.conf; do
     target="$ETC/$f"
     if [[ -L $ETC_SLURM/$f && "$(readlink "$ETC_SLURM/$f")" == "$target" ]]; then
-      record "link $ETC_SLURM/$f"   # ours already (e.g. previous start)
+      :   # ours already (e.g. an earlier start)
     elif [[ -e $ETC_SLURM/$f || -L $ETC_SLURM/$f ]]; then
       die "$ETC_SLURM/$f exists and is not our symlink (-> $target); refusing to touch it. \
 Remove or move it if it is a leftover; the snakemake SLURM plugin's srun reads $ETC_SLURM/slurm.conf."
-    else
-      ln -s "$target" "$ETC_SLURM/$f"; record "link $ETC_SLURM/$f"
     fi
+  done
+  for f in slurm.conf gres.conf; do
+    [[ -L $ETC_SLURM/$f ]] || ln -s "$ETC/$f" "$ETC_SLURM/$f"
+    record "link $ETC_SLURM/$f"
   done
 }
 
@@ -224,7 +236,7 @@ unlink_etc() {
   done <"$CREATED"
   while read -r kind path; do
     [[ $kind == dir ]] || continue
-    rmdir "$path" 2>/dev/null && log "removed $path" || true
+    if rmdir "$path" 2>/dev/null; then log "removed $path"; fi
   done <"$CREATED"
   rm -f "$CREATED"
 }
@@ -267,9 +279,11 @@ cmd_stop() {
   [[ -d $STATE_DIR ]] || { log "nothing to stop ($STATE_DIR absent)"; return 0; }
   # cancel jobs first so their slurmstepds go away with slurmd still alive
   if [[ -n "$(daemon_pid slurmctld)" ]] && command -v scancel >/dev/null; then
-    if [[ -n "$(squeue -h -o %i 2>/dev/null || true)" ]]; then
-      log "cancelling jobs still in the queue"
-      scancel --full --quiet $(squeue -h -o %i) 2>/dev/null || true
+    local jobs=()
+    mapfile -t jobs < <(squeue -h -o %i 2>/dev/null || true)
+    if (( ${#jobs[@]} )); then
+      log "cancelling jobs still in the queue: ${jobs[*]}"
+      scancel --quiet "${jobs[@]}" 2>/dev/null || true
       for _ in $(seq 20); do
         [[ -z "$(squeue -h -t R,CG -o %i 2>/dev/null || true)" ]] && break; sleep 0.5
       done
@@ -281,7 +295,16 @@ cmd_stop() {
     [[ -n $pid ]] && stop_pid "$d" "$pid"
     rm -f "${PIDFILE[$d]}"
   done
-  for pid in $(our_stepds); do stop_pid slurmstepd "$pid"; done
+  # left-over job steps (only if jobs could not be cancelled, e.g. slurmctld
+  # had died): kill each stepd's job processes, then the stepd itself
+  local kids
+  for pid in $(our_stepds); do
+    kids=$(descendants "$pid")
+    log "killing left-over slurmstepd $pid and its job processes: ${kids//$'\n'/ }"
+    # shellcheck disable=SC2086
+    [[ -n $kids ]] && kill -KILL $kids 2>/dev/null
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   unlink_etc
   log "stopped"
 }
