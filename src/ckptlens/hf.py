@@ -97,17 +97,10 @@ def hf_config_from_metadata(metadata: Mapping) -> dict:
     """The ``config.json`` content carried by a checkpoint's metadata: a save_pretrained folder's
     parsed config, or the safetensors metadata written by :func:`ckptlens.sources.importer.import_checkpoint`
     (non-string values JSON-encoded)."""
-    out = {}
-    for k, v in dict(metadata or {}).items():
-        if k.startswith("ckptlens_") or k == "format":  # the importer's / safetensors' own entries
-            continue
-        if isinstance(v, str):
-            try:
-                v = json.loads(v)
-            except ValueError:
-                pass
-        out[k] = v
-    return out
+    from .adapters.base import decode_metadata
+
+    # the importer's / safetensors' own entries are not part of config.json
+    return decode_metadata(metadata, skip=lambda k: k.startswith("ckptlens_") or k == "format")
 
 
 def model_kind(hf_config: Mapping, keys) -> str:

@@ -124,6 +124,22 @@ def _f32(x) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
 
 
+def decode_metadata(metadata: Mapping | None, skip=lambda key: False) -> dict:
+    """Safetensors metadata (strings only) back to values: each JSON-encoded value decoded,
+    plain strings kept; keys for which ``skip(key)`` is true are left out."""
+    out = {}
+    for k, v in dict(metadata or {}).items():
+        if skip(k):
+            continue
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
 def model_config(metadata: Mapping | None) -> dict:
     """The model configuration carried by a checkpoint's metadata, whatever its form:
     a Hugging Face ``config.json`` (a dict with ``model_type``/``architectures``), the project's
@@ -141,16 +157,8 @@ def model_config(metadata: Mapping | None) -> dict:
         if isinstance(val, Mapping):
             out.update(val)
     if any(k in metadata for k in ("model_type", "architectures", "hidden_size", "n_embd")):
-        # a config.json flattened into safetensors metadata (strings only): values JSON-encoded
-        for k, v in metadata.items():
-            if k in ("config", "ckptlens_model"):
-                continue
-            if isinstance(v, str):
-                try:
-                    v = json.loads(v)
-                except ValueError:
-                    pass
-            out[k] = v
+        # a config.json flattened into safetensors metadata by the importer
+        out.update(decode_metadata(metadata, skip=lambda k: k in ("config", "ckptlens_model")))
     return out
 
 
