@@ -4,10 +4,11 @@ from ckptlens.io import job_log
 with job_log(snakemake.log[0]):
     import pandas as pd
 
-    from ckptlens.analysis import metric_correlations, pca_explained_variance
+    from ckptlens.analysis import gap_notes, metric_correlations, pca_explained_variance
     from ckptlens.io import atomic_path
 
-    table = pd.read_parquet(snakemake.input[0])
+    table = pd.read_parquet(snakemake.input.table)
+    gaps = gap_notes(pd.read_csv(snakemake.input.missing)) if "missing" in snakemake.input.keys() else []
     explained, loadings, notes = pca_explained_variance(table)
     pairs = snakemake.params.pairs
     corr, corr_notes = metric_correlations(table, [tuple(p) for p in pairs] if pairs else None)
@@ -15,6 +16,6 @@ with job_log(snakemake.log[0]):
         with atomic_path(snakemake.output[key]) as tmp:
             df.to_csv(tmp, index=False)
     with atomic_path(snakemake.output.notes) as tmp:
-        tmp.write_text("".join(f"{n}\n" for n in notes + corr_notes))
-    for n in notes + corr_notes:
+        tmp.write_text("".join(f"{n}\n" for n in gaps + notes + corr_notes))
+    for n in gaps + notes + corr_notes:
         print(n)

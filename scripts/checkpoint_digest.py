@@ -2,11 +2,17 @@
 from ckptlens.io import job_log
 
 with job_log(snakemake.log[0]):
-    from ckptlens.checkpoint_io import open_checkpoint
+    from ckptlens.faults import checkpoint_record, digest_of_record
     from ckptlens.io import atomic_path
-    from ckptlens.sources.local import weights_digest
 
-    with open_checkpoint(snakemake.input[0]) as ckpt:
-        digest = weights_digest(ckpt.keys, ckpt.get)
+    record = checkpoint_record(snakemake.input[0])
+    if record is not None:  # a failed checkpoint: no digest, never "identical" to another one
+        digest = digest_of_record(record)
+    else:
+        from ckptlens.checkpoint_io import open_checkpoint
+        from ckptlens.sources.local import weights_digest
+
+        with open_checkpoint(snakemake.input[0]) as ckpt:
+            digest = weights_digest(ckpt.keys, ckpt.get)
     with atomic_path(snakemake.output[0]) as tmp:
         tmp.write_text(digest + "\n")

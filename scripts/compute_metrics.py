@@ -5,22 +5,28 @@ import time
 from ckptlens.io import job_log
 
 with job_log(snakemake.log[0]):
-    from ckptlens.io import TensorFile, select_layers, write_rows_csv
+    from ckptlens.faults import open_metric_inputs, write_table_record
+    from ckptlens.io import select_layers, write_rows_csv
     from ckptlens.metrics import FAMILIES, compute_family
 
-    family = snakemake.wildcards.family
+    family, step = snakemake.wildcards.family, int(snakemake.wildcards.step)
     grouped = FAMILIES[family].needs == "gradients"
-    inputs = {k: TensorFile(v, group_gradients=grouped) for k, v in snakemake.input.items()}
-    current = select_layers(inputs.pop("current"), json.loads(snakemake.params.layers))
-    started = time.perf_counter()
-    rows = compute_family(
-        family,
-        json.loads(snakemake.params.metrics),
-        current,
-        inputs,
-        run=snakemake.wildcards.run,
-        step=int(snakemake.wildcards.step),
-    )
-    print(f"metric computation: {time.perf_counter() - started:.4f} s")
-    write_rows_csv(rows, snakemake.output[0])
-    print(f"{len(rows)} values")
+    # a reference whose checkpoint failed comes back as Unavailable: its metrics are NaN
+    current, references, record = open_metric_inputs(snakemake.input, group_gradients=grouped)
+    if record is not None:  # this checkpoint failed (on_bad_checkpoint: skip): a table record
+        write_table_record(snakemake.output[0], {**record, "step": step})
+        print(f"step {step} failed ({record['file']}: {record['reason']}); no values, recorded as a gap")
+    else:
+        current = select_layers(current, json.loads(snakemake.params.layers))
+        started = time.perf_counter()
+        rows = compute_family(
+            family,
+            json.loads(snakemake.params.metrics),
+            current,
+            references,
+            run=snakemake.wildcards.run,
+            step=step,
+        )
+        print(f"metric computation: {time.perf_counter() - started:.4f} s")
+        write_rows_csv(rows, snakemake.output[0])
+        print(f"{len(rows)} values")

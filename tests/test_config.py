@@ -16,6 +16,8 @@ def demo():
 
 def test_the_demo_config_is_valid(demo):
     validate(demo)
+    for policy in ("fail", "skip"):
+        validate({**demo, "on_bad_checkpoint": policy})
 
 
 @pytest.mark.parametrize(
@@ -33,6 +35,9 @@ def test_the_demo_config_is_valid(demo):
         (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[0, 5000]), "runs.demo.source.train"),
         (lambda c: c["runs"].update({"../escape": c["runs"]["demo"]}), "runs"),
         (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "stable_rank"]), "analysis.correlation_pairs[4]"),
+        (lambda c: c.update(on_bad_checkpoint="ignore"), "on_bad_checkpoint"),
+        (lambda c: c.update(on_bad_checkpoint=True), "on_bad_checkpoint"),
+        (lambda c: c.update(task_vectors={"../../x": {"base_run": "demo", "runs": ["demo", "demo"]}}), "task_vectors"),
     ],
 )
 def test_invalid_config_names_the_key(demo, mutate, key):

@@ -179,3 +179,14 @@ def test_bad_config_stops_before_any_job(small_project, tmp_path):
     assert proc.returncode != 0
     assert "metrics.no_such_metric" in proc.stderr + proc.stdout
     assert sorted(p for p in (small_project / "results").rglob("*")) == before
+
+
+def test_editing_the_plotting_code_reruns_only_the_plots(small_project):
+    code = small_project / "src/ckptlens/plots.py"
+    original = code.read_text()
+    code.write_text(original + "\n# a changed figure style\n")
+    try:
+        jobs = scheduled_jobs(small_project)
+    finally:
+        code.write_text(original)
+    assert {r for r, _ in jobs} == {"plot_trajectories", "plot_analysis", "plot_training"}

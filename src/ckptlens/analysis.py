@@ -45,6 +45,7 @@ __all__ = [
     "pca_explained_variance",
     "metric_correlations",
     "missing_steps",
+    "gap_notes",
 ]
 
 REQUIRED_COLUMNS = ("run", "step", "layer", "metric", "value")
@@ -420,3 +421,19 @@ def missing_steps(table: pd.DataFrame, expected_steps: Iterable[int]) -> list[in
     steps = pd.to_numeric(table["step"], errors="coerce").dropna()
     present = set(steps.astype(np.int64).tolist())
     return sorted({int(s) for s in expected_steps} - present)
+
+
+def gap_notes(missing: pd.DataFrame) -> list[str]:
+    """Notes naming the steps a run lacks because their checkpoint failed (the ``missing_steps.csv``
+    written by aggregation under ``on_bad_checkpoint: skip``: columns step, file, reason)."""
+    if missing is None or missing.empty:
+        return []
+    notes = [
+        f"step {int(r.step)} missing (its checkpoint failed, left out of the analysis): {r.file}: {r.reason}"
+        for r in missing.sort_values("step").itertuples()
+    ]
+    notes.append(
+        f"{len(missing)} step(s) missing; metrics comparing with a missing step (as its final, initial, "
+        "previous or previous2 reference) are NaN where they needed it"
+    )
+    return notes

@@ -22,7 +22,8 @@ Formats:
   ``model-0000x-of-0000y.safetensors`` + ``model.safetensors.index.json``), or ``pytorch_model.bin``
   (sharded likewise).
 
-Every failure is a :class:`CheckpointError` (a ValueError) naming the file and the reason.
+Every failure is a :class:`CheckpointError` (a ValueError) naming the file and the reason. A
+failure record written for a bad checkpoint (:mod:`ckptlens.faults`) is refused the same way.
 """
 
 from __future__ import annotations
@@ -162,7 +163,15 @@ class _SafetensorsFile:
                 self.shapes[k] = tuple(int(x) for x in s.get_shape())
                 self.dtypes[k] = str(s.get_dtype())
         except Exception as exc:  # SafetensorError, OSError: the message does not name the file
-            raise CheckpointError(f"{path}: not a valid safetensors file ({_reason(exc)})") from exc
+            raise CheckpointError(f"{path}: not a valid safetensors file ({_reason(exc)}{_sniff(path)})") from exc
+        from .faults import record_from_metadata
+
+        record = record_from_metadata(self.metadata, len(self.keys))
+        if record is not None:  # see ckptlens.faults: never read a failure record as a checkpoint
+            raise CheckpointError(
+                f"{path}: not a checkpoint but the failure record of step {record.get('step')} "
+                f"({record.get('file')}: {record.get('reason')})"
+            )
         self._pt = None
 
     def get(self, key: str) -> np.ndarray:
@@ -407,6 +416,32 @@ def _open_hf_folder(folder: Path) -> Checkpoint:
 
     return Checkpoint(folder, "hf_folder", keys, get, metadata, shapes, dtypes, config,
                       _closers=[f.close for f in files])
+
+
+_SIGNATURES = (
+    (b"PK\x03\x04", "a zip archive, e.g. a torch .pt file with the wrong suffix"),
+    (b"\x80", "a Python pickle, e.g. a torch file with the wrong suffix"),
+    (b"<", "text such as an HTML/XML error page saved instead of the file"),
+    (b"{", "JSON text, not a safetensors file"),
+    (b"version https://git-lfs", "a Git LFS pointer, not the file itself"),
+)
+
+
+def _sniff(path: Path) -> str:
+    """What a file that fails to parse as safetensors starts with, when that tells why (only when
+    its first 8 bytes cannot be a safetensors header length: larger than the file)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+        size = path.stat().st_size
+    except OSError:
+        return ""
+    if len(head) >= 8 and 8 + int.from_bytes(head[:8], "little") <= size:
+        return ""  # shaped like safetensors: the parser's own reason says what is wrong
+    for sig, what in _SIGNATURES:
+        if head.startswith(sig):
+            return f"; the file starts like {what}"
+    return ""
 
 
 def _reason(exc: BaseException) -> str:

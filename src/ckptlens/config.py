@@ -46,6 +46,12 @@ def validate_schema(config: Mapping, schema_path=SCHEMA_PATH) -> None:
     raise ConfigError(f"config key '{_key(err.absolute_path)}': {msg}")
 
 
+def on_bad_checkpoint(config) -> str:
+    """``fail`` (default) or ``skip``: what a checkpoint that cannot be read does to its run
+    (see :mod:`ckptlens.faults`)."""
+    return config.get("on_bad_checkpoint", "fail")
+
+
 def run_names(config) -> list[str]:
     return list(config["runs"])
 
@@ -157,13 +163,23 @@ def layer_names(config, run) -> dict[str, list[str]] | None:
         keys = [f"blocks.{i}.linear.{p}" for i in range(depth) for p in ("weight", "bias")] + ["head.weight", "head.bias"]
         meta, shapes = {}, {k: (2, 2) if k.endswith("weight") else (2,) for k in keys}
     else:
-        first = next(iter(local_checkpoints(config, run).values()))
-        if not first.endswith(".safetensors"):
-            return None  # reading a pickle's keys needs torch: the extraction job checks instead
-        from .checkpoint_io import open_checkpoint
+        from .checkpoint_io import CheckpointError, open_checkpoint
 
-        with open_checkpoint(first) as ckpt:
-            keys, meta, shapes = ckpt.keys, ckpt.metadata, ckpt.shapes
+        files = list(local_checkpoints(config, run).values())
+        if not files[0].endswith(".safetensors"):
+            return None  # reading a pickle's keys needs torch: the extraction job checks instead
+        errors = []
+        # the first readable safetensors checkpoint: a bad file is its own job's failure (or gap),
+        # it must not stop the whole workflow while it is parsed
+        for f in (f for f in files if f.endswith(".safetensors")):
+            try:
+                with open_checkpoint(f) as ckpt:
+                    keys, meta, shapes = ckpt.keys, ckpt.metadata, ckpt.shapes
+                break
+            except CheckpointError as exc:
+                errors.append(str(exc))
+        else:
+            raise ConfigError(f"config key 'runs.{run}.source.path': no checkpoint can be read: {'; '.join(errors[:3])}")
     arch = get_adapter("auto", keys, meta, shapes=shapes)
     weights = arch.layer_names(keys, shapes)
     owners = [k[: -len(".weight")] for k in keys if k.endswith(".weight")]

@@ -1,18 +1,24 @@
 # The tidy table of a run: run, step, layer, metric, value.
 
 
+# A step whose checkpoint failed (on_bad_checkpoint: skip) is left out of the table and listed in
+# missing_steps.csv; under fail its record is an error naming it.
 rule aggregate_metrics:
     input:
         get_family_tables,
     output:
-        report(
+        table=report(
             "results/{run}/metrics.parquet",
             caption="../report/metrics_table.rst",
             category="{run}",
             subcategory="tables",
         ),
+        missing="results/{run}/missing_steps.csv",
     wildcard_constraints:
         run=_alternatives(COMPUTED_RUNS),
+    params:
+        on_bad_checkpoint=ckcfg.on_bad_checkpoint(config),
+        code=ckio.source_hash("results", "faults"),
     log:
         "results/{run}/logs/aggregate.log",
     script:

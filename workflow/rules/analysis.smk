@@ -3,7 +3,7 @@
 
 rule cross_metric_analysis:
     input:
-        "results/{run}/metrics.parquet",
+        unpack(get_analysis_inputs),
     output:
         pca="results/{run}/analysis/pca.csv",
         loadings="results/{run}/analysis/pca_loadings.csv",
@@ -13,5 +13,6 @@ rule cross_metric_analysis:
         "results/{run}/logs/analysis.log",
     params:
         pairs=config.get("analysis", {}).get("correlation_pairs"),
+        code=ckio.source_hash("analysis"),
     script:
         "../../scripts/analyse.py"

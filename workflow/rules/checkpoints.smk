@@ -21,6 +21,7 @@ for _run in TRAINED_RUNS:
             source=canonical(config["runs"][_run]["source"]),
             train=canonical(ckcfg.train_settings(config, _run)),
             steps=STEPS[_run],
+            code=ckio.source_hash("toy"),
         script:
             "../../scripts/train_toy.py"
 

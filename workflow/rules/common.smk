@@ -4,6 +4,7 @@ import json
 import re
 
 from ckptlens import config as ckcfg
+from ckptlens import io as ckio
 from ckptlens import metrics as ckmetrics
 
 try:
@@ -108,6 +109,14 @@ def get_family_tables(wildcards):
         for fam in FAMILIES[run]
         for step in STEPS[run]
     ]
+
+
+def get_analysis_inputs(wildcards):
+    """The tidy table, and for a computed run the steps missing from it (their notes)."""
+    inputs = {"table": f"results/{wildcards.run}/metrics.parquet"}
+    if wildcards.run in COMPUTED_RUNS:
+        inputs["missing"] = f"results/{wildcards.run}/missing_steps.csv"
+    return inputs
 
 
 def get_local_checkpoint(wildcards):

@@ -11,6 +11,7 @@ rule extract_weights:
         "results/{run}/logs/extract_weights/step{step}.log",
     params:
         patterns=lambda w: ckcfg.targets(config, w.run)["weights"],
+        code=ckio.source_hash("extract", "adapters", "checkpoint_io"),
     script:
         "../../scripts/extract_weights.py"
 
@@ -36,5 +37,6 @@ for _run in [r for r in RUNS if model_kinds(r)]:
         params:
             targets=canonical(ckcfg.targets(config, _run)),
             probe=canonical(ckcfg.probe(config, _run)),
+            code=ckio.source_hash("extract", "hf", "toy", "adapters", "checkpoint_io"),
         script:
             "../../scripts/extract_model.py"

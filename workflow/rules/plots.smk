@@ -13,6 +13,8 @@ rule plot_trajectories:
             subcategory="metric trajectories",
             labels={"run": "{run}", "metric": "{metric}"},
         ),
+    params:
+        code=ckio.source_hash("plots"),
     log:
         "results/{run}/logs/plot_trajectories.log",
     script:
@@ -29,6 +31,8 @@ rule plot_training:
             category="{run}",
             subcategory="training",
         ),
+    params:
+        code=ckio.source_hash("plots"),
     log:
         "results/{run}/logs/plot_training.log",
     script:
@@ -52,6 +56,8 @@ rule plot_analysis:
             category="{run}",
             subcategory="cross-metric analysis",
         ),
+    params:
+        code=ckio.source_hash("plots"),
     log:
         "results/{run}/logs/plot_analysis.log",
     script:

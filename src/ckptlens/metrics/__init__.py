@@ -19,6 +19,7 @@ from .registry import (  # noqa: F401
     REFERENCES,
     LayerStore,
     MetricConfigError,
+    Unavailable,
     compute_family,
     family,
     family_code_hash,

@@ -27,6 +27,9 @@ behaves as before):
   :class:`MetricConfigError`) runs in :func:`resolve_params`, i.e. when the config is read.
 * **New input kind** ``needs="activation_gradients"``: per-sample gradients of the model's
   outputs with respect to hidden activations (layout in ``gradient_pca.py``).
+* **Unavailable references** — a reference given as :class:`Unavailable` (its checkpoint failed,
+  see :mod:`ckptlens.faults`): every metric comparing with it is NaN on every layer, with one
+  warning naming run, step, the reference and why.
 * A ``numpy.linalg.LinAlgError`` inside a metric (e.g. an SVD that does not converge) gives NaN
   with a warning instead of aborting the job.
 
@@ -221,6 +224,22 @@ def _warn(msg: str) -> None:
     print(f"WARNING: {msg}", file=sys.stderr)
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A reference checkpoint that exists in the run but could not be read (``reason``)."""
+
+    reason: str
+
+
+def _warn_unavailable(references, chosen, where) -> None:
+    for ref, store in references.items():
+        if isinstance(store, Unavailable):
+            users = [n for n in chosen if ref in METRICS[n].references]
+            if users:
+                _warn(f"{where}: the {ref} reference is unavailable ({store.reason}); {', '.join(users)} "
+                      f"recorded as NaN on every layer")
+
+
 class LayerStore(Mapping):
     """What a model-scope context receives: the checkpoint's layers, read lazily.
 
@@ -306,10 +325,12 @@ def compute_family(
     for name in chosen:
         if METRICS[name].family != family_name:
             raise MetricConfigError(f"metric {name!r} belongs to family {METRICS[name].family!r}, not {family_name!r}")
+    _warn_unavailable(references, chosen, f"run {run!r}, step {step}")
     if fam.scope == "model":
         return _compute_model_family(fam, chosen, current, references, run, step)
     # layer names of each reference, read once (a lazy Mapping's `in` may read the tensor itself)
-    ref_names = {ref: set(iter(store)) for ref, store in references.items() if store is not None}
+    ref_names = {ref: set(iter(store)) for ref, store in references.items()
+                 if store is not None and not isinstance(store, Unavailable)}
     rows = []
     for layer in current.keys():
         x = np.asarray(current[layer])
@@ -324,6 +345,9 @@ def compute_family(
             args = []
             for ref in m.references:
                 ref_store = references.get(ref)
+                if isinstance(ref_store, Unavailable):  # warned once above: NaN, no per-layer warning
+                    args.append(None)
+                    continue
                 if ref_store is None or layer not in ref_names[ref]:
                     break
                 if ref not in ref_ctx:
@@ -350,8 +374,8 @@ def _compute_model_family(fam, chosen, current, references, run, step) -> list[d
     rows = []
     for name, params in chosen.items():
         m = METRICS[name]
-        if any(references.get(ref) is None for ref in m.references):
-            continue
+        if any(references.get(ref) is None or isinstance(references[ref], Unavailable) for ref in m.references):
+            continue  # model-scope labels are unknown without the reference: no rows (warned above)
         for ref in m.references:
             if ref not in ref_ctx:
                 ref_ctx[ref] = fam.context(LayerStore(references[ref], f"{where} ({ref} reference)"))
