@@ -53,3 +53,25 @@ def test_local_source_without_checkpoints(tmp_path, demo):
     cfg["runs"]["demo"]["source"] = {"type": "local", "path": str(tmp_path)}
     with pytest.raises(ConfigError, match=r"runs.demo.source.path.*no checkpoints found"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_example_config_is_valid(example, monkeypatch):
+    """Configs validate without network or data (paths to data they generate need not exist yet,
+    except a table's file, which ships in ../shared)."""
+    cfg = yaml.safe_load(example.read_text())
+    if example.name == "minilm.yaml":
+        for run in cfg["runs"].values():  # its checkpoints are made by examples/minilm/finetune.py
+            run["source"] = {"type": "train_mlp", "train": {"steps": 10}}
+            run["targets"] = {"weights": ["blocks.*.linear"], "activations": ["blocks.*"], "gradients": ["blocks.*.linear"]}
+            run["metrics"] = ["frobenius_norm", "cka_to_final", "gradient_norm"]
+    if example.name == "pythia_table.yaml":
+        shared = REPO.parent / "shared" / "data" / "pythia-learning-dynamics" / "metrics.csv"
+        if not shared.exists():
+            pytest.skip(f"the shared Pythia data is not at {shared}")
+        monkeypatch.chdir(REPO)
+    validate(cfg)
+    if example.name == "pythia_hf.yaml":
+        from ckptlens.config import steps
+
+        assert all(len(steps(cfg, run)) == 27 for run in cfg["runs"])
