@@ -30,7 +30,6 @@ import math
 from itertools import combinations
 
 import numpy as np
-from scipy.linalg import eigh
 
 from ._common import check_positive_int, pair_label
 from .registry import family, metric
@@ -54,6 +53,8 @@ def pca_top(g: np.ndarray, n_components: int) -> dict:
     variance = np.zeros(int(n_components))
     components = np.full((int(n_components), d), np.nan)
     if k > 0:
+        from scipy.linalg import eigh  # here, not at import: every metric job imports this module
+
         ev, vec = eigh(gram, subset_by_index=[small - k, small - 1])
         ev, vec = np.clip(ev[::-1], 0.0, None), vec[:, ::-1]
         if d > n:  # vec are left singular vectors: components = xᵀu / σ
