@@ -223,3 +223,241 @@ def test_baseline_edge_cases_and_cache():
     random_overlap_baseline(512, 64)
     info = random_overlap_baseline.cache_info()
     assert info.misses == 1 and info.hits == 1
+
+
+# ---------------------------------------------------------------- rotary sweep (qk_ov_rotary_sweep)
+
+
+def plain_rotary_qk(wq, wk, r, base):
+    """W_Qᵀ·Rot·W_K/√d_head with Rot written out: block i = [[cos a, sin a], [−sin a, cos a]],
+    a = r·base^(−2i/d_head), i.e. the rotation by −r·ω_i (key r positions behind the query)."""
+    dh = wq.shape[0]
+    rot = np.zeros((dh, dh))
+    for i in range(dh // 2):
+        a = r * base ** (-2 * i / dh)
+        rot[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = [[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]
+    return wq.T @ rot @ wk / math.sqrt(dh)
+
+
+def make_rotary_model(seed=0, layers=3, vocab=VOCAB, dtype=np.float64, dh=DH):
+    """Like make_model, with the per-head W_Q/W_K pieces stored too (.qk as the adapter forms it)."""
+    rng = np.random.default_rng(seed)
+    w = {"embed": rng.standard_normal((vocab, D)).astype(dtype)}
+    for layer in range(layers):
+        for h in range(HEADS):
+            wq, wk, wv = (rng.standard_normal((dh, D)).astype(dtype) for _ in range(3))
+            wo = rng.standard_normal((D, dh)).astype(dtype)
+            name = f"blocks.{layer}.attn.head{h}"
+            w[f"{name}.q"], w[f"{name}.k"] = wq, wk
+            qk = wq.astype(np.float64).T @ wk.astype(np.float64) / math.sqrt(dh)
+            w[f"{name}.qk"] = qk.astype(dtype)
+            w[f"{name}.ov"] = (wo.astype(np.float64) @ wv.astype(np.float64)).astype(dtype)
+    return w
+
+
+def rotary_labels(layers=3, same=False):
+    return sorted(
+        f"blocks.{L}.attn.head{h}.qk~blocks.{L - 1}.attn.head{h2}.ov"
+        for L in range(1, layers)
+        for h in range(HEADS)
+        for h2 in range(HEADS)
+        if not same or h == h2
+    )
+
+
+def test_rotary_qk_reproduces_the_toy_models_attention_scores():
+    """x_pᵀ·W_QK(r)·x_{p−r} from the adapter's .q/.k pieces equals the pre-softmax score of the real
+    toy model's layer-1 heads (recomputed with the model's own rotary code, and checked to give the
+    attention module's actual output), for several (p, r); the opposite rotation does not."""
+    torch = pytest.importorskip("torch")
+    from ckptlens.adapters.toy import ToyAdapter
+    from ckptlens.metrics.circuits import rotary_qk
+    from ckptlens.toy.model import AttnOnlyTransformer, ToyModelConfig, apply_rotary, rotary_cos_sin
+
+    torch.manual_seed(0)
+    cfg = ToyModelConfig(vocab_size=16, d_model=16, n_layers=2, n_heads=2)
+    model = AttnOnlyTransformer(cfg).eval()
+    attn = model.blocks[1].attn
+    seen = {}
+    hook = attn.register_forward_hook(lambda mod, args, out: seen.update(x=args[0].detach(), out=out.detach()))
+    tokens = torch.randint(0, 16, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model(tokens)
+    hook.remove()
+    x = seen["x"]  # [b, t, d]: the residual stream entering layer 1
+    b, t, d = x.shape
+    nh, dh = cfg.n_heads, cfg.d_head
+    with torch.no_grad():
+        def heads(y):
+            return y.view(b, t, nh, dh).transpose(1, 2)
+
+        cos, sin = rotary_cos_sin(t, dh, cfg.rotary_base)
+        q = apply_rotary(heads(attn.q_proj(x)), cos, sin)
+        k = apply_rotary(heads(attn.k_proj(x)), cos, sin)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # [b, h, t, t]
+        probs = scores.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf")).softmax(-1)
+        out = attn.o_proj((probs @ heads(attn.v_proj(x))).transpose(1, 2).reshape(b, t, d))
+    torch.testing.assert_close(out, seen["out"])  # the recomputed scores are the model's
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    pieces = dict(ToyAdapter(n_heads=nh).weight_matrices(list(sd), sd.__getitem__, ["embed", "blocks.*.attn.head*"]))
+    xs, sc = x.double().numpy(), scores.double().numpy()
+    for h in range(nh):
+        wq, wk = pieces[f"blocks.1.attn.head{h}.q"], pieces[f"blocks.1.attn.head{h}.k"]
+        assert wq.shape == (dh, d)
+        for r in (0, 1, 2, 5, 11, 19):
+            ours, plain = rotary_qk(wq, wk, r, cfg.rotary_base), plain_rotary_qk(wq.astype(float), wk.astype(float), r, cfg.rotary_base)
+            wrong_sign = rotary_qk(wq, wk, -r, cfg.rotary_base)
+            for p in range(r, t, 3):
+                for batch in range(b):
+                    xq, xk = xs[batch, p], xs[batch, p - r]
+                    assert xq @ ours @ xk == pytest.approx(sc[batch, h, p, p - r], rel=1e-4, abs=1e-4)
+                    assert xq @ plain @ xk == pytest.approx(sc[batch, h, p, p - r], rel=1e-4, abs=1e-4)
+            if r:  # the sign matters: R(+r·ω) gives other scores
+                diff = [abs(xs[0, p] @ wrong_sign @ xs[0, p - r] - sc[0, h, p, p - r]) for p in range(r, t)]
+                assert max(diff) > 1e-2
+        assert np.allclose(rotary_qk(wq, wk, 0, cfg.rotary_base), pieces[f"blocks.1.attn.head{h}.qk"], atol=1e-6)
+    # the metric runs on the adapter's pieces, with the other circuit metrics' labels
+    got = run(pieces, {"qk_ov_rotary_sweep": {"offsets": [0, 3]}, "qk_ov_overlap_max": {"ks": [1, 2, 4]}})
+    labels = {layer for layer, m in got if m.startswith("qk_ov_rotary_sweep.")}
+    assert labels == {layer for layer, m in got if m.startswith("qk_ov_overlap_max.")} and len(labels) == nh * nh
+    for label in labels:
+        for k in (1, 2, 4):
+            assert got[(label, f"qk_ov_rotary_sweep.k{k}_r0")] == pytest.approx(got[(label, f"qk_ov_overlap_max.k{k}")], abs=1e-5)
+
+
+@pytest.mark.parametrize("base", [10000.0, 100])
+def test_rotary_sweep_matches_explicit_matrices(base):
+    w = make_rotary_model(11)
+    offsets, ks = [0, 1, 3, 16, 100], [1, 3, 6]
+    got = run(w, {"qk_ov_rotary_sweep": {"offsets": offsets, "ks": ks, "rotary_base": base}})
+    assert sorted({layer for layer, _ in got}) == rotary_labels()
+    e = w["embed"]
+    for L in (1, 2):
+        for h in range(HEADS):
+            name = f"blocks.{L}.attn.head{h}"
+            for h2 in range(HEADS):
+                ov = w[f"blocks.{L - 1}.attn.head{h2}.ov"]
+                label = f"{name}.qk~blocks.{L - 1}.attn.head{h2}.ov"
+                metrics = sorted(m for lab, m in got if lab == label)
+                assert metrics == sorted(
+                    [f"qk_ov_rotary_sweep.k{k}_r{r}" for k in ks for r in offsets]
+                    + [f"qk_ov_rotary_sweep.zscore_r{r}" for r in offsets]
+                )
+                for r in offsets:
+                    qk_r = plain_rotary_qk(w[f"{name}.q"], w[f"{name}.k"], r, base)
+                    for k in ks:
+                        s = plain_overlap(qk_r, ov, k)
+                        assert got[(label, f"qk_ov_rotary_sweep.k{k}_r{r}")] == pytest.approx(s.max(), abs=1e-9)
+                    z = plain_zscore(e @ qk_r @ ov @ e.T)
+                    assert got[(label, f"qk_ov_rotary_sweep.zscore_r{r}")] == pytest.approx(z, abs=1e-9)
+    # the offsets change the circuit: some value at r > 0 differs from r = 0
+    assert any(
+        abs(got[(lab, f"qk_ov_rotary_sweep.zscore_r{r}")] - got[(lab, "qk_ov_rotary_sweep.zscore_r0")]) > 1e-3
+        for lab in rotary_labels()
+        for r in offsets[1:]
+    )
+    params = {"offsets": [2], "ks": [1], "rotary_base": base}
+    same = run(w, {"qk_ov_rotary_sweep": {**params, "pairs": "same"}})
+    every = run(w, {"qk_ov_rotary_sweep": params})
+    assert sorted({layer for layer, _ in same}) == rotary_labels(same=True)
+    assert same == {key: v for key, v in every.items() if key[0] in rotary_labels(same=True)}
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_rotary_sweep_at_offset_zero_is_the_position_free_metrics(dtype, tol):
+    w = make_rotary_model(12, dtype=dtype)
+    ks = [1, 2, 4, DH, DH + 1]
+    got = run(
+        w,
+        {
+            "qk_ov_rotary_sweep": {"offsets": [0, 5], "ks": ks},
+            "qk_ov_overlap_max": {"ks": ks},
+            "qk_ov_token_diag_zscore": {},
+        },
+    )
+    labels = rotary_labels()
+    assert labels == sorted({layer for layer, m in got if m.startswith("qk_ov_overlap_max")})
+    for label in labels:
+        for k in ks:
+            ref, ours = got[(label, f"qk_ov_overlap_max.k{k}")], got[(label, f"qk_ov_rotary_sweep.k{k}_r0")]
+            if k > DH:  # above the rank of W_QK: NaN in both
+                assert math.isnan(ref) and math.isnan(ours) and math.isnan(got[(label, f"qk_ov_rotary_sweep.k{k}_r5")])
+            else:
+                assert ours == pytest.approx(ref, abs=tol)
+        ref = got[(label, "qk_ov_token_diag_zscore")]
+        assert got[(label, "qk_ov_rotary_sweep.zscore_r0")] == pytest.approx(ref, abs=tol)
+
+
+def test_rotary_sweep_missing_pieces_embedding_and_bad_inputs():
+    # no .q/.k pieces at all (an extraction of qk/ov only): no rows, one warning naming them
+    w = make_rotary_model(13, layers=2)
+    plain = {n: x for n, x in w.items() if not n.endswith((".q", ".k"))}
+    with pytest.warns(RuntimeWarning, match=r"blocks\.1\.attn\.head0\.q"):
+        assert run(plain, {"qk_ov_rotary_sweep": {}}) == {}
+    # one head lacks its .k: no rows for it, the other head's rows are there
+    partial = dict(w)
+    del partial["blocks.1.attn.head1.k"]
+    with pytest.warns(RuntimeWarning, match=r"blocks\.1\.attn\.head1\.k") as rec:
+        got = run(partial, {"qk_ov_rotary_sweep": {"offsets": [1], "ks": [1]}})
+    assert "blocks.1.attn.head0.k" not in " ".join(str(r.message) for r in rec)
+    assert sorted({layer for layer, _ in got}) == [f"blocks.1.attn.head0.qk~blocks.0.attn.head{h2}.ov" for h2 in range(HEADS)]
+    # layer 0 has no previous layer: its .q/.k are not needed
+    no_first = {n: x for n, x in w.items() if not n.startswith("blocks.0.attn.head0.q")}
+    got = run(no_first, {"qk_ov_rotary_sweep": {"offsets": [1], "ks": [1]}})
+    assert len({layer for layer, _ in got}) == HEADS * HEADS
+    # without the embedding: the overlap values only
+    no_embed = {n: x for n, x in w.items() if n != "embed"}
+    got = run(no_embed, {"qk_ov_rotary_sweep": {"offsets": [0, 2], "ks": [1]}})
+    assert {m for _, m in got} == {"qk_ov_rotary_sweep.k1_r0", "qk_ov_rotary_sweep.k1_r2"}
+    # NaN/Inf in a W_K piece or an OV circuit: NaN for its labels (with the store's warning)
+    bad = make_rotary_model(13, layers=2)
+    bad["blocks.1.attn.head0.k"][0, 0] = np.nan
+    bad["blocks.0.attn.head1.ov"][1, 1] = np.inf
+    with pytest.warns(RuntimeWarning, match="blocks.1.attn.head0.k"):
+        got = run(bad, {"qk_ov_rotary_sweep": {"offsets": [0, 1], "ks": [1, 2]}})
+    for (label, _), v in got.items():
+        assert math.isnan(v) == (label.startswith("blocks.1.attn.head0.") or label.endswith("head1.ov"))
+    # an odd d_head has no rotary pairs: NaN
+    odd = make_rotary_model(14, layers=2, dh=5)
+    with pytest.warns(RuntimeWarning, match="odd d_head"):
+        got = run(odd, {"qk_ov_rotary_sweep": {"offsets": [0, 1], "ks": [1]}})
+    assert got and all(math.isnan(v) for v in got.values())
+    # zero circuits: defined values as for the position-free metrics (overlap NaN: rank 0)
+    zero = {"embed": np.ones((10, D)), "b.0.head0.ov": np.zeros((D, D)), "b.1.head0.q": np.zeros((DH, D)),
+            "b.1.head0.k": np.zeros((DH, D))}
+    got = run(zero, {"qk_ov_rotary_sweep": {"offsets": [3], "ks": [1]}})
+    assert got[("b.1.head0.qk~b.0.head0.ov", "qk_ov_rotary_sweep.zscore_r3")] == 0.0
+    assert math.isnan(got[("b.1.head0.qk~b.0.head0.ov", "qk_ov_rotary_sweep.k1_r3")])
+
+
+def test_rotary_sweep_does_not_change_the_other_circuit_metrics():
+    w = make_rotary_model(15)
+    plain = {n: x for n, x in w.items() if not n.endswith((".q", ".k"))}
+    metrics = {"qk_ov_overlap_max": {"ks": [1, 3]}, "qk_ov_diag_zscore": {}, "qk_ov_token_mismatch": {},
+               "embed_ov_overlap_rms": {"ks": [2]}}
+    assert run(w, metrics) == run(plain, metrics)
+    # a module with only .q/.k pieces does not enter the position-free metrics' layer order
+    extra = dict(plain)
+    extra["blocks.5.attn.head0.q"] = np.ones((DH, D))
+    extra["blocks.5.attn.head0.k"] = np.ones((DH, D))
+    assert run(extra, metrics) == run(plain, metrics)
+
+
+def test_rotary_sweep_defaults_and_parameter_errors():
+    assert M.resolve_params("qk_ov_rotary_sweep", {}) == {
+        "offsets": [0, 1, 2, 4, 8, 16], "ks": [1, 2, 4], "rotary_base": 10000.0, "pairs": "all"
+    }
+    assert M.get_metric("qk_ov_rotary_sweep").family == "circuits"
+    assert M.get_metric("qk_ov_rotary_sweep").references == ()
+    assert M.resolve_params("qk_ov_rotary_sweep", {"offsets": [0, 7], "rotary_base": 500})["rotary_base"] == 500
+    bad = [
+        ("offsets", []), ("offsets", [-1]), ("offsets", [1.5]), ("offsets", "0,1"), ("offsets", [True]),
+        ("offsets", 4), ("ks", []), ("ks", [0]), ("ks", [2.0]), ("rotary_base", 0), ("rotary_base", -1.0),
+        ("rotary_base", "1e4"), ("rotary_base", math.inf), ("rotary_base", math.nan), ("rotary_base", True),
+        ("pairs", "some"),
+    ]
+    for key, value in bad:
+        with pytest.raises(M.MetricConfigError, match=rf"metrics\.qk_ov_rotary_sweep\.{key}"):
+            M.resolve_params("qk_ov_rotary_sweep", {key: value})
+    with pytest.raises(M.MetricConfigError, match=r"metrics\.qk_ov_rotary_sweep\.offset'.*no parameter"):
+        M.resolve_params("qk_ov_rotary_sweep", {"offset": [1]})

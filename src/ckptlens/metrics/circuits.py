@@ -6,6 +6,8 @@ Input layout (produced by the architecture adapter into the *weights* extraction
   of a query residual vector x_q on a key residual vector x_k is x_qᵀ·W_QK·x_k (rows: query side,
   columns: key side). W_Q, W_K, W_V are [d_head, d_model], W_O is [d_model, d_head].
 * ``<attn module>.head{h}.ov`` — W_OV = W_O·W_V, d_model × d_model: the head writes W_OV·x.
+* ``<attn module>.head{h}.q`` / ``.k`` — W_Q, W_K of head h, [d_head, d_model] (optional; only
+  ``qk_ov_rotary_sweep`` reads them, for the layer-L modules: the rotary rotation sits between them).
 * ``embed`` — the token embedding E, [vocab, d_model] (optional; the token-space metrics and the
   embedding matching need it).
 
@@ -43,6 +45,23 @@ qk_ov_token_mismatch (pairs="all", max_tokens=2048)
     counts as a match, so a zero circuit gives 0). Rows are all tokens if vocab ≤ max_tokens, else a
     fixed random subset of max_tokens tokens (seed 0, the same at every checkpoint); columns are
     always all tokens. Cost ≈ rows × vocab × d_head per head pair.
+qk_ov_rotary_sweep (offsets=[0, 1, 2, 4, 8, 16], ks=[1, 2, 4], rotary_base=10000.0, pairs="all")
+    The K-composition matching as a function of the relative position r ≥ 0 of the key (at p − r)
+    behind the query (at p), for rotary models. Rotary convention (``ckptlens.toy.model``): each
+    head's q and k features (2i, 2i+1), all d_head of them, are rotated by R(θ) = [[cos θ, −sin θ],
+    [sin θ, cos θ]] with θ = position·ω_i, ω_i = rotary_base^(−2i/d_head). The score is
+    (R_p q)·(R_{p−r} k)/√d_head = qᵀ·R_pᵀR_{p−r}·k/√d_head = qᵀ·R(−r·ω)·k/√d_head, so the QK circuit
+    at offset r is W_QK(r) = W_Qᵀ·R(−r·ω)·W_K/√d_head (W_QK(0) = the ``.qk`` piece), built from the
+    ``.q``/``.k`` pieces of the layer-L heads. For every (layer-L QK head, layer-(L−1) OV head) pair,
+    labelled as for ``qk_ov_overlap_max``, and every r in ``offsets``: ``.k{k}_r{r}`` = max(s) as in
+    ``qk_ov_overlap_max`` with W_QK(r) in place of W_QK (no ``_random`` baseline: it does not depend
+    on r, ``qk_ov_overlap_max`` reports it), and, when ``embed`` is present, ``.zscore_r{r}`` = the
+    diagonal z-score of E·W_QK(r)·W_OV·Eᵀ as in ``qk_ov_token_diag_zscore``. W_QK(r) is never
+    formed: its SVD comes from QR factors of W_Qᵀ and (R·W_K)ᵀ (cost O(d_model·d_head²) per head and
+    offset); angles are computed in float64. Layer-L heads without both ``.q`` and ``.k`` pieces give
+    no rows (with one warning naming the missing pieces); an odd d_head or pieces of mismatched
+    shapes give NaN. Models with another rotary layout (Hugging Face's ``rotate_half`` pairing
+    (i, i + d_head/2), partial rotary) are not covered by this convention.
 
 Degenerate cases: singular vectors are kept up to the matrix's numerical rank (tolerance
 max(m, n)·eps(dtype)·σ₁, as numpy's matrix_rank, with the eps of the stored dtype); a k above that
@@ -56,13 +75,16 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
 from ._common import check_choice, check_int_list, check_positive_int, layer_order, pair_label
-from .registry import family, metric
+from .registry import MetricConfigError, family, metric
 
-CIRCUIT_RE = re.compile(r"^(?P<module>.+)\.head(?P<head>\d+)\.(?P<kind>qk|ov)$")
+CIRCUIT_RE = re.compile(r"^(?P<module>.+)\.head(?P<head>\d+)\.(?P<kind>qk|ov|q|k)$")
 EMBED = "embed"
 PAIRS = ("all", "same")
 
@@ -140,6 +162,56 @@ def lowrank_diag_zscore(p: np.ndarray, q: np.ndarray) -> float:
     return num / math.sqrt(var)
 
 
+def _numerical_rank(s: np.ndarray, shape, eps: float) -> int:
+    """Number of singular values above max(shape)·eps·σ₁ (numpy's matrix_rank rule)."""
+    return int(np.sum(s > max(shape) * eps * s[0])) if s.size else 0
+
+
+def _eps(*arrays) -> float:
+    """The largest machine epsilon among the stored dtypes (float64's for non-float arrays)."""
+    return max(np.finfo(x.dtype).eps if x.dtype.kind == "f" else np.finfo(np.float64).eps for x in arrays)
+
+
+def rotary_angles(d_head: int, offset: float, base: float) -> np.ndarray:
+    """offset·ω_i, ω_i = base^(−2i/d_head), i < d_head/2 (float64; the toy model's inv_freq)."""
+    return offset * float(base) ** (-np.arange(0, d_head, 2, dtype=np.float64) / d_head)
+
+
+def rotate_pairs(w: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """R(angles)·w for w [d_head, n]: rows (2i, 2i+1) rotated by [[cos, −sin], [sin, cos]] of angle i,
+    as ``ckptlens.toy.model.apply_rotary`` rotates the features of q and k."""
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    out = np.empty(w.shape, dtype=np.float64)
+    out[0::2] = c * w[0::2] - s * w[1::2]
+    out[1::2] = s * w[0::2] + c * w[1::2]
+    return out
+
+
+def rotary_qk(w_q: np.ndarray, w_k: np.ndarray, offset: float, base: float) -> np.ndarray:
+    """W_QK(r) = W_Qᵀ·R(−r·ω)·W_K/√d_head (d_model × d_model, formed explicitly): the score of a
+    query x_q at position p on a key x_k at position p − r is x_qᵀ·W_QK(r)·x_k. For tests and
+    analysis; the metric uses the factored form (:func:`rotary_qk_svd`)."""
+    w_q, w_k = np.asarray(w_q, dtype=np.float64), np.asarray(w_k, dtype=np.float64)
+    rk = rotate_pairs(w_k, rotary_angles(w_q.shape[0], -offset, base))
+    return w_q.T @ rk / math.sqrt(w_q.shape[0])
+
+
+def rotary_qk_svd(w_q: np.ndarray, w_k: np.ndarray, offset: float, base: float):
+    """(U, s, V) of W_QK(r) = W_Qᵀ·B, B = R(−r·ω)·W_K/√d_head, truncated to the numerical rank of
+    the d_model × d_model matrix (tolerance with the eps of the stored dtype of W_Q/W_K), from
+    W_Qᵀ = Q_a·R_a and Bᵀ = Q_b·R_b: W_QK(r) = Q_a·(R_a·R_bᵀ)·Q_bᵀ, so the SVD of the small core
+    U_c·S·V_cᵀ = R_a·R_bᵀ gives U = Q_a·U_c, V = Q_b·V_c."""
+    eps = _eps(w_q, w_k)
+    a = np.asarray(w_q, dtype=np.float64)
+    d_head, d = a.shape
+    b = rotate_pairs(np.asarray(w_k, dtype=np.float64), rotary_angles(d_head, -offset, base)) / math.sqrt(d_head)
+    qa, ra = np.linalg.qr(a.T)
+    qb, rb = np.linalg.qr(b.T)
+    uc, s, vct = np.linalg.svd(ra @ rb.T)
+    r = _numerical_rank(s, (d, d), eps)
+    return qa @ uc[:, :r], s[:r], qb @ vct[:r].T
+
+
 def lowrank_argmax_mismatch(p: np.ndarray, q: np.ndarray, rows: np.ndarray) -> float:
     """Share of ``rows`` t with T[t, t] < max_s T[t, s], T = p·qᵀ (chunks of rows, never all of T)."""
     n = q.shape[0]
@@ -163,15 +235,22 @@ class CircuitContext:
         self.store = store
         self.qk: dict[str, dict[int, str]] = {}
         self.ov: dict[str, dict[int, str]] = {}
-        modules = []
+        self.q: dict[str, dict[int, str]] = {}  # per-head W_Q / W_K pieces (qk_ov_rotary_sweep only)
+        self.k: dict[str, dict[int, str]] = {}
+        kinds = {"qk": self.qk, "ov": self.ov, "q": self.q, "k": self.k}
+        modules = []  # modules with qk/ov pieces: the layer order of the position-free metrics
+        all_modules = []  # modules with any head piece read here
         for name in store:
             m = CIRCUIT_RE.match(name)
             if m is None:
                 continue
-            if m["module"] not in modules:
+            if m["kind"] in ("qk", "ov") and m["module"] not in modules:
                 modules.append(m["module"])
-            (self.qk if m["kind"] == "qk" else self.ov).setdefault(m["module"], {})[int(m["head"])] = name
+            if m["module"] not in all_modules:
+                all_modules.append(m["module"])
+            kinds[m["kind"]].setdefault(m["module"], {})[int(m["head"])] = name
         self.modules = layer_order(modules)
+        self.rotary_modules = layer_order(all_modules)
         self.embed = EMBED if EMBED in store else None
         self._svd: dict[str, tuple | None] = {}
 
@@ -184,14 +263,13 @@ class CircuitContext:
             if x is None:
                 self._svd[name] = None
             else:
-                eps = np.finfo(x.dtype).eps if x.dtype.kind == "f" else np.finfo(np.float64).eps
                 w = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
                 if w.shape[0] > 2 * w.shape[1]:
                     u = None
                     _, s, vt = np.linalg.svd(np.linalg.qr(w, mode="r"))
                 else:
                     u, s, vt = np.linalg.svd(w, full_matrices=False)
-                r = int(np.sum(s > max(w.shape) * eps * s[0])) if s.size else 0
+                r = _numerical_rank(s, w.shape, _eps(x))
                 self._svd[name] = (None if u is None else u[:, :r], s[:r], vt[:r].T)
         return self._svd[name]
 
@@ -206,6 +284,24 @@ class CircuitContext:
                 for h2, ov in sorted(self.ov.get(prev, {}).items()):
                     if pairs == "all" or h == h2:
                         yield qk, ov
+
+    def rotary_heads(self):
+        """(module, h, q name, k name, [ov names of the module before, by head]) for every head of an
+        attention module after the first (in the order of all head pieces) that has both W_Q and W_K
+        pieces, and a list of the missing .q/.k names of heads whose previous module has OV heads."""
+        found, missing = [], []
+        for prev, cur in zip(self.rotary_modules, self.rotary_modules[1:]):
+            ovs = sorted(self.ov.get(prev, {}).items())
+            if not ovs:
+                continue
+            heads = sorted(set().union(*(kind.get(cur, {}) for kind in (self.qk, self.ov, self.q, self.k))))
+            for h in heads:
+                q, k = self.q.get(cur, {}).get(h), self.k.get(cur, {}).get(h)
+                if q is None or k is None:
+                    missing += [f"{cur}.head{h}.{x}" for x, n in (("q", q), ("k", k)) if n is None]
+                    continue
+                found.append((cur, h, q, k, ovs))
+        return found, missing
 
     def embed_ov_pairs(self):
         if self.embed is None or not self.modules:
@@ -236,6 +332,34 @@ class CircuitContext:
 
 
 # ---------------------------------------------------------------- parameters
+
+
+def _config_error(name: str, key: str, msg: str):
+    raise MetricConfigError(f"config key 'metrics.{name}.{key}': {msg}")
+
+
+def _check_offsets(name: str, value) -> None:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        _config_error(name, "offsets", f"must be a non-empty list of non-negative integers, not {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            _config_error(name, "offsets", f"must be a non-empty list of non-negative integers, not {value!r}")
+
+
+def _check_base(name: str, value) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not ok or not math.isfinite(value) or value <= 0:
+        _config_error(name, "rotary_base", f"must be a positive number, not {value!r}")
+
+
+def _rotary_params(name):
+    def check(params):
+        _check_offsets(name, params["offsets"])
+        check_int_list(name, "ks", params["ks"])
+        _check_base(name, params["rotary_base"])
+        check_choice(name, "pairs", params["pairs"], PAIRS)
+
+    return check
 
 
 def _ks_pairs(name):
@@ -386,4 +510,85 @@ def qk_ov_token_mismatch(ctx: CircuitContext, pairs="all", max_tokens=2048) -> d
         if rows is None:
             rows = token_rows(p.shape[0], max_tokens)
         out[label] = lowrank_argmax_mismatch(p, q, rows)
+    return out
+
+
+# ---------------------------------------------------------------- rotary sweep
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    print(f"WARNING: {msg}", file=sys.stderr)
+
+
+def _rotary_head_svds(ctx: CircuitContext, q: str, k: str, offsets, base):
+    """{r: (U, s, V) of W_QK(r)} for one head, or None where the pieces are unusable."""
+    wq, wk = ctx.store[q], ctx.store[k]
+    if wq is None or wk is None:  # NaN/Inf pieces: warned by the store
+        return None
+    if wq.ndim != 2 or wq.shape != wk.shape:
+        _warn(f"qk_ov_rotary_sweep: {q} {wq.shape} and {k} {wk.shape} are not matching [d_head, d_model] "
+              "matrices; recorded as NaN")
+        return None
+    if wq.shape[0] % 2:
+        _warn(f"qk_ov_rotary_sweep: {q} has an odd d_head ({wq.shape[0]}), no rotary pairs; recorded as NaN")
+        return None
+    return {r: rotary_qk_svd(wq, wk, r, base) for r in offsets}
+
+
+@metric(
+    "qk_ov_rotary_sweep",
+    family="circuits",
+    validate=_rotary_params("qk_ov_rotary_sweep"),
+    offsets=[0, 1, 2, 4, 8, 16],
+    ks=[1, 2, 4],
+    rotary_base=10000.0,
+    pairs="all",
+)
+def qk_ov_rotary_sweep(ctx: CircuitContext, offsets=(0, 1, 2, 4, 8, 16), ks=(1, 2, 4), rotary_base=10000.0,
+                       pairs="all") -> dict:
+    """K-composition matching of W_QK(r) = W_Qᵀ·R(−r·ω)·W_K/√d_head (key r positions back) with the layer-(L−1) OV heads, per offset r."""
+    offsets = [int(r) for r in offsets]
+    heads, missing = ctx.rotary_heads()
+    if missing:
+        shown = ", ".join(missing[:6]) + (f", … ({len(missing)} in all)" if len(missing) > 6 else "")
+        _warn(f"qk_ov_rotary_sweep: the weights extraction lacks the per-head pieces {shown}; no rows for "
+              "those heads (add '<attn>.head*.q' and '<attn>.head*.k' to targets.weights)")
+    e = None if ctx.embed is None else ctx.matrix(ctx.embed)
+    ev_cache: dict[str, np.ndarray] = {}  # ov name -> E·V₂ (the module before the current one)
+    current_module = None
+    out = {}
+    for module, h, q, k, ovs in heads:
+        if module != current_module:
+            ev_cache.clear()
+            current_module = module
+        ovs = [(h2, ov) for h2, ov in ovs if pairs == "all" or h2 == h]
+        if not ovs:
+            continue
+        svds = _rotary_head_svds(ctx, q, k, offsets, rotary_base)
+        eu_cache: dict[int, np.ndarray] = {}  # r -> E·U₁(r)
+        for _, ov in ovs:
+            f2 = ctx.svd(ov)
+            values = {}
+            for r in offsets:
+                f1 = None if svds is None else svds[r]
+                usable = f1 is not None and f2 is not None and f2[0] is not None and f1[2].shape[0] == f2[0].shape[0]
+                for kk in ks:
+                    kk = int(kk)
+                    if usable and kk <= f1[2].shape[1] and kk <= f2[0].shape[1]:
+                        values[f"k{kk}_r{r}"] = float(overlap_singular_values(f1[2][:, :kk], f2[0][:, :kk]).max())
+                    else:
+                        values[f"k{kk}_r{r}"] = math.nan
+                if ctx.embed is None:
+                    continue
+                if not usable or e is None or e.shape[1] != f1[0].shape[0]:
+                    values[f"zscore_r{r}"] = math.nan
+                    continue
+                if r not in eu_cache:
+                    eu_cache[r] = e @ f1[0]
+                if ov not in ev_cache:
+                    ev_cache[ov] = e @ f2[2]
+                core = f1[1][:, None] * (f1[2].T @ f2[0]) * f2[1][None, :]
+                values[f"zscore_r{r}"] = lowrank_diag_zscore(eu_cache[r] @ core, ev_cache[ov])
+            out[pair_label(f"{module}.head{h}.qk", ov)] = values
     return out
