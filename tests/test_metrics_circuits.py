@@ -461,3 +461,138 @@ def test_rotary_sweep_defaults_and_parameter_errors():
             M.resolve_params("qk_ov_rotary_sweep", {key: value})
     with pytest.raises(M.MetricConfigError, match=r"metrics\.qk_ov_rotary_sweep\.offset'.*no parameter"):
         M.resolve_params("qk_ov_rotary_sweep", {"offset": [1]})
+
+
+# ---------------------------------------------------------------- token metrics per rank (ks)
+
+
+def plain_truncation(w, k):
+    """W's top-k singular triplets, from a full SVD: U[:, :k]·diag(s[:k])·Vᵀ[:k]."""
+    u, s, vt = np.linalg.svd(w)
+    return u[:, :k] @ np.diag(s[:k]) @ vt[:k]
+
+
+def plain_token_values(e, qk, ov, k=None, rows=None):
+    """(diag z-score, argmax mismatch) of E·[W_QK]_k·[W_OV]_k·Eᵀ formed explicitly (k None: untruncated)."""
+    e, qk, ov = (np.asarray(x, dtype=np.float64) for x in (e, qk, ov))
+    if k is not None:
+        qk, ov = plain_truncation(qk, k), plain_truncation(ov, k)
+    t = e @ qk @ ov @ e.T
+    rows = np.arange(len(e)) if rows is None else rows
+    return plain_zscore(t), np.mean([np.argmax(t[i]) != i for i in rows])
+
+
+TOKEN_METRICS = ("qk_ov_token_diag_zscore", "qk_ov_token_mismatch")
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-8), (np.float32, 1e-4)])
+def test_token_metrics_per_rank_match_explicit_truncations(dtype, tol):
+    w = make_model(21, dtype=dtype)
+    ks = [1, 2, 4, DH]
+    got = run(w, {name: {"ks": ks} for name in TOKEN_METRICS})
+    labels = sorted({layer for layer, _ in got})
+    assert len(labels) == 2 * HEADS * HEADS
+    suffixes = [f"k{k}" for k in ks] + ["full"]
+    assert sorted(m for lab, m in got if lab == labels[0]) == sorted(f"{n}.{s}" for n in TOKEN_METRICS for s in suffixes)
+    for label in labels:
+        qk_name, ov_name = label.split("~")
+        for k in [*ks, None]:
+            z, mismatch = plain_token_values(w["embed"], w[qk_name], w[ov_name], k)
+            suffix = "full" if k is None else f"k{k}"
+            assert got[(label, f"qk_ov_token_diag_zscore.{suffix}")] == pytest.approx(z, abs=tol)
+            assert got[(label, f"qk_ov_token_mismatch.{suffix}")] == pytest.approx(mismatch)
+    # the truncation matters: rank 1 differs from the full circuits somewhere
+    assert any(abs(got[(lab, "qk_ov_token_diag_zscore.k1")] - got[(lab, "qk_ov_token_diag_zscore.full")]) > 1e-3
+               for lab in labels)
+    assert any(got[(lab, "qk_ov_token_mismatch.k1")] != got[(lab, "qk_ov_token_mismatch.full")] for lab in labels)
+
+
+def test_token_metrics_full_is_the_unsuffixed_value_and_ks_absent_is_unchanged():
+    w = make_model(22)
+    plain = run(w, {name: {} for name in TOKEN_METRICS})
+    assert run(w, {name: {"ks": None} for name in TOKEN_METRICS}) == plain
+    assert {m for _, m in plain} == set(TOKEN_METRICS)  # one unsuffixed value per label
+    for (label, name), v in plain.items():  # and the values of the full circuits, as before
+        z, mismatch = plain_token_values(w["embed"], *(w[n] for n in label.split("~")))
+        assert v == pytest.approx(z if name == TOKEN_METRICS[0] else mismatch, abs=1e-8)
+    per_rank = run(w, {name: {"ks": [2, 3]} for name in TOKEN_METRICS})
+    assert {(label, f"{name}.full"): v for (label, name), v in plain.items()} == {
+        key: v for key, v in per_rank.items() if key[1].endswith(".full")
+    }
+    # the other parameters act as before: pairs and the query-token subset
+    w = make_model(23, layers=2, vocab=300)
+    params = {"max_tokens": 50, "pairs": "same"}
+    plain = run(w, {"qk_ov_token_mismatch": params})
+    per_rank = run(w, {"qk_ov_token_mismatch": {**params, "ks": [1, 5]}})
+    assert sorted({lab for lab, _ in per_rank}) == sorted({lab for lab, _ in plain}) == [
+        f"blocks.1.attn.head{h}.qk~blocks.0.attn.head{h}.ov" for h in range(HEADS)
+    ]
+    rows = token_rows(300, 50)
+    for (label, _), v in plain.items():
+        assert per_rank[(label, "qk_ov_token_mismatch.full")] == v
+        for k in (1, 5):
+            _, mismatch = plain_token_values(w["embed"], *(w[n] for n in label.split("~")), k=k, rows=rows)
+            assert per_rank[(label, f"qk_ov_token_mismatch.k{k}")] == pytest.approx(mismatch)
+
+
+def test_token_metrics_k_above_the_numerical_rank_of_either_circuit_is_nan():
+    rng = np.random.default_rng(24)
+    e = rng.standard_normal((VOCAB, D))
+    w = {
+        "embed": e,
+        "b.0.head0.ov": rng.standard_normal((D, 3)) @ rng.standard_normal((3, D)),  # rank 3 (numerically)
+        "b.1.head0.qk": rng.standard_normal((D, DH)) @ rng.standard_normal((DH, D)),  # rank DH
+        "b.1.head1.qk": np.zeros((D, D)),  # rank 0
+    }
+    ks = [1, 3, 4, DH, DH + 1]
+    with pytest.warns(RuntimeWarning, match=r"qk_ov_token_diag_zscore\.k4"):
+        got = run(w, {name: {"ks": ks} for name in TOKEN_METRICS})
+    label = "b.1.head0.qk~b.0.head0.ov"
+    for k in ks:
+        for i, name in enumerate(TOKEN_METRICS):
+            v = got[(label, f"{name}.k{k}")]
+            if k > 3:  # above the OV circuit's rank, whatever the QK circuit's
+                assert math.isnan(v)
+            else:
+                assert v == pytest.approx(plain_token_values(e, w["b.1.head0.qk"], w["b.0.head0.ov"], k)[i], abs=1e-8)
+    # k = 3 is the OV circuit's rank: truncating it changes nothing, truncating W_QK to rank 3 does
+    z3 = plain_token_values(e, plain_truncation(w["b.1.head0.qk"], 3), w["b.0.head0.ov"])[0]
+    assert got[(label, "qk_ov_token_diag_zscore.k3")] == pytest.approx(z3, abs=1e-8)
+    # a zero QK circuit: every k is NaN, the full values are defined as before
+    zero = "b.1.head1.qk~b.0.head0.ov"
+    assert all(math.isnan(got[(zero, f"{name}.k{k}")]) for name in TOKEN_METRICS for k in ks)
+    assert got[(zero, "qk_ov_token_diag_zscore.full")] == 0.0
+    assert got[(zero, "qk_ov_token_mismatch.full")] == 0.0
+
+
+def test_token_metrics_per_rank_without_embedding_and_with_bad_circuits():
+    w = make_model(25, layers=2)
+    del w["embed"]
+    assert run(w, {name: {"ks": [1]} for name in TOKEN_METRICS}) == {}
+    w = make_model(25, layers=2)
+    w["blocks.0.attn.head1.ov"][0, 0] = np.nan
+    with pytest.warns(RuntimeWarning, match="blocks.0.attn.head1.ov"):
+        got = run(w, {name: {"ks": [1, 2]} for name in TOKEN_METRICS})
+    assert len(got) == HEADS * HEADS * 2 * 3
+    for (label, _), v in got.items():
+        assert math.isnan(v) == label.endswith("head1.ov")
+
+
+@pytest.mark.parametrize("name", TOKEN_METRICS)
+def test_token_metrics_ks_parameter(name):
+    defaults = {"pairs": "all", "ks": None, **({"max_tokens": 2048} if name == "qk_ov_token_mismatch" else {})}
+    assert M.resolve_params(name, {}) == defaults
+    assert M.resolve_params(name, {"ks": [1, 2, 4]}) == {**defaults, "ks": [1, 2, 4]}
+    assert M.resolve_params(name, {"ks": None}) == defaults
+    for value in ([], [0], [-1], [2.0], [True], "1,2", 4, (), [1, None]):
+        with pytest.raises(M.MetricConfigError, match=rf"'metrics\.{name}\.ks'.*null .*positive integers"):
+            M.resolve_params(name, {"ks": value})
+    # the other parameters are still checked, with ks given or not
+    for ks in (None, [1]):
+        with pytest.raises(M.MetricConfigError, match=rf"metrics\.{name}\.pairs"):
+            M.resolve_params(name, {"ks": ks, "pairs": "some"})
+        if name == "qk_ov_token_mismatch":
+            with pytest.raises(M.MetricConfigError, match=rf"metrics\.{name}\.max_tokens"):
+                M.resolve_params(name, {"ks": ks, "max_tokens": 0})
+    with pytest.raises(M.MetricConfigError, match=rf"metrics\.{name}\.k'.*no parameter"):
+        M.resolve_params(name, {"k": [1]})

@@ -35,16 +35,26 @@ embed_ov_overlap_max / embed_ov_overlap_rms (ks=[1, 2, 4, 8])
 qk_ov_diag_zscore (pairs="all")
     M = W_QK·W_OV (layer-L QK times layer-(L−1) OV): (mean of diag(M) − mean of all entries of M) /
     std of all entries (population std; 0 if M is constant). In the residual basis.
-qk_ov_token_diag_zscore (pairs="all")
+qk_ov_token_diag_zscore (pairs="all", ks=None)
     The same z-score of E·M·Eᵀ (vocab × vocab: entry (t, s) is how much a query token t attends to
     a key whose earlier-layer head wrote token s — the token-space reading the study meant: the
     residual basis is not privileged, so the residual-basis z-score is reported only for comparison).
     Computed from low-rank factors, never forming the vocab × vocab matrix.
-qk_ov_token_mismatch (pairs="all", max_tokens=2048)
+qk_ov_token_mismatch (pairs="all", max_tokens=2048, ks=None)
     Share of tokens t for which t is not the argmax of row t of E·M·Eᵀ (a tie with the row maximum
     counts as a match, so a zero circuit gives 0). Rows are all tokens if vocab ≤ max_tokens, else a
     fixed random subset of max_tokens tokens (seed 0, the same at every checkpoint); columns are
     always all tokens. Cost ≈ rows × vocab × d_head per head pair.
+Both token metrics, per rank (``ks``)
+    ``ks=None`` (default): one unsuffixed value per label, of the full circuits. ``ks`` a list of
+    positive integers: per label, ``.k{k}`` = the same statistic of E·[W_QK]_k·[W_OV]_k·Eᵀ, where
+    [W]_k keeps the top-k singular triplets of W (the rank-k truncation onto the "top-k subspaces"
+    that ``qk_ov_overlap_max`` compares: [W_QK]_k = U₁[:, :k]·S₁[:k]·V₁[:, :k]ᵀ, [W_OV]_k likewise),
+    and ``.full`` = the untruncated value (the number ``ks=None`` reports unsuffixed). A k above the
+    numerical rank of either circuit (see below) gives NaN; where σ_k = σ_{k+1} the truncation is
+    not unique and the SVD's choice is used. The truncated products come from the same low-rank
+    factors (the first k columns of E·U₁ and E·V₂, a k × k core); the mismatch ratio costs
+    ≈ rows × vocab × k more per k.
 qk_ov_rotary_sweep (offsets=[0, 1, 2, 4, 8, 16], ks=[1, 2, 4], rotary_base=10000.0, pairs="all")
     The K-composition matching as a function of the relative position r ≥ 0 of the key (at p − r)
     behind the query (at p), for rotary models. Rotary convention (``ckptlens.toy.model``): each
@@ -382,6 +392,26 @@ def _pairs_only(name):
     return check
 
 
+def _optional_ks_pairs(name):
+    """``_ks_pairs`` for the token metrics, whose ``ks`` may also be None (the full circuits only)."""
+    rest = _pairs_only(name)
+
+    def check(params):
+        ks = params["ks"]
+        if ks is not None:
+            try:
+                check_int_list(name, "ks", ks)
+                ok = True
+            except MetricConfigError:
+                ok = False
+            if not ok:
+                _config_error(name, "ks", f"must be null (the full circuits only) or a non-empty list of positive "
+                                          f"integers, not {ks!r}")
+        rest(params)
+
+    return check
+
+
 # ---------------------------------------------------------------- subspace matching
 
 
@@ -441,11 +471,13 @@ def qk_ov_diag_zscore(ctx: CircuitContext, pairs="all") -> dict:
 
 
 def _token_pairs(ctx: CircuitContext, pairs: str):
-    """(label, E·P, E·Q) per pair, projecting each head's factors onto E once per layer pair."""
+    """(label, (E·U₁, (U₁, S₁, V₁), (U₂, S₂, V₂), E·V₂)) per pair, or (label, None) where undefined;
+    each head's singular vectors are projected onto E once per layer pair. :func:`_token_factors`
+    turns them into the (P, Q) of the full or a truncated E·W_QK·W_OV·Eᵀ = P·Qᵀ."""
     e = ctx.matrix(ctx.embed)
     if e is None:
         for qk, ov in ctx.qk_ov_pairs(pairs):
-            yield pair_label(qk, ov), None, None
+            yield pair_label(qk, ov), None
         return
     ev_cache: dict[str, np.ndarray | None] = {}  # ov name -> E·V₂ (the layer before the current one)
     eu_cache: dict[str, np.ndarray | None] = {}  # qk name -> E·U₁
@@ -465,22 +497,60 @@ def _token_pairs(ctx: CircuitContext, pairs: str):
             or f1[0].shape[0] != e.shape[1]
             or f1[2].shape[0] != f2[0].shape[0]
         ):
-            yield pair_label(qk, ov), None, None
+            yield pair_label(qk, ov), None
             continue
         if qk not in eu_cache:
             eu_cache[qk] = e @ f1[0]
         if ov not in ev_cache:
             ev_cache[ov] = e @ f2[2]
-        core = f1[1][:, None] * (f1[2].T @ f2[0]) * f2[1][None, :]
-        yield pair_label(qk, ov), eu_cache[qk] @ core, ev_cache[ov]
+        yield pair_label(qk, ov), (eu_cache[qk], f1, f2, ev_cache[ov])
 
 
-@metric("qk_ov_token_diag_zscore", family="circuits", validate=_pairs_only("qk_ov_token_diag_zscore"), pairs="all")
-def qk_ov_token_diag_zscore(ctx: CircuitContext, pairs="all") -> dict:
-    """Diagonal z-score of E·W_QK·W_OV·Eᵀ (token space)."""
+def _token_factors(factors, k: int | None = None):
+    """(P, Q) with P·Qᵀ = E·W_QK·W_OV·Eᵀ (``k`` None) or E·[W_QK]_k·[W_OV]_k·Eᵀ (the top-k singular
+    triplets of each circuit); None if ``factors`` is None or k exceeds the numerical rank of either
+    circuit (the kept singular vectors)."""
+    if factors is None:
+        return None
+    eu, (_, s1, v1), (u2, s2, _), ev = factors
+    if k is None:
+        k1, k2 = s1.size, s2.size
+    elif k > s1.size or k > s2.size:
+        return None
+    else:
+        k1 = k2 = k
+    core = s1[:k1, None] * (v1[:, :k1].T @ u2[:, :k2]) * s2[None, :k2]
+    return eu[:, :k1] @ core, ev[:, :k2]
+
+
+def _token_table(ctx: CircuitContext, pairs: str, ks, stat) -> dict:
+    """{label: stat(P, Q)} (``ks`` None) or {label: {"k{k}": ..., "full": ...}}; NaN where undefined."""
+    out = {}
+    for label, factors in _token_pairs(ctx, pairs):
+        if ks is None:
+            f = _token_factors(factors)
+            out[label] = math.nan if f is None else stat(*f)
+            continue
+        values = {}
+        for k in [*(int(k) for k in ks), None]:
+            f = _token_factors(factors, k)
+            values["full" if k is None else f"k{k}"] = math.nan if f is None else stat(*f)
+        out[label] = values
+    return out
+
+
+@metric(
+    "qk_ov_token_diag_zscore",
+    family="circuits",
+    validate=_optional_ks_pairs("qk_ov_token_diag_zscore"),
+    pairs="all",
+    ks=None,
+)
+def qk_ov_token_diag_zscore(ctx: CircuitContext, pairs="all", ks=None) -> dict:
+    """Diagonal z-score of E·W_QK·W_OV·Eᵀ (token space), optionally per rank-k truncation of both circuits."""
     if ctx.embed is None:
         return {}
-    return {label: (math.nan if p is None else lowrank_diag_zscore(p, q)) for label, p, q in _token_pairs(ctx, pairs)}
+    return _token_table(ctx, pairs, ks, lowrank_diag_zscore)
 
 
 def token_rows(vocab: int, max_tokens) -> np.ndarray:
@@ -493,24 +563,23 @@ def token_rows(vocab: int, max_tokens) -> np.ndarray:
 @metric(
     "qk_ov_token_mismatch",
     family="circuits",
-    validate=_pairs_only("qk_ov_token_mismatch"),
+    validate=_optional_ks_pairs("qk_ov_token_mismatch"),
     pairs="all",
     max_tokens=2048,
+    ks=None,
 )
-def qk_ov_token_mismatch(ctx: CircuitContext, pairs="all", max_tokens=2048) -> dict:
-    """Share of tokens t whose row of E·W_QK·W_OV·Eᵀ has its argmax elsewhere than t."""
+def qk_ov_token_mismatch(ctx: CircuitContext, pairs="all", max_tokens=2048, ks=None) -> dict:
+    """Share of tokens t whose row of E·W_QK·W_OV·Eᵀ has its argmax elsewhere than t (optionally per rank k)."""
     if ctx.embed is None:
         return {}
-    out = {}
-    rows = None
-    for label, p, q in _token_pairs(ctx, pairs):
-        if p is None:
-            out[label] = math.nan
-            continue
-        if rows is None:
-            rows = token_rows(p.shape[0], max_tokens)
-        out[label] = lowrank_argmax_mismatch(p, q, rows)
-    return out
+    rows = {}  # vocab -> the query tokens (one subset for every pair and k)
+
+    def mismatch(p, q):
+        if p.shape[0] not in rows:
+            rows[p.shape[0]] = token_rows(p.shape[0], max_tokens)
+        return lowrank_argmax_mismatch(p, q, rows[p.shape[0]])
+
+    return _token_table(ctx, pairs, ks, mismatch)
 
 
 # ---------------------------------------------------------------- rotary sweep
