@@ -63,7 +63,7 @@ def test_checkpoints_load_as_bert_and_learning_happens(run):
     assert after["accuracy"] >= before["accuracy"]
 
 
-def test_same_seed_same_weights_other_seed_other_head(run, tmp_path):
+def test_same_seed_same_weights_other_seed_other_head_unless_head_seed(run, tmp_path):
     from ckptlens.checkpoint_io import open_checkpoint
 
     _, saved = run
@@ -78,6 +78,13 @@ def test_same_seed_same_weights_other_seed_other_head(run, tmp_path):
         k = "encoder.layer.0.attention.self.query.weight"
         k = k if k in c.keys else f"bert.{k}"
         np.testing.assert_array_equal(a0.get(k), c.get(k))  # step 0 = the same pretrained encoder
+
+    # head_seed: seed 1 starting from seed 0's head, so that both runs share step 0 entirely
+    shared = minilm.finetune(tmp_path / "c", seed=1, head_seed=0, steps=0, save_every=3)
+    with open_checkpoint(saved[0]) as a0, open_checkpoint(shared[0]) as s0:
+        assert a0.keys == s0.keys
+        for k in a0.keys:
+            np.testing.assert_array_equal(a0.get(k), s0.get(k), err_msg=k)
 
 
 def test_workflow_extraction_on_a_minilm_step(run, tmp_path):

