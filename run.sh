@@ -28,11 +28,26 @@ case "${1:-}" in
     setup
     "$VENV/bin/python" -m pytest "${@:2}"
     ;;
+  example)
+    # ./run.sh example NAME [snakemake args]: one study from examples/NAME.yaml, its report in
+    # reports/NAME.html. The MiniLM studies first fine-tune the model (once) into data/minilm.
+    name=${2:?usage: ./run.sh example induction|linearity|two_tasks|minilm|pythia_table}
+    config="examples/$name.yaml"
+    [ -f "$config" ] || { echo "no such example: $config" >&2; exit 2; }
+    setup
+    if grep -q "data/minilm" "$config" && [ ! -f data/minilm/seed2/train_log.csv ]; then
+      "$VENV/bin/python" examples/minilm/finetune.py --out data/minilm --seeds 0 1 2 --head-seed 0 --steps 60 --save-every 10
+    fi
+    "$VENV/bin/snakemake" --configfile "$config" "${@:3}"
+    mkdir -p reports
+    "$VENV/bin/snakemake" --configfile "$config" --report "reports/$name.html"
+    echo "Done: results/figures/ and reports/$name.html"
+    ;;
   setup)
     setup
     ;;
   *)
-    echo "usage: ./run.sh demo|test|setup [extra snakemake/pytest arguments]" >&2
+    echo "usage: ./run.sh demo|test|setup|example NAME [extra snakemake/pytest arguments]" >&2
     exit 2
     ;;
 esac

@@ -1,4 +1,4 @@
-"""One figure per metric: its trajectory per layer over training."""
+"""One figure per metric: its trajectory per layer over training, with change points marked."""
 from ckptlens.io import job_log
 
 with job_log(snakemake.log[0]):
@@ -6,4 +6,8 @@ with job_log(snakemake.log[0]):
 
     from ckptlens.plots import plot_metric_trajectories
 
-    plot_metric_trajectories(pd.read_parquet(snakemake.input[0]), snakemake.output[0])
+    plot_metric_trajectories(
+        pd.read_parquet(snakemake.input.table),
+        snakemake.output[0],
+        events=pd.read_csv(snakemake.input.dynamics),
+    )

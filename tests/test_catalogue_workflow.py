@@ -115,3 +115,61 @@ def test_task_vectors_across_runs_sharing_a_base(project):
     assert got["task_vector_pca_evr.pc1"] == pytest.approx(evr[0], rel=1e-4)
     assert got["task_vector_pca_evr.pc2"] == pytest.approx(evr[1], rel=1e-4)
     assert (project / "results/task_vectors/mlp_seeds/task_vectors.png").stat().st_size > 0
+
+
+def test_dynamics_table_matches_the_library_on_the_tidy_table(project):
+    from ckptlens.dynamics import DYNAMICS_COLUMNS, detect_dynamics, training_log_dynamics
+
+    for run in ("tf", "mlp_a"):
+        got = pd.read_csv(project / f"results/{run}/analysis/dynamics.csv")
+        assert list(got.columns) == DYNAMICS_COLUMNS
+        want, _ = detect_dynamics(table(project, run), thresholds={"cka_to_final": {"value": 0.9, "direction": "above"}})
+        log, _ = training_log_dynamics(pd.read_csv(project / f"results/{run}/train_log.csv"), run)
+        want = pd.concat([want, log], ignore_index=True)
+        assert len(got) == len(want) > 0
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
+    # a threshold metric converges where it stays >= 0.9 from then on (plain loop)
+    t = table(project, "tf").query("metric == 'cka_to_final' and layer == 'blocks.0'").sort_values("step")
+    settled = None
+    for s, v in zip(t["step"], t["value"]):
+        if v >= 0.9 and settled is None:
+            settled = s
+        elif v < 0.9:
+            settled = None
+    got = pd.read_csv(project / "results/tf/analysis/dynamics.csv")
+    row = got.query("kind == 'converged' and metric == 'cka_to_final' and layer == 'blocks.0'")
+    assert (row["step"].tolist() or [None]) == [settled]
+
+
+def test_study_figures_and_report_grouping(project):
+    from PIL import Image
+
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    for name in cfg["figures"]:
+        png = project / f"results/figures/{name}.png"
+        with Image.open(png) as im:
+            assert im.size[0] > 800 and im.size[1] > 400, name
+    snakemake(project, "--report", "report.html")
+    html = (project / "report.html").read_text()
+    # grouped by study (default name), run and stage; captions describe the metrics shown
+    assert '"ckptlens"' in html and "all runs" in html
+    for stage in ("metric trajectories", "cross-metric analysis", "induction", "compare"):
+        assert stage in html
+    assert "Largest singular value" in html  # qk_ov_overlap_max's description in a caption
+
+
+def test_notebook_doc_runs_on_a_results_folder(project, monkeypatch):
+    """docs/notebook.md: every python block, in order, on this workflow's results (run tf)."""
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs/notebook.md").read_text(), re.S)
+    assert len(blocks) >= 4
+    monkeypatch.chdir(project)
+    ns = {}
+    exec(blocks[0], ns)
+    ns["run"] = "tf"
+    for block in blocks[1:]:
+        exec(block, ns)
+    assert set(ns["table"]["run"]) == {"tf"} and len(ns["everything"]["run"].unique()) == 4
+    assert {"pca", "correlation", "dynamics"} <= set(ns["analysis"])
+    assert ns["rows"] and {r["metric"] for r in ns["rows"]} == {"effective_rank", "stable_rank"}

@@ -204,6 +204,8 @@ def validate(config: Mapping) -> None:
         for key, r in [("base_run", tv["base_run"])] + [(f"runs[{i}]", r) for i, r in enumerate(tv["runs"])]:
             if r not in config["runs"]:
                 raise ConfigError(f"config key 'task_vectors.{name}.{key}': {r!r} is not a run under 'runs'")
+    for name in config.get("figures", {}):
+        _check_figure(config, name)
     for pair_i, pair in enumerate(config.get("analysis", {}).get("correlation_pairs", [])):
         for m in pair:
             if config.get("metrics") and m not in config["metrics"]:
@@ -242,4 +244,79 @@ def validate(config: Mapping) -> None:
             if not targets(config, run)[kind]:
                 raise ConfigError(
                     f"config key 'runs.{run}.targets.{kind}': enabled metrics need {kind} but no target pattern is set"
+                )
+
+
+# --------------------------------------------------------------------------- studies
+
+DEFAULT_STUDY = "ckptlens"
+DEFAULT_DYNAMICS = {"tolerance": 0.05, "thresholds": {}, "max_change_points": 2, "min_size": 2}
+#: Figure kinds that read each run's training log (trained runs only).
+FIGURES_WITH_LOGS = ("induction",)
+#: Figure kinds that read each run's analysis tables instead of its metrics.
+FIGURES_WITH_ANALYSIS = ("model_size",)
+_SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([kmbt])(?![A-Za-z])", re.IGNORECASE)
+_SIZE_FACTOR = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+def study(config) -> str:
+    """The study's name (the report's top-level grouping)."""
+    return config.get("study", DEFAULT_STUDY)
+
+
+def dynamics_settings(config) -> dict:
+    """Convergence / change-point settings with defaults filled in."""
+    out = {**DEFAULT_DYNAMICS, **config.get("dynamics", {})}
+    out["thresholds"] = {
+        m: {"direction": "above", **t} for m, t in out.get("thresholds", {}).items()
+    }
+    return out
+
+
+def parse_model_size(name: str) -> float | None:
+    """Parameter count written in a model name: "pythia-1.4b-deduped" -> 1.4e9, "70m" -> 7e7."""
+    m = _SIZE.search(name)
+    return None if m is None else float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()]
+
+
+def figures(config) -> dict[str, dict]:
+    """Study figures, normalised: runs as a list plus a run -> legend label mapping."""
+    out = {}
+    for name, fig in config.get("figures", {}).items():
+        runs = fig["runs"]
+        labels = dict(runs) if isinstance(runs, Mapping) else {r: r for r in runs}
+        spec = {**fig, "runs": list(labels), "labels": labels}
+        if fig["kind"] == "gradient_pca":
+            # the hidden width sets the |cos| expected between random directions
+            first = config["runs"][next(iter(labels))]["source"]
+            if first.get("type") == "train_mlp":
+                spec["dims"] = int(first.get("model", {}).get("hidden", 32))
+        if fig["kind"] == "model_size":
+            spec["sizes"] = {r: fig.get("sizes", {}).get(r) or parse_model_size(r) for r in labels}
+        out[name] = spec
+    return out
+
+
+def _check_figure(config, name) -> None:
+    fig = config["figures"][name]
+    key = f"figures.{name}"
+    runs = list(fig["runs"])
+    for r in runs:
+        if r not in config["runs"]:
+            raise ConfigError(f"config key '{key}.runs': {r!r} is not a run under 'runs'")
+    kind = fig["kind"]
+    if kind == "compare" and "metric" not in fig:
+        raise ConfigError(f"config key '{key}.metric': a compare figure needs the metric to compare")
+    if kind in FIGURES_WITH_LOGS:
+        for r in runs:
+            if source_type(config, r) != "train_toy":
+                raise ConfigError(
+                    f"config key '{key}.runs': {r!r} is not a train_toy run (the {kind} figure reads its training log)"
+                )
+    if kind == "model_size":
+        for r in runs:
+            if not fig.get("sizes", {}).get(r) and parse_model_size(r) is None:
+                raise ConfigError(
+                    f"config key '{key}.sizes': no size for run {r!r} (give its parameter count; "
+                    "none could be read from the name)"
                 )

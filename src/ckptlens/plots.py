@@ -243,7 +243,9 @@ def _layer_styles(layers: Sequence[str]) -> tuple[dict, dict, str, dict]:
     return colour, {layer: "-" for layer in layers}, "layer (depth order)", {}
 
 
-def plot_metric_trajectories(table: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
+def plot_metric_trajectories(
+    table: pd.DataFrame, out_dir: str | os.PathLike, events: pd.DataFrame | None = None
+) -> list[Path]:
     """One PNG per metric, ``trajectory_{metric}.png``: the metric of every layer vs step.
 
     One line per layer, coloured by depth with the sequential viridis map (see
@@ -252,6 +254,10 @@ def plot_metric_trajectories(table: pd.DataFrame, out_dir: str | os.PathLike) ->
     more a colorbar (plus a small line-style legend). Several runs in the table give one
     panel per run, sharing the y axis. NaN values and missing steps are gaps in the line.
     The y axis is logarithmic when all values are positive and span more than a factor 100.
+
+    ``events`` (optional, the table of :func:`ckptlens.dynamics.detect_dynamics`: run, metric,
+    layer, kind, step, …) marks each layer's change points as a short vertical dashed tick in the
+    layer's colour and its convergence step as an open circle on the line.
 
     An empty table writes ``trajectory_no_data.png``; a metric without a finite value gets a
     "no data" figure under its own name. Returns the paths written, in metric order.
@@ -280,11 +286,38 @@ def plot_metric_trajectories(table: pd.DataFrame, out_dir: str | os.PathLike) ->
         if finite.size == 0:
             paths.append(_no_data(path, f"{metric} per layer", "no finite value in the table"))
             continue
-        paths.append(_plot_one_metric(sub, metric, finite, path))
+        marks = None
+        if events is not None and len(events):
+            marks = events[events["metric"].astype(str) == metric]
+        paths.append(_plot_one_metric(sub, metric, finite, path, marks))
     return paths
 
 
-def _plot_one_metric(sub: pd.DataFrame, metric: str, finite: np.ndarray, path: Path) -> Path:
+def _mark_events(ax, marks: pd.DataFrame, run: str, layer: str, steps, values, color) -> int:
+    """Change points (dashed vertical tick spanning the layer's jump) and the convergence step
+    (open circle) of one layer's line; returns how many were drawn."""
+    rows = marks[(marks["run"].astype(str) == run) & (marks["layer"].astype(str) == layer)]
+    drawn = 0
+    for kind, step in zip(rows["kind"], pd.to_numeric(rows["step"], errors="coerce")):
+        if not np.isfinite(step) or step not in set(steps):
+            continue
+        i = int(np.searchsorted(steps, step))
+        if kind == "change_point":
+            lo, hi = values[max(i - 1, 0)], values[i]
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.plot([step, step], [lo, hi], color=color, linestyle=(0, (2, 1.5)), linewidth=1.6,
+                        alpha=0.9, zorder=4)
+                ax.axvline(step, color=color, linestyle=":", linewidth=0.8, alpha=0.6, zorder=1)
+                drawn += 1
+        elif kind == "converged" and np.isfinite(values[i]):
+            ax.plot([step], [values[i]], marker="o", markersize=6, markerfacecolor="none",
+                    markeredgecolor=color, markeredgewidth=1.2, linestyle="none", zorder=5)
+            drawn += 1
+    return drawn
+
+
+def _plot_one_metric(sub: pd.DataFrame, metric: str, finite: np.ndarray, path: Path,
+                     marks: pd.DataFrame | None = None) -> Path:
     runs = sorted(sub["run"].unique())
     layers = sorted(sub["layer"].unique(), key=_layer_sort_key)
     colour, linestyle, scale_label, kind_style = _layer_styles(layers)
@@ -303,6 +336,7 @@ def _plot_one_metric(sub: pd.DataFrame, metric: str, finite: np.ndarray, path: P
         axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
         for ax in axes[len(runs):]:
             ax.set_visible(False)
+        n_marks = 0
         for ax, run in zip(axes, runs):
             one = sub[sub["run"] == run]
             steps = np.sort(one["step"].unique())
@@ -313,9 +347,13 @@ def _plot_one_metric(sub: pd.DataFrame, metric: str, finite: np.ndarray, path: P
             for layer in layers:
                 if layer not in wide.columns:
                     continue
-                ax.plot(steps, wide[layer].to_numpy(dtype=float), color=cmap(norm(colour[layer])),
+                values = wide[layer].to_numpy(dtype=float)
+                ax.plot(steps, values, color=cmap(norm(colour[layer])),
                         linestyle=linestyle[layer], linewidth=1.1, alpha=0.9, marker=marker,
                         markersize=2.2, label=layer[len(prefix):])
+                if marks is not None and len(marks):
+                    n_marks += _mark_events(ax, marks, run, layer, steps, values,
+                                            cmap(norm(colour[layer])))
             step_axis(ax, steps)
             if log_y:
                 _log_y(ax, finite)
@@ -327,8 +365,17 @@ def _plot_one_metric(sub: pd.DataFrame, metric: str, finite: np.ndarray, path: P
         fig.suptitle(f"{metric} per layer over training")
 
         visible = list(axes[: len(runs)])
+        event_handles = []
+        if n_marks:
+            event_handles = [
+                Line2D([], [], color="0.3", linestyle=(0, (2, 1.5)), linewidth=1.6, label="change point"),
+                Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none",
+                       label="settles (converged)"),
+            ]
         if len(layers) <= MAX_LEGEND_LAYERS:
             handles, labels = visible[0].get_legend_handles_labels()
+            handles += event_handles
+            labels += [h.get_label() for h in event_handles]
             fig.legend(handles, labels, loc="outside right upper",
                        title=f"layer ({prefix}…)" if prefix else "layer")
         else:
@@ -343,6 +390,9 @@ def _plot_one_metric(sub: pd.DataFrame, metric: str, finite: np.ndarray, path: P
                 labels = [lb[len(_common_prefix(labels)):] or lb for lb in labels]
                 fig.legend(handles, labels, loc="outside lower center", ncol=len(handles),
                            title="sublayer (line style)", frameon=False)
+            if event_handles:
+                fig.legend(event_handles, [h.get_label() for h in event_handles],
+                           loc="outside upper right", ncol=2, frameon=False)
         return _save(fig, path)
 
 

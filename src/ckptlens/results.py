@@ -78,5 +78,18 @@ def load_training_log(results_dir="results", run: str = "demo") -> pd.DataFrame:
 
 
 def load_analysis(results_dir="results", run: str = "demo") -> dict[str, pd.DataFrame]:
+    """The cross-metric analysis of a run: ``pca``, ``pca_loadings``, ``correlation`` and, where
+    it was computed, ``dynamics`` (convergence steps and change points)."""
     d = Path(results_dir) / run / "analysis"
-    return {name: pd.read_csv(d / f"{name}.csv") for name in ("pca", "pca_loadings", "correlation")}
+    names = ["pca", "pca_loadings", "correlation"] + (["dynamics"] if (d / "dynamics.csv").exists() else [])
+    return {name: pd.read_csv(d / f"{name}.csv") for name in names}
+
+
+def load_dynamics(results_dir="results", run: str | None = None) -> pd.DataFrame:
+    """Convergence steps and change points (``ckptlens.dynamics.DYNAMICS_COLUMNS``) of one run or
+    of every run under ``results_dir``."""
+    root = Path(results_dir)
+    paths = [root / run / "analysis/dynamics.csv"] if run else sorted(root.glob("*/analysis/dynamics.csv"))
+    if not paths or not all(p.exists() for p in paths):
+        raise FileNotFoundError(f"no analysis/dynamics.csv under {root}{'/' + run if run else ''}")
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)

@@ -327,8 +327,8 @@ def _figure_induction_study(
                for i, name in enumerate(("loss", "id_error", "ood_error"))]
         titles = ("training loss", "in-distribution error", "out-of-distribution error")
         ylabels = ("loss (log scale)", "error rate (fraction wrong)", "error rate (fraction wrong)")
-        for ax, col, title, ylabel in zip(top, ("loss", "id_error", "ood_error"), titles, ylabels):
-            ax.set_title(title)
+        for ax, col, panel_title, ylabel in zip(top, ("loss", "id_error", "ood_error"), titles, ylabels):
+            ax.set_title(panel_title)
             values = np.concatenate([lg[col].to_numpy(dtype=float) for lg in logs.values()] + [np.array([])])
             if not np.isfinite(values).any():
                 _note(ax, "no training log" if not has_logs else f"no {col} in the training logs")
@@ -415,7 +415,7 @@ def _figure_induction_study(
                         ("qk_ov_token_mismatch", mm_mode, "token_mismatch", "token mismatch ratio",
                          "share of tokens not matched", "min")]
         non_per_k = [p for p in token_panels if p[1] != "per_k"]
-        for col, (base, mode_, name, title, ylabel, how) in zip((2, 3), token_panels):
+        for col, (base, mode_, name, panel_title, ylabel, how) in zip((2, 3), token_panels):
             if wide_ab or n_k == 0:
                 break
             if mode_ == "per_k":
@@ -430,7 +430,7 @@ def _figure_induction_study(
                 ax = fig.add_subplot(spec, label=f"{name}.k{k}" if k is not None else name)
                 metric = f"{base}.k{k}" if k is not None else base
                 n = metric_panel(ax, metric, _is_qk_ov, how)
-                ax.set_title(f"{title}, rank k = {k}" if k is not None else f"{title} (full rank)")
+                ax.set_title(f"{panel_title}, rank k = {k}" if k is not None else f"{panel_title} (full rank)")
                 if n:
                     ax.set_ylabel(ylabel + _pair_note(n, "max" if how == "max" else "best: min"))
                     if base == "qk_ov_token_mismatch":

@@ -10,8 +10,9 @@ rule aggregate_metrics:
         table=report(
             "results/{run}/metrics.parquet",
             caption="../report/metrics_table.rst",
-            category="{run}",
-            subcategory="tables",
+            category=STUDY,
+            subcategory="{run}",
+            labels={"stage": "tidy table", "figure": "metrics.parquet"},
         ),
         missing="results/{run}/missing_steps.csv",
     wildcard_constraints:

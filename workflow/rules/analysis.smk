@@ -16,3 +16,19 @@ rule cross_metric_analysis:
         code=ckio.source_hash("analysis"),
     script:
         "../../scripts/analyse.py"
+
+
+# Per layer and metric: when the trajectory settles and where it changes abruptly; for a trained
+# run also the training log's loss and errors (the phase transition is plainest there).
+rule detect_dynamics:
+    input:
+        unpack(get_dynamics_inputs),
+    output:
+        "results/{run}/analysis/dynamics.csv",
+    log:
+        "results/{run}/logs/dynamics.log",
+    params:
+        settings=canonical(DYNAMICS),
+        code=ckio.source_hash("dynamics"),
+    script:
+        "../../scripts/detect_dynamics.py"

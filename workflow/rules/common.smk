@@ -22,6 +22,9 @@ TRAINED_RUNS = [
 ]
 MODEL_KINDS = ("activations", "gradients", "activation_gradients")
 TASK_VECTORS = config.get("task_vectors", {})
+STUDY = ckcfg.study(config)
+FIGURES = ckcfg.figures(config)
+DYNAMICS = ckcfg.dynamics_settings(config)
 LOCAL_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "local"]
 HF_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "huggingface"]
 TABLE_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "table"]
@@ -41,6 +44,7 @@ wildcard_constraints:
     step=r"\d+",
     family=_alternatives(ckmetrics.FAMILIES),
     name=_alternatives(TASK_VECTORS),
+    figure=_alternatives(FIGURES),
 
 
 def canonical(obj):
@@ -119,6 +123,46 @@ def get_analysis_inputs(wildcards):
     return inputs
 
 
+def metric_descriptions(run):
+    """Enabled metric -> one-line description, for the report captions (sorted: params are
+    compared by their text)."""
+    if run in TABLE_RUNS:
+        return {}
+    return {m: ckmetrics.METRICS[m].description for m in sorted(ENABLED[run])}
+
+
+def figure_descriptions(figure):
+    out = {}
+    for run in FIGURES[figure]["runs"]:
+        out.update(metric_descriptions(run))
+    return dict(sorted(out.items()))
+
+
+def get_dynamics_inputs(wildcards):
+    """The tidy table, and for a trained run its training log (the loss shows phase transitions)."""
+    inputs = {"table": f"results/{wildcards.run}/metrics.parquet"}
+    if wildcards.run in TRAINED_RUNS:
+        inputs["log"] = f"results/{wildcards.run}/train_log.csv"
+    return inputs
+
+
+def get_figure_inputs(wildcards):
+    """Per run of a study figure: its tidy table and detected dynamics (change-point marks), plus
+    the training log or the analysis tables where the figure's kind shows them."""
+    fig = FIGURES[wildcards.figure]
+    inputs = {}
+    for run in fig["runs"]:
+        if fig["kind"] in ckcfg.FIGURES_WITH_ANALYSIS:
+            inputs[f"pca:{run}"] = f"results/{run}/analysis/pca.csv"
+            inputs[f"correlation:{run}"] = f"results/{run}/analysis/correlation.csv"
+            continue
+        inputs[f"table:{run}"] = f"results/{run}/metrics.parquet"
+        inputs[f"dynamics:{run}"] = f"results/{run}/analysis/dynamics.csv"
+        if fig["kind"] in ckcfg.FIGURES_WITH_LOGS:
+            inputs[f"log:{run}"] = f"results/{run}/train_log.csv"
+    return inputs
+
+
 def get_local_checkpoint(wildcards):
     return ckcfg.local_checkpoints(config, wildcards.run)[int(wildcards.step)]
 
@@ -137,6 +181,7 @@ def get_final_outputs():
                 f"results/{run}/metrics.parquet",
                 f"results/{run}/analysis/pca.csv",
                 f"results/{run}/analysis/correlation.csv",
+                f"results/{run}/analysis/dynamics.csv",
                 f"results/{run}/plots/trajectories",
                 f"results/{run}/plots/pca.png",
                 f"results/{run}/plots/correlation.png",
@@ -146,6 +191,7 @@ def get_final_outputs():
             f"results/{run}/metrics.parquet",
             f"results/{run}/analysis/pca.csv",
             f"results/{run}/analysis/correlation.csv",
+            f"results/{run}/analysis/dynamics.csv",
             f"results/{run}/plots/trajectories",
             f"results/{run}/plots/pca.png",
             f"results/{run}/plots/correlation.png",
@@ -157,4 +203,6 @@ def get_final_outputs():
             f"results/task_vectors/{name}/task_vectors.csv",
             f"results/task_vectors/{name}/task_vectors.png",
         ]
+    out += tv_final_outputs()
+    out += [f"results/figures/{name}.png" for name in FIGURES]
     return out

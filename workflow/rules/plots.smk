@@ -1,19 +1,22 @@
-# Plots (matplotlib only in these jobs).
+# Plots (matplotlib only in these jobs). In the report: category = the study, subcategory = the
+# run (or "all runs" for figures across runs), label "stage" = the stage that made the figure.
 
 
 rule plot_trajectories:
     input:
-        "results/{run}/metrics.parquet",
+        table="results/{run}/metrics.parquet",
+        dynamics="results/{run}/analysis/dynamics.csv",
     output:
         report(
             directory("results/{run}/plots/trajectories"),
             patterns=["trajectory_{metric}.png"],
             caption="../report/trajectory.rst",
-            category="{run}",
-            subcategory="metric trajectories",
-            labels={"run": "{run}", "metric": "{metric}"},
+            category=STUDY,
+            subcategory="{run}",
+            labels={"stage": "metric trajectories", "figure": "{metric}"},
         ),
     params:
+        descriptions=lambda w: metric_descriptions(w.run),
         code=ckio.source_hash("plots"),
     log:
         "results/{run}/logs/plot_trajectories.log",
@@ -28,8 +31,9 @@ rule plot_training:
         report(
             "results/{run}/plots/training.png",
             caption="../report/training.rst",
-            category="{run}",
-            subcategory="training",
+            category=STUDY,
+            subcategory="{run}",
+            labels={"stage": "training", "figure": "loss and errors"},
         ),
     params:
         code=ckio.source_hash("plots"),
@@ -47,14 +51,16 @@ rule plot_analysis:
         pca=report(
             "results/{run}/plots/pca.png",
             caption="../report/pca.rst",
-            category="{run}",
-            subcategory="cross-metric analysis",
+            category=STUDY,
+            subcategory="{run}",
+            labels={"stage": "cross-metric analysis", "figure": "PCA"},
         ),
         correlation=report(
             "results/{run}/plots/correlation.png",
             caption="../report/correlation.rst",
-            category="{run}",
-            subcategory="cross-metric analysis",
+            category=STUDY,
+            subcategory="{run}",
+            labels={"stage": "cross-metric analysis", "figure": "correlation"},
         ),
     params:
         code=ckio.source_hash("plots"),
@@ -62,3 +68,25 @@ rule plot_analysis:
         "results/{run}/logs/plot_analysis.log",
     script:
         "../../scripts/plot_analysis.py"
+
+
+# A figure across runs (config `figures`): data settings, seeds or model sizes side by side.
+rule plot_study_figure:
+    input:
+        unpack(get_figure_inputs),
+    output:
+        report(
+            "results/figures/{figure}.png",
+            caption="../report/study_figure.rst",
+            category=STUDY,
+            subcategory="all runs",
+            labels=lambda w: {"stage": FIGURES[w.figure]["kind"], "figure": w.figure},
+        ),
+    params:
+        spec=lambda w: canonical(FIGURES[w.figure]),
+        descriptions=lambda w: figure_descriptions(w.figure),
+        code=ckio.source_hash("plots", "study_plots"),
+    log:
+        "results/figures/logs/{figure}.log",
+    script:
+        "../../scripts/plot_study_figure.py"
