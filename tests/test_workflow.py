@@ -116,7 +116,7 @@ def _dry_run_with(project, cfg: dict, tmp_path) -> list:
     return scheduled_jobs(project, "--configfile", str(path))
 
 
-DOWNSTREAM = {"aggregate_metrics", "cross_metric_analysis", "plot_trajectories", "plot_analysis"}
+DOWNSTREAM = {"aggregate_metrics", "cross_metric_analysis", "detect_dynamics", "plot_trajectories", "plot_analysis"}
 
 
 def test_nothing_runs_when_nothing_changed(small_project):

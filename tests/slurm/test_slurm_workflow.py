@@ -83,7 +83,7 @@ def test_cluster_run_matches_local_then_reruns_only_what_changed(slurm_cluster, 
         project / "Snakefile", project, "--cores", "2", "--configfile", "changed.yaml", env=env, timeout=600
     ).check()
     rules = _scheduled_rules(rerun.output)
-    assert set(rules) == {"metric_family", "aggregate_metrics", "cross_metric_analysis", "plot_trajectories", "plot_analysis"}
+    assert set(rules) == {"metric_family", "aggregate_metrics", "cross_metric_analysis", "detect_dynamics", "plot_trajectories", "plot_analysis"}
     assert rules["metric_family"] == 4
     assert set(re.findall(r"family=(\w+)", rerun.output)) == {"weight_spectrum"}
     resubmitted = slurm_cluster.jobs(rerun.slurm_job_ids)
