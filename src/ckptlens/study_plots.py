@@ -1019,7 +1019,7 @@ def _figure_model_size_study(explained: pd.DataFrame, correlation: pd.DataFrame,
             else:
                 _note(ax, "no PCA result")
 
-        for ax, col, title, ylabel in ((ax_r, "pearson_r", "(c) correlation of metric pairs over training",
+        for ax, col, panel_title, ylabel in ((ax_r, "pearson_r", "(c) correlation of metric pairs over training",
                                         "Pearson r"),
                                        (ax_r2, "r_squared", "(d) variance of y explained by x (linear fit)",
                                         "R²")):
@@ -1034,7 +1034,7 @@ def _figure_model_size_study(explained: pd.DataFrame, correlation: pd.DataFrame,
                 ax.plot(mean["size"].to_numpy(dtype=float) * shift, mean[col].to_numpy(dtype=float),
                         color=pair_colour[pair], marker="o", markersize=5, linewidth=1.4, label=pair,
                         gid=f"mean|{pair}")
-            ax.set_title(title)
+            ax.set_title(panel_title)
             ax.set_ylabel(ylabel)
             if col == "pearson_r":
                 ax.set_ylim(-1.05, 1.05)
