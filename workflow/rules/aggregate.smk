@@ -15,13 +15,13 @@ rule aggregate_metrics:
             labels={"stage": "tidy table", "figure": "metrics.parquet"},
         ),
         missing="results/{run}/missing_steps.csv",
+    log:
+        "results/{run}/logs/aggregate.log",
     wildcard_constraints:
         run=_alternatives(COMPUTED_RUNS),
     params:
         on_bad_checkpoint=ckcfg.on_bad_checkpoint(config),
         code=ckio.source_hash("results", "faults"),
-    log:
-        "results/{run}/logs/aggregate.log",
     script:
         "../../scripts/aggregate_metrics.py"
 
@@ -32,13 +32,13 @@ rule import_metrics_table:
         lambda w: config["runs"][w.run]["source"]["path"],
     output:
         "results/{run}/metrics.parquet",
+    log:
+        "results/{run}/logs/import_table.log",
     wildcard_constraints:
         run=_alternatives(TABLE_RUNS),
     params:
         select=lambda w: config["runs"][w.run]["source"].get("select", w.run),
         layers=lambda w: config["runs"][w.run]["source"].get("layers"),
         metrics=lambda w: config["runs"][w.run]["source"].get("metrics"),
-    log:
-        "results/{run}/logs/import_table.log",
     script:
         "../../scripts/import_table.py"

@@ -44,15 +44,15 @@ rule import_local_checkpoint:
 rule fetch_hf_checkpoint:
     output:
         temp("results/{run}/checkpoints/step{step}.safetensors"),
+    log:
+        "results/{run}/logs/fetch/step{step}.log",
     wildcard_constraints:
         run=_alternatives(HF_TEMP_RUNS),
+    retries: 2
     params:
         model=lambda w: config["runs"][w.run]["source"]["model"],
         revision=lambda w: ckcfg.hf_revisions(config, w.run)[int(w.step)],
         cache_dir=lambda w: config["runs"][w.run]["source"].get("cache_dir"),
-    log:
-        "results/{run}/logs/fetch/step{step}.log",
-    retries: 2
     script:
         "../../scripts/fetch_checkpoint.py"
 

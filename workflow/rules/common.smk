@@ -28,10 +28,14 @@ DYNAMICS = ckcfg.dynamics_settings(config)
 LOCAL_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "local"]
 HF_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "huggingface"]
 TABLE_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "table"]
-COMPUTED_RUNS = [r for r in RUNS if r not in TABLE_RUNS]  # metrics computed here, not imported
+COMPUTED_RUNS = [
+    r for r in RUNS if r not in TABLE_RUNS
+]  # metrics computed here, not imported
 # Hugging Face checkpoints deleted once extracted (Snakemake temp()): 154 revisions of a large
 # model never sit on disk at once.
-HF_TEMP_RUNS = [r for r in HF_RUNS if config["runs"][r]["source"].get("delete_after", True)]
+HF_TEMP_RUNS = [
+    r for r in HF_RUNS if config["runs"][r]["source"].get("delete_after", True)
+]
 
 
 def _alternatives(names):
@@ -168,7 +172,9 @@ def get_local_checkpoint(wildcards):
 
 
 def get_checkpoint_digests(wildcards):
-    return [f"results/{wildcards.run}/digests/step{s}.txt" for s in STEPS[wildcards.run]]
+    return [
+        f"results/{wildcards.run}/digests/step{s}.txt" for s in STEPS[wildcards.run]
+    ]
 
 
 def get_final_outputs():

@@ -15,11 +15,11 @@ rule plot_trajectories:
             subcategory="{run}",
             labels={"stage": "metric trajectories", "figure": "{metric}"},
         ),
+    log:
+        "results/{run}/logs/plot_trajectories.log",
     params:
         descriptions=lambda w: metric_descriptions(w.run),
         code=ckio.source_hash("plots"),
-    log:
-        "results/{run}/logs/plot_trajectories.log",
     script:
         "../../scripts/plot_trajectories.py"
 
@@ -35,10 +35,10 @@ rule plot_training:
             subcategory="{run}",
             labels={"stage": "training", "figure": "loss and errors"},
         ),
-    params:
-        code=ckio.source_hash("plots"),
     log:
         "results/{run}/logs/plot_training.log",
+    params:
+        code=ckio.source_hash("plots"),
     script:
         "../../scripts/plot_training.py"
 
@@ -62,10 +62,10 @@ rule plot_analysis:
             subcategory="{run}",
             labels={"stage": "cross-metric analysis", "figure": "correlation"},
         ),
-    params:
-        code=ckio.source_hash("plots"),
     log:
         "results/{run}/logs/plot_analysis.log",
+    params:
+        code=ckio.source_hash("plots"),
     script:
         "../../scripts/plot_analysis.py"
 
@@ -82,11 +82,11 @@ rule plot_study_figure:
             subcategory="all runs",
             labels=lambda w: {"stage": FIGURES[w.figure]["kind"], "figure": w.figure},
         ),
+    log:
+        "results/figures/logs/{figure}.log",
     params:
         spec=lambda w: canonical(FIGURES[w.figure]),
         descriptions=lambda w: figure_descriptions(w.figure),
         code=ckio.source_hash("plots", "study_plots"),
-    log:
-        "results/figures/logs/{figure}.log",
     script:
         "../../scripts/plot_study_figure.py"
