@@ -702,7 +702,7 @@ def _figure_linearity_study(table: pd.DataFrame, *, title: str | None = None) ->
             for i, (ax, pair) in enumerate(zip(axes, shown)):
                 ax.set_label(f"{panel}|{pair}")
                 _quantile_bands(ax, sub[sub["layer"] == pair], panel, colour[pair], _pair_label(pair, prefix))
-                ax.set_title(f"layers {_pair_label(pair, prefix)}", color=colour[pair])
+                ax.set_title(_pair_label(pair, prefix).replace(" → ", "\n→ "), color=colour[pair], fontsize=8)
                 _step_x(ax, steps, steps)
                 if i == 0:
                     ax.set_ylabel("per-sample linearity score" if panel == "linearity_per_sample"
