@@ -35,7 +35,7 @@ case "${1:-}" in
     config="examples/$name.yaml"
     [ -f "$config" ] || { echo "no such example: $config" >&2; exit 2; }
     setup
-    if grep -q "data/minilm" "$config" && [ ! -f data/minilm/seed2/train_log.csv ]; then
+    if grep -q "data/minilm" "$config" && { [ ! -f data/minilm/seed2/train_log.csv ] || [ ! -f data/minilm/probe_all.txt ]; }; then
       "$VENV/bin/python" examples/minilm/finetune.py --out data/minilm --seeds 0 1 2 --head-seed 0 --steps 60 --save-every 10
     fi
     "$VENV/bin/snakemake" --configfile "$config" "${@:3}"

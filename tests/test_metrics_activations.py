@@ -204,3 +204,28 @@ def test_degenerate_pairs_are_nan_with_warning():
     assert not math.isnan(got[("l.1~l.2", "linearity_score")])
     assert math.isnan(got[("l.1~l.2", "linearity_score_no_residual")])  # widths differ: no Y − X
     assert math.isnan(got[("l.1~l.2", "consecutive_cosine.mean")])
+
+
+def test_linearity_warns_when_the_probe_has_no_more_samples_than_features():
+    import warnings
+
+    from ckptlens.metrics import compute_family
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 32))
+    store = {"blocks.0": x, "blocks.1": np.tanh(x @ rng.normal(size=(32, 32)))}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = compute_family("activation_pairs", {"linearity_score": {}}, store)
+    assert rows[0]["value"] == pytest.approx(1.0)  # exact fit by construction: n - 1 < d
+    assert any("20 probe samples for 32 features" in str(w.message) for w in caught)
+
+
+def test_minilm_probe_with_every_task_sentence(tmp_path):
+    from ckptlens.minilm import task_sentences, write_probe
+
+    lines = write_probe(tmp_path / "all.txt", which="all").read_text().splitlines()
+    assert lines == [f"{y}\t{t}" for y, t in task_sentences()] and len(lines) == 384
+    assert len(write_probe(tmp_path / "eval.txt").read_text().splitlines()) == 64
+    with pytest.raises(ValueError, match="which"):
+        write_probe(tmp_path / "x.txt", which="train")

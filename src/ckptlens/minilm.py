@@ -95,12 +95,16 @@ def task_split() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     return data[N_EVAL:], data[:N_EVAL]
 
 
-def write_probe(path) -> Path:
-    """The evaluation sentences as ``label<TAB>text`` lines."""
+def write_probe(path, which: str = "eval") -> Path:
+    """The evaluation sentences (``which="eval"``) or every task sentence (``"all"``: enough
+    tokens for metrics that need more samples than features, such as linearity) as
+    ``label<TAB>text`` lines."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _, ev = task_split()
-    path.write_text("".join(f"{y}\t{t}\n" for y, t in ev), encoding="utf-8")
+    if which not in ("eval", "all"):
+        raise ValueError(f"write_probe: which must be 'eval' or 'all', not {which!r}")
+    pairs = task_split()[1] if which == "eval" else task_sentences()
+    path.write_text("".join(f"{y}\t{t}\n" for y, t in pairs), encoding="utf-8")
     return path
 
 
@@ -187,6 +191,7 @@ def finetune(out_dir, seed: int = 0, steps: int = 60, save_every: int = 10, lr: 
     tokenizer = AutoTokenizer.from_pretrained(str(src), local_files_only=True)
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
     write_probe(out_dir / "probe.txt")
+    write_probe(out_dir / "probe_all.txt", which="all")
 
     def pretrained_with_fresh_head():
         model, info = AutoModelForSequenceClassification.from_pretrained(

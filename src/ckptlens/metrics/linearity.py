@@ -32,6 +32,7 @@ Constant activations (zero Frobenius norm after centring) give NaN with a warnin
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -93,6 +94,13 @@ class LayerPairContext:
             if x is None or (without_residual and x.shape != y.shape):
                 self._fits[key] = None
             else:
+                if x.shape[0] <= x.shape[1] + 1:
+                    # centred X of rank n - 1 spans every centred Y: the score is 1 by construction
+                    warnings.warn(
+                        f"linearity {a} -> {b}: {x.shape[0]} probe samples for {x.shape[1]} features; "
+                        "any map fits exactly (score 1): use more probe samples than features",
+                        stacklevel=2,
+                    )
                 self._fits[key] = linear_fit_residuals(x, y - x if without_residual else y)
         return self._fits[key]
 
