@@ -168,6 +168,8 @@ def test_code_hash_follows_shared_helper_modules():
 def test_layer_order_sorts_by_first_integer_keeping_unnumbered_in_place():
     names = ["embed", "blocks.10.mlp", "blocks.2.attn", "blocks.2.mlp", "blocks.1", "lm_head"]
     assert layer_order(names) == ["embed", "blocks.1", "blocks.2.attn", "blocks.2.mlp", "blocks.10.mlp", "lm_head"]
+    # alphabetical order puts the embedding after the blocks: it still goes first
+    assert layer_order(["blocks.0", "blocks.1", "embed", "ln_f"]) == ["embed", "blocks.0", "blocks.1", "ln_f"]
 
 
 def test_summarize_matches_numpy():

@@ -6,7 +6,8 @@ Layer order
     by the first integer they contain ("blocks.2" < "blocks.10"); names with the same integer keep
     their given order; names without any integer keep their given place relative to the numbered
     ones (those given before the first numbered name come first, the others last), so "embed" given
-    first stays first and "lm_head" given last stays last.
+    first stays first and "lm_head" given last stays last; a name containing "emb" (an embedding)
+    always comes first, since stores often list names alphabetically ("blocks.*" before "embed").
 
 Pair labels
     A value about two layers is labelled ``"<a>~<b>"`` (:data:`PAIR_SEP`), ``a`` being the earlier
@@ -41,7 +42,10 @@ def layer_order(names: Iterable[str]) -> list[str]:
         i, n = item
         k = first_int(n)
         if k is None:
-            return (-math.inf if i < first_numbered else math.inf, i)
+            # an embedding comes first wherever it is listed (stores list names alphabetically:
+            # "blocks.*" before "embed"); other unnumbered names keep their side
+            first = i < first_numbered or "emb" in n.lower()
+            return (-math.inf if first else math.inf, i)
         return (k, i)
 
     return [n for _, n in sorted(enumerate(names), key=key)]
