@@ -662,7 +662,7 @@ def _figure_linearity_study(table: pd.DataFrame, *, title: str | None = None) ->
         raise _NoData("no linearity_score, linearity_per_sample, consecutive_cosine or activation_norm")
 
     pair_metrics = df["metric"].str.match(r"^(linearity_|consecutive_cosine)")
-    pairs = sorted({l for l in df.loc[pair_metrics, "layer"].unique()}, key=_layer_sort_key)
+    pairs = sorted({l for l in df.loc[pair_metrics, "layer"].unique()}, key=lambda p: tuple(_layer_sort_key(m) for m in p.split("~")))
     layers = sorted(df.loc[df["metric"] == "activation_norm", "layer"].unique(), key=_layer_sort_key)
     members = sorted({p for pair in pairs for p in pair.split("~")} | set(layers), key=_layer_sort_key)
     prefix = _common_prefix(members)
