@@ -165,13 +165,18 @@ def layer_names(config, run) -> dict[str, list[str]] | None:
     else:
         from .checkpoint_io import CheckpointError, open_checkpoint
 
+        def header_only(f: str) -> bool:
+            """safetensors file or save_pretrained folder: keys readable without torch"""
+            return f.endswith(".safetensors") or any(
+                (Path(f) / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json"))
+
         files = list(local_checkpoints(config, run).values())
-        if not files[0].endswith(".safetensors"):
+        if not header_only(files[0]):
             return None  # reading a pickle's keys needs torch: the extraction job checks instead
         errors = []
         # the first readable safetensors checkpoint: a bad file is its own job's failure (or gap),
         # it must not stop the whole workflow while it is parsed
-        for f in (f for f in files if f.endswith(".safetensors")):
+        for f in (f for f in files if header_only(f)):
             try:
                 with open_checkpoint(f) as ckpt:
                     keys, meta, shapes = ckpt.keys, ckpt.metadata, ckpt.shapes
