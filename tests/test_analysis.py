@@ -21,7 +21,8 @@ from ckptlens.analysis import (
     pca_explained_variance,
 )
 
-PYTHIA_CSV = Path("/work/shared/data/pythia-learning-dynamics/metrics.csv")
+# ../shared beside the checkout (CI clones elsewhere than /work)
+PYTHIA_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-learning-dynamics" / "metrics.csv"
 LAYERS = ["blocks.0.attn", "blocks.1.attn", "blocks.2.attn", "blocks.10.attn"]
 STEPS = list(range(0, 40, 2))
 

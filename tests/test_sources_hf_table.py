@@ -24,7 +24,7 @@ from ckptlens.sources.huggingface import (
 )
 from ckptlens.sources.table import TableError, load_table
 
-PYTHIA_TABLE = Path("/work/shared/data/pythia-learning-dynamics/metrics.csv")
+PYTHIA_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-learning-dynamics" / "metrics.csv"
 
 
 # ------------------------------------------------------------------------------ revisions (pure)

