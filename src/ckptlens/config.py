@@ -213,7 +213,8 @@ def validate(config: Mapping) -> None:
         _check_figure(config, name)
     for pair_i, pair in enumerate(config.get("analysis", {}).get("correlation_pairs", [])):
         for m in pair:
-            if config.get("metrics") and m not in config["metrics"]:
+            # one value of a multi-valued metric is named "<metric>.<suffix>" (qk_ov_overlap_max.k8)
+            if config.get("metrics") and _metrics.split_metric_name(m)[0] not in config["metrics"]:
                 raise ConfigError(
                     f"config key 'analysis.correlation_pairs[{pair_i}]': metric {m!r} is not enabled under 'metrics'"
                 )

@@ -530,11 +530,17 @@ def plot_pca(explained: pd.DataFrame, path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+#: summary rows of the correlation table (below the layers) and their labels
+_SUMMARY_ROWS = {"mean": "mean over layers", "layer_mean": "layer-mean trajectories"}
+
+
 def plot_correlation(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Heatmap of per-layer Pearson r: layers as rows, metric pairs ("x vs y") as columns.
 
     ``corr`` is the first output of :func:`ckptlens.analysis.metric_correlations`. Rows are
-    in depth order with the ``"mean"`` row last (below a separator line); a prefix shared by
+    in depth order with the summary rows last (below a separator line): ``"mean"`` (mean of the
+    per-layer r) and ``"layer_mean"`` (r of the mean-over-layers trajectories, for pairs whose
+    metrics share no layer); a prefix shared by
     all layer names is stripped from the labels and given in the axis label. The diverging
     colormap is fixed to [-1, 1] so that colours compare across figures; undefined cells are
     grey. Cells carry their value when the grid is at most 20 rows × 8 columns. One panel per
@@ -558,13 +564,13 @@ def plot_correlation(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
     grids = []
     for run in runs:
         one = df[df["run"] == run]
-        layers = sorted((l for l in one["layer"].unique() if l != "mean"), key=_layer_sort_key)
-        rows = layers + (["mean"] if (one["layer"] == "mean").any() else [])
+        layers = sorted((l for l in one["layer"].unique() if l not in _SUMMARY_ROWS), key=_layer_sort_key)
+        rows = layers + [r for r in _SUMMARY_ROWS if (one["layer"] == r).any()]
         grid = one.pivot_table(index="layer", columns="pair", values="pearson_r",
                                aggfunc="mean", dropna=False).reindex(index=rows, columns=pairs)
         grids.append((run, layers, grid))
     n_rows = max(len(g.index) for _, _, g in grids)
-    longest = max(len(l) for _, layers, _ in grids for l in layers) if n_rows else 4
+    longest = max((len(_SUMMARY_ROWS.get(l, l)) for _, _, g in grids for l in g.index), default=4)
 
     with matplotlib.rc_context(_RC):
         label_in = min(0.065 * longest, 3.5)
@@ -578,15 +584,16 @@ def plot_correlation(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
             image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1,
                               aspect="auto", interpolation="nearest")
             prefix = _common_prefix(layers)
-            ylabels = [l[len(prefix):] if l != "mean" else "mean over layers" for l in grid.index]
+            ylabels = [_SUMMARY_ROWS.get(l, l[len(prefix):]) for l in grid.index]
             ax.set_yticks(range(len(grid.index)), ylabels)
             # "x vs y" wrapped onto two lines: long metric names stay readable unrotated.
             ax.set_xticks(range(len(pairs)), [p.replace(" vs ", "\nvs ") for p in pairs])
             ax.tick_params(axis="both", length=0)
             ax.set_ylabel(f"layer ({prefix}…)" if prefix else "layer")
             ax.set_xlabel("metric pair (x vs y)")
-            if "mean" in grid.index and len(grid.index) > 1:
-                ax.axhline(len(grid.index) - 1.5, color="black", linewidth=1.2)
+            n_summary = sum(r in _SUMMARY_ROWS for r in grid.index)
+            if n_summary and len(grid.index) > n_summary:
+                ax.axhline(len(grid.index) - n_summary - 0.5, color="black", linewidth=1.2)
             if len(grid.index) <= ANNOTATE_MAX_ROWS and len(pairs) <= ANNOTATE_MAX_COLS:
                 for i in range(values.shape[0]):
                     for j in range(values.shape[1]):

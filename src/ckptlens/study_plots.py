@@ -925,6 +925,9 @@ def plot_gradient_pca_study(table: pd.DataFrame, path: str | os.PathLike, *,
 # --------------------------------------------------------------------------------------------
 
 MODEL_SIZE_TITLE = "training-dynamics summaries across model sizes"
+#: correlation rows summarising a pair over layers: the mean of per-layer r, or (metrics on
+#: different layers) r of the mean-over-layers trajectories
+_SUMMARY_LAYERS = ("mean", "layer_mean")
 
 
 def components_for(explained: pd.DataFrame, threshold: float = 0.9) -> float:
@@ -1027,8 +1030,9 @@ def _figure_model_size_study(explained: pd.DataFrame, correlation: pd.DataFrame,
                 one = co[co["pair"] == pair]
                 # a small sideways offset per pair so that points of different pairs do not hide
                 shift = 10 ** (0.015 * (j - (len(pairs) - 1) / 2))
-                mean = one[one["layer"] == "mean"].assign(size=lambda d: d["run"].map(sizes)).sort_values("size")
-                layer = one[one["layer"] != "mean"]
+                summary = one["layer"].isin(_SUMMARY_LAYERS)
+                mean = one[summary].assign(size=lambda d: d["run"].map(sizes)).sort_values("size")
+                layer = one[~summary]
                 ax.scatter(layer["run"].map(sizes).to_numpy(dtype=float) * shift, layer[col].to_numpy(dtype=float),
                            s=9, color=pair_colour[pair], alpha=0.45, linewidths=0, gid=f"layers|{pair}")
                 ax.plot(mean["size"].to_numpy(dtype=float) * shift, mean[col].to_numpy(dtype=float),
