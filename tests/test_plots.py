@@ -212,3 +212,51 @@ def test_existing_png_is_replaced_whole(tmp_path):
     plot_pca(pd.DataFrame(), target)
     assert_png(target)
     assert_no_leftovers(tmp_path)
+
+
+def test_correlation_plot_summary_rows_last_and_labelled(tmp_path, monkeypatch):
+    import ckptlens.plots as plots
+
+    seen = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: seen.append(fig) or Path(path))
+    rows = [{"run": "r", "x_metric": "a", "y_metric": "b", "layer": layer, "pearson_r": r}
+            for layer, r in (("mean", 0.5), ("blocks.1", 0.4), ("blocks.0", 0.6))]
+    rows.append({"run": "r", "x_metric": "a", "y_metric": "c", "layer": "layer_mean", "pearson_r": -0.3})
+    plot_correlation(pd.DataFrame(rows), tmp_path / "c.png")
+    ax = seen[0].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "mean over layers", "layer-mean trajectories"]
+    grid = ax.images[0].get_array()
+    assert grid[3, 1] == pytest.approx(-0.3) and np.ma.is_masked(grid[3, 0]) and grid[2, 0] == pytest.approx(0.5)
+
+    # only a summary row (metrics on different layers, e.g. layer pairs vs layers): still a figure
+    seen.clear()
+    plot_correlation(pd.DataFrame(rows[-1:]), tmp_path / "d.png")
+    assert [t.get_text() for t in seen[0].axes[0].get_yticklabels()] == ["layer-mean trajectories"]
+
+
+@pytest.mark.parametrize("low, high, labels", [
+    (0.15, 4.2, {"0.2", "0.5", "1", "2"}),      # one to two decades: 2 and 5 times powers of ten
+    (0.3, 0.9, {"0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"}),  # within a decade: every tick
+])
+def test_log_y_labels_enough_ticks_over_few_decades(low, high, labels):
+    fig = Figure()
+    ax = fig.subplots()
+    values = np.geomspace(low, high, 20)
+    ax.plot(np.arange(20), values)
+    plots._log_y(ax, values)
+    fig.canvas.draw()
+    shown = {t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_text()
+             and low <= t.get_position()[1] <= high}
+    assert labels <= shown
+
+
+def test_every_registered_metric_has_a_readable_axis_label():
+    from ckptlens.labels import METRIC_LABELS, metric_label
+    from ckptlens.metrics import METRICS  # importing the package registers every metric
+
+    assert len(METRICS) > 30 and sorted(set(METRICS) - set(METRIC_LABELS)) == []
+    assert metric_label("cka_to_final") == "linear CKA to the final checkpoint"
+    assert metric_label("qk_ov_token_mismatch.k8") == "token mismatch ratio (k8)"
+    assert metric_label("my_own.metric") == "my_own.metric"
+    assert plots.axis_label("gradient_norm", log=True) == "gradient norm ‖∇W‖_F (log scale)"
+    assert all(len(line) <= 40 for line in plots.axis_label("relative_update_norm_initial", True).splitlines())

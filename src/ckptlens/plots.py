@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import tempfile
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,10 +34,13 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+
+from .labels import metric_label
 
 __all__ = [
     "DPI",
+    "axis_label",
     "is_log_spaced",
     "step_axis",
     "plot_metric_trajectories",
@@ -147,7 +151,23 @@ def _log_y(ax, values: np.ndarray) -> None:
     if pos.size and pos.max() / pos.min() < 100:
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain if pos.max() / pos.min() < 10 else NullFormatter())
+        # within one decade every minor tick is labelled; over one to two decades, 2 and 5 times
+        # a power of ten (a loss from 4 to 0.15 spans one major tick only)
+        ax.yaxis.set_minor_formatter(plain if pos.max() / pos.min() < 10 else FuncFormatter(_two_and_five))
+
+
+def _two_and_five(v: float, _pos=None) -> str:
+    """Tick label for 2·10^k and 5·10^k only."""
+    if not np.isfinite(v) or v <= 0:
+        return ""
+    mantissa = v / 10 ** np.floor(np.log10(v))
+    return f"{v:g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
+
+
+def axis_label(metric: str, log: bool = False, width: int = 40) -> str:
+    """The y-axis label of a metric: its readable name (:mod:`ckptlens.labels`), the scale, and
+    line breaks so that a long name fits beside a panel."""
+    return textwrap.fill(metric_label(metric) + (" (log scale)" if log else ""), width)
 
 
 def _component_ticks(n: int) -> list[int]:
@@ -361,7 +381,7 @@ def _plot_one_metric(sub: pd.DataFrame, metric: str, finite: np.ndarray, path: P
                 ax.set_title(run)
         for ax in axes[: len(runs)]:
             if ax.get_subplotspec().is_first_col():
-                ax.set_ylabel(f"{metric} (log scale)" if log_y else metric)
+                ax.set_ylabel(axis_label(metric, log_y))
         fig.suptitle(f"{metric} per layer over training")
 
         visible = list(axes[: len(runs)])

@@ -57,6 +57,7 @@ from .plots import (
     _new_figure,
     _no_data,
     _save,
+    axis_label,
     is_log_spaced,
     step_axis,
 )
@@ -1149,7 +1150,7 @@ def _figure_run_comparison(
             if log:
                 _log_y(ax, finite)
             if i % ncols == 0:
-                ax.set_ylabel(f"{metric} (log scale)" if log else metric)
+                ax.set_ylabel(axis_label(metric, log))
             else:
                 ax.tick_params(labelleft=False)
             if i + ncols < n:  # another panel below: its x axis says it
