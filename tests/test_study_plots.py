@@ -690,6 +690,21 @@ def test_run_comparison_panels_order_shared_y_and_events():
     assert_readable(fig)
 
 
+def test_run_comparison_pair_labels_and_readable_axis():
+    rows = [(run, step, f"blocks.{i}.linear|out0~blocks.{i}.linear|out1", "gradient_pca_cosine.pc1", 0.1 * i + step / 100)
+            for run in ("a", "b") for step in (0, 50, 100) for i in range(2)]
+    table = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
+    fig = sp._figure_run_comparison(table, "gradient_pca_cosine.pc1")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    # long names lose their common prefix, which the title names
+    assert [ax.get_title() for ax in panels] == ["0.linear: out0 vs out1", "1.linear: out0 vs out1"]
+    assert "layer names after 'blocks.'" in fig._suptitle.get_text()
+    assert panels[0].get_ylabel() == "|cos| between the outputs' gradient PCs\n(pc1)"
+    assert sp._display_layer("blocks.1.attn.head0.qk~blocks.0.attn.head0.ov") == \
+        "blocks.1.attn.head0.qk vs blocks.0.attn.head0.ov"
+    assert sp._display_layer("blocks.3") == "blocks.3"
+
+
 def test_run_comparison_max_panels_and_empty(tmp_path, no_data_calls):
     fig = sp._figure_run_comparison(comparison_data(n_layers=24), "weight_norm", max_panels=6)
     panels = [ax for ax in fig.axes if ax.get_visible()]

@@ -819,6 +819,18 @@ def expected_abs_cosine(d: int) -> float:
     return math.exp(math.lgamma(d / 2) - math.lgamma((d + 1) / 2)) / math.sqrt(math.pi)
 
 
+def _display_layer(label: str) -> str:
+    """A layer label for a panel title: a pair "a~b" of a model-scope metric reads "a vs b", and
+    "blocks.0.linear|out0~blocks.0.linear|out1" reads "blocks.0.linear: out0 vs out1"."""
+    a, sep, b = label.partition("~")  # metrics._common.PAIR_SEP (not imported: no metric code here)
+    if not sep:
+        return label
+    (layer_a, out_a), (layer_b, out_b) = _split_output(a), _split_output(b)
+    if out_a and out_b and layer_a == layer_b:
+        return f"{layer_a}: {out_a} vs {out_b}"
+    return f"{a} vs {b}"
+
+
 def _split_output(label: str) -> tuple[str, str]:
     """"blocks.0.linear|out0" -> ("blocks.0.linear", "out0"); no "|": (label, "")."""
     layer, sep, output = label.rpartition("|")
@@ -1123,8 +1135,9 @@ def _figure_run_comparison(
     finite = values[np.isfinite(values)]
     log = bool(finite.size and finite.min() > 0 and finite.max() / finite.min() > 100)
     steps = np.sort(df["step"].unique()).astype(float)
-    prefix = _common_prefix(shown)
-    long_names = max(len(x) for x in shown) > 28
+    display = {layer: _display_layer(layer) for layer in shown}
+    prefix = _common_prefix(list(display.values()))
+    long_names = max(len(x) for x in display.values()) > 28
     n = len(shown)
     ncols = min(n, 4)
     nrows = math.ceil(n / ncols)
@@ -1145,7 +1158,7 @@ def _figure_run_comparison(
                 ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(), color=colours[run], linewidth=1.3,
                         label=run, **_markers(len(s)))
                 any_event |= _draw_events(ax, _change_points(events, run, metric, [layer]), colours[run]) > 0
-            ax.set_title(layer[len(prefix):] if long_names and prefix else layer)
+            ax.set_title(_wrap(display[layer][len(prefix):] if long_names and prefix else display[layer], 44))
             _step_x(ax, steps, steps)
             if log:
                 _log_y(ax, finite)
