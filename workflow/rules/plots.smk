@@ -19,7 +19,7 @@ rule plot_trajectories:
         "results/{run}/logs/plot_trajectories.log",
     params:
         descriptions=lambda w: metric_descriptions(w.run),
-        code=ckio.source_hash("plots"),
+        code=ckio.source_hash("plots", "labels"),
     script:
         "../../scripts/plot_trajectories.py"
 
@@ -87,6 +87,6 @@ rule plot_study_figure:
     params:
         spec=lambda w: canonical(FIGURES[w.figure]),
         descriptions=lambda w: figure_descriptions(w.figure),
-        code=ckio.source_hash("plots", "study_plots"),
+        code=ckio.source_hash("plots", "study_plots", "labels"),
     script:
         "../../scripts/plot_study_figure.py"
