@@ -1,9 +1,10 @@
-"""Explained variance of the task vectors' principal components per layer."""
+"""The task-vector PCA per layer against depth."""
 from ckptlens.io import job_log
 
 with job_log(snakemake.log[0]):
     import pandas as pd
 
-    from ckptlens.plots import plot_task_vectors
+    from ckptlens.task_vector_plots import plot_task_vectors
 
-    plot_task_vectors(pd.read_csv(snakemake.input[0]), snakemake.output[0])
+    name = snakemake.wildcards.name
+    plot_task_vectors(pd.read_csv(snakemake.input[0]), snakemake.output[0], title=f"task-vector PCA per layer: {name}")

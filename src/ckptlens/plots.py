@@ -629,34 +629,3 @@ def plot_correlation(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
         cbar.set_ticks([-1, -0.5, 0, 0.5, 1])
         fig.suptitle(title + ("\n(grey: undefined)" if df["pearson_r"].isna().any() else ""))
         return _save(fig, path)
-
-
-def plot_task_vectors(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Explained-variance ratio of each principal component of the task vectors, per layer
-    (stacked bars; rows ``task_vector_pca_evr.pc{i}`` of :func:`ckptlens.metrics.task_vector_pca`)."""
-    evr = table[table["metric"].str.match(r"task_vector_pca_evr\.pc\d+$")] if len(table) else table
-    if not len(evr):
-        return _no_data(path, "task-vector PCA")
-    evr = evr.assign(component=evr["metric"].str.extract(r"pc(\d+)$")[0].astype(int))
-    wide = evr.pivot_table(index="layer", columns="component", values="value")
-    wide = wide.loc[sorted(wide.index, key=_layer_sort_key)]
-    prefix = _common_prefix(list(wide.index))
-    labels = [name[len(prefix):] or name for name in wide.index]
-    fig = _new_figure(max(6.0, 0.35 * len(wide) + 2.5), 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    x = np.arange(len(wide))
-    bottom = np.zeros(len(wide))
-    colors = matplotlib.colormaps["viridis"](np.linspace(0.15, 0.85, wide.shape[1]))
-    for (component, values), color in zip(wide.items(), colors):
-        v = np.nan_to_num(values.to_numpy(dtype=float))
-        ax.bar(x, v, bottom=bottom, color=color, label=f"PC{component}")
-        bottom += v
-    ax.set_xticks(x, labels, rotation=90, fontsize=7)
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("explained variance ratio across runs")
-    ax.set_xlabel(f"layer ({prefix}…)" if prefix else "layer")
-    run = table["run"].iloc[0] if "run" in table and len(table) else ""
-    ax.set_title(f"task-vector PCA per layer {run}".strip())
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)

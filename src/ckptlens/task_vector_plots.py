@@ -1,5 +1,6 @@
-"""The figure of :mod:`ckptlens.task_vector_sampling`'s evaluation: what the weights sampled from the
-task-vector principal components are worth next to the base, the fine-tuned runs and their mean.
+"""Task-vector figures: the PCA of the task vectors per layer (:func:`plot_task_vectors`), and the
+evaluation of :mod:`ckptlens.task_vector_sampling`: what the weights sampled from the task-vector
+principal components are worth next to the base, the fine-tuned runs and their mean.
 
 Like :mod:`ckptlens.plots`: a pyplot-free ``Figure`` on the Agg canvas, written atomically, numpy,
 pandas and matplotlib only.
@@ -8,14 +9,17 @@ pandas and matplotlib only.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .io import atomic_path
+from .plots import _RC, _common_prefix, _log_y, _new_figure, _no_data
 
 KINDS = ("base", "finetuned", "mean", "sample")
 _LABELS = {"base": "base", "finetuned": "fine-tuned runs", "mean": "mean of the runs", "sample": "samples"}
@@ -117,6 +121,105 @@ def _panel(ax, table: pd.DataFrame, metric: str, ylabel: str, kinds: list[str], 
     ax.grid(axis="y", alpha=0.3, lw=0.5)
     values = table[table["kind"].isin(kinds)][metric].to_numpy(dtype=float)
     ax.set_ylim(*(_limits(values, 0.0, 1.04) if metric == "accuracy" else _limits(values, 0.0)))
+
+
+# ------------------------------------------------------------------------------- PCA per layer
+_INT = re.compile(r"\d+")
+_EVR = re.compile(r"^task_vector_pca_evr\.pc(\d+)$")
+
+
+def layer_kind(layer: str) -> tuple[float | None, str]:
+    """(depth, kind) of a layer name: its first integer is the depth (the block index), further
+    integers (head numbers) become ``*`` so that a block's heads share a kind;
+    ``bert.encoder.layer.3.attention.head7.ov`` -> (3, ``bert.encoder.layer.{i}.attention.head*.ov``).
+    No integer: (None, the name)."""
+    m = _INT.search(layer)
+    if m is None:
+        return None, layer
+    rest = _INT.sub("*", layer[m.end():])
+    return float(m.group()), layer[: m.start()] + "{i}" + rest
+
+
+def plot_task_vectors(table: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:
+    """The task-vector PCA of :func:`ckptlens.metrics.task_vector_pca` per layer, against depth.
+
+    Left: the explained-variance ratio of the first principal component across the runs, with the
+    share every direction would get if the runs differed isotropically (1 / the number of
+    components with variance; shown where the components cover all the variance). Right: the
+    total variance of the task vectors across the runs (log scale), i.e. how far apart the runs
+    end up in that layer. x: the block index (first integer of the layer name); one line per
+    kind of layer (query, key, ..., the heads' OV circuits as median with a min-max band over
+    the heads); layers without an index (an embedding, a head on top) are points at the left or
+    right end."""
+    title = title or "task-vector PCA per layer"
+    need = {"layer", "metric", "value"}
+    if table is None or not len(table) or not need <= set(table.columns):
+        return _no_data(path, title, "no task-vector rows")
+    df = table[list(need)].copy()
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    evr = df[df["metric"].str.match(_EVR.pattern)]
+    if evr.empty:
+        return _no_data(path, title, "no task_vector_pca_evr.pc* rows")
+    pc1 = evr[evr["metric"] == "task_vector_pca_evr.pc1"].groupby("layer")["value"].mean()
+    total = df[df["metric"] == "task_vector_pca_variance.sum"].groupby("layer")["value"].mean()
+    covered = df[df["metric"] == "task_vector_pca_evr.sum"]["value"]
+    # the components with variance (n_runs - 1 when centred) share it equally if the runs differ isotropically
+    rank = int((evr["value"] > 1e-9).groupby(evr["layer"]).sum().max())
+    isotropic = 1.0 / rank if rank and len(covered) and np.allclose(covered.dropna(), 1.0, atol=1e-6) else None
+
+    parsed = {layer: layer_kind(layer) for layer in pc1.index}
+    depths = [d for d, _ in parsed.values() if d is not None]
+    lo, hi = (min(depths), max(depths)) if depths else (0.0, 0.0)
+    kinds = sorted({k for _, k in parsed.values()}, key=lambda k: (k.count("{i}") == 0, k))
+    prefix = _common_prefix([k for k in kinds if "{i}" in k]) if len([k for k in kinds if "{i}" in k]) > 1 else ""
+    colours = matplotlib.colormaps["tab10"]
+    ends = {}  # layers without an index: left end for an embedding, right end otherwise
+    for k in kinds:
+        if "{i}" not in k:
+            ends[k] = lo - 1 - sum(1 for e in ends.values() if e < lo) if "emb" in k.lower() else \
+                hi + 1 + sum(1 for e in ends.values() if e > hi)
+
+    with matplotlib.rc_context(_RC):
+        fig = _new_figure(11.5, 4.6)
+        axes = fig.subplots(1, 2, squeeze=False).ravel()
+        for ax, series, ylabel in ((axes[0], pc1, "PC1 share of the variance across runs"),
+                                   (axes[1], total, "total variance across runs")):
+            for j, kind in enumerate(kinds):
+                members = [layer for layer, (_, k) in parsed.items() if k == kind and layer in series.index]
+                if not members:
+                    continue
+                label = (kind[len(prefix):] if kind not in ends else kind).replace("{i}", "i")
+                by_depth = pd.DataFrame({"depth": [ends.get(kind, parsed[m][0]) for m in members],
+                                         "value": [series[m] for m in members]}).groupby("depth")["value"]
+                x = np.array(sorted(by_depth.groups), dtype=float)
+                med = by_depth.median().reindex(x).to_numpy(dtype=float)
+                several = bool(by_depth.size().max() > 1)
+                if several:
+                    ax.fill_between(x, by_depth.min().reindex(x), by_depth.max().reindex(x), color=colours(j % 10),
+                                    alpha=0.18, linewidth=0)
+                    label += f" (median, band: min–max over {int(by_depth.size().max())})"
+                ax.plot(x, med, color=colours(j % 10), marker="o", markersize=4, linewidth=1.4,
+                        linestyle="-" if kind not in ends else "none", label=label)
+            ax.set_ylabel(ylabel)
+            ax.set_xlabel(f"block index i ({prefix.replace('{i}', 'i')}…)" if prefix else "block index")
+            ticks = sorted({float(d) for d in depths} | set(ends.values()))
+            names = {v: k for k, v in ends.items()}
+            ax.set_xticks(ticks, [names[t] if t in names else f"{t:g}" for t in ticks])
+        if isotropic is not None:
+            axes[0].axhline(isotropic, color="0.45", linestyle="--", linewidth=1.0,
+                            label=f"isotropic: 1/{rank} per direction")
+        axes[0].set_ylim(0, 1.02)
+        axes[0].set_title("(a) how much one direction dominates the runs' differences")
+        finite = total.to_numpy(dtype=float)
+        if (finite[np.isfinite(finite)] > 0).any():
+            _log_y(axes[1], finite)
+            axes[1].set_ylabel("total variance across runs (log scale)")
+        axes[1].set_title("(b) how far apart the runs end up")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(handles)), frameon=False,
+                   title="layer kind", fontsize=8)
+        fig.suptitle(title)
+        return _save(fig, Path(path))
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -31,7 +31,7 @@ rule plot_task_vectors:
     log:
         "results/task_vectors/{name}/plot.log",
     params:
-        code=ckio.source_hash("plots"),
+        code=ckio.source_hash("task_vector_plots", "plots"),
     script:
         "../../scripts/plot_task_vectors.py"
 
