@@ -594,7 +594,9 @@ def plot_correlation(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
 
     with matplotlib.rc_context(_RC):
         label_in = min(0.065 * longest, 3.5)
-        panel_w = 1.0 + 1.25 * len(pairs) + label_in
+        # a column is as wide as its longer metric name (the tick label "x\nvs y" must not overlap)
+        name_chars = max((len(m) + 3 for p in pairs for m in p.split(" vs ")), default=0)
+        panel_w = 1.0 + max(1.25, 0.075 * name_chars) * len(pairs) + label_in
         fig = _new_figure(panel_w * len(runs) + 1.2, 1.9 + 0.24 * n_rows)
         axes = fig.subplots(1, len(runs), squeeze=False).ravel()
         image = None
