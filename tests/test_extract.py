@@ -8,7 +8,7 @@ from safetensors.numpy import load_file
 from ckptlens.extract import activations, extract_model, extract_weights, gradients, load_toy
 from ckptlens.io import TensorFile
 from ckptlens.toy.model import AttnOnlyTransformer, ToyModelConfig
-from ckptlens.toy.tasks import InductionTask, InductionTaskConfig
+from ckptlens.toy.tasks import InductionTaskConfig
 from ckptlens.toy.train import checkpoint_metadata, save_checkpoint
 
 

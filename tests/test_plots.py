@@ -260,3 +260,12 @@ def test_every_registered_metric_has_a_readable_axis_label():
     assert metric_label("my_own.metric") == "my_own.metric"
     assert plots.axis_label("gradient_norm", log=True) == "gradient norm ‖∇W‖_F (log scale)"
     assert all(len(line) <= 40 for line in plots.axis_label("relative_update_norm_initial", True).splitlines())
+
+
+@pytest.mark.parametrize("name, size", [("pythia-70m-deduped", 70e6), ("pythia-1.4b-deduped", 1.4e9),
+                                        ("EleutherAI/pythia-2.8b", 2.8e9), ("bert-110M", 110e6), ("gpt2-1t", 1e12),
+                                        ("minilm_seed0", None), ("resnet50", None), ("model-v1.5", None)])
+def test_parse_model_size(name, size):
+    from ckptlens.labels import parse_model_size
+
+    assert parse_model_size(name) == (pytest.approx(size) if size else None)

@@ -2,7 +2,6 @@
 study) and a real pretrained model (all-MiniLM-L6-v2) fine-tuned under two seeds."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -1,9 +1,7 @@
 """The real workflow, end to end, on the shrunken demo config (tests/configs/small.yaml)."""
 
-import json
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,7 +60,6 @@ def test_tidy_table_values_match_independent_computations(small_project):
 
 def test_gradients_match_autograd_on_the_probe_batches(small_project):
     """gradient_norm / gradient_cosine recomputed from scratch with torch autograd."""
-    import torch
 
     from ckptlens.extract import load_toy
 

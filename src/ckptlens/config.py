@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from . import metrics as _metrics
+from .labels import parse_model_size
 from .patterns import unmatched
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -261,8 +262,6 @@ DEFAULT_DYNAMICS = {"tolerance": 0.05, "thresholds": {}, "max_change_points": 2,
 FIGURES_WITH_LOGS = ("induction",)
 #: Figure kinds that read each run's analysis tables instead of its metrics.
 FIGURES_WITH_ANALYSIS = ("model_size",)
-_SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([kmbt])(?![A-Za-z])", re.IGNORECASE)
-_SIZE_FACTOR = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
 
 def study(config) -> str:
@@ -277,12 +276,6 @@ def dynamics_settings(config) -> dict:
         m: {"direction": "above", **t} for m, t in out.get("thresholds", {}).items()
     }
     return out
-
-
-def parse_model_size(name: str) -> float | None:
-    """Parameter count written in a model name: "pythia-1.4b-deduped" -> 1.4e9, "70m" -> 7e7."""
-    m = _SIZE.search(name)
-    return None if m is None else float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()]
 
 
 def figures(config) -> dict[str, dict]:

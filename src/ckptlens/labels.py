@@ -1,11 +1,14 @@
-"""Axis labels for metric names: what a reader of a figure needs instead of a config key.
+"""What names say: axis labels for metric names, and model sizes written in run names.
 
-Every registered metric has one (a test checks), and so do the metrics of the published Pythia
-table. A value of a multi-valued metric (``qk_ov_overlap_max.k8``) gets its metric's label with
-the suffix in parentheses; an unknown name is its own label. Only the standard library is used.
+Every registered metric has an axis label (a test checks), and so do the metrics of the published
+Pythia table. A value of a multi-valued metric (``qk_ov_overlap_max.k8``) gets its metric's label
+with the suffix in parentheses; an unknown name is its own label. Only the standard library is
+used, so that plotting and config code can both import this.
 """
 
 from __future__ import annotations
+
+import re
 
 METRIC_LABELS = {
     # weight_spectrum
@@ -64,3 +67,13 @@ def metric_label(metric: str) -> str:
     if sep and base in METRIC_LABELS:
         return f"{METRIC_LABELS[base]} ({suffix})"
     return metric
+
+
+_SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([kmbt])(?![A-Za-z])", re.IGNORECASE)
+_SIZE_FACTOR = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+def parse_model_size(name: str) -> float | None:
+    """Parameter count written in a model name: "pythia-1.4b-deduped" -> 1.4e9, "70m" -> 7e7."""
+    m = _SIZE.search(name)
+    return None if m is None else float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()]

@@ -48,6 +48,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
+from .labels import parse_model_size
 from .plots import (
     _MATRIX_TITLES,
     _RC,
@@ -307,7 +308,6 @@ def _figure_induction_study(
                                           + [np.array([])]))
     log_steps = np.unique(np.concatenate([lg["step"].to_numpy(dtype=float) for lg in logs.values()]
                                          + [np.array([])]))
-    all_steps = np.union1d(ckpt_steps, log_steps)
     decide = ckpt_steps if ckpt_steps.size else log_steps
 
     def mode(base: str) -> str:
@@ -1212,15 +1212,6 @@ def plot_run_comparison(
 # --------------------------------------------------------------------------------------------
 
 FIGURE_KINDS = ("compare", "induction", "rotary_sweep", "linearity", "gradient_pca", "model_size")
-_SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([kmbt])(?![A-Za-z])", re.IGNORECASE)
-_SIZE_FACTOR = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
-
-
-def _size_from_name(name: str) -> float | None:
-    """"pythia-1.4b-deduped" -> 1.4e9 (as :func:`ckptlens.config.parse_model_size`, which is not
-    imported: ckptlens.config pulls in the metric registry)."""
-    m = _SIZE.search(name)
-    return None if m is None else float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()]
 
 
 def plot_study_figure(
@@ -1274,7 +1265,7 @@ def plot_study_figure(
         sizes = {}
         for r in runs:
             given = (spec.get("sizes") or {}).get(r)
-            size = given if given else _size_from_name(r)
+            size = given if given else parse_model_size(r)
             if size:
                 sizes[r] = float(size)
         ex = [d.assign(run=r) for r, d in _for_runs(pca, runs).items() if len(d)]
