@@ -8,7 +8,7 @@ import yaml
 from safetensors.numpy import load_file
 from sklearn.decomposition import PCA
 
-from ckptlens.metrics import METRICS, split_metric_name
+from ckptlens.metrics import METRICS, split_metric_name, value_names
 from workflow_helpers import REPO, copy_project, snakemake
 
 pytestmark = pytest.mark.slow
@@ -41,6 +41,21 @@ def test_every_registered_metric_lands_in_a_tidy_table(project):
     assert seen == set(METRICS)
     tf = table(project, "tf")
     assert tf["value"].notna().all()
+
+
+def test_declared_values_are_the_rows_each_metric_gives(project):
+    """value_names (what the config check accepts as "<metric>.<suffix>") against the rows written."""
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    written = set()
+    for run in cfg["runs"]:
+        written |= set(table(project, run)["metric"])
+    for name, params in cfg["metrics"].items():
+        rows = {m for m in written if split_metric_name(m)[0] == name}
+        declared = set(value_names(name, params))
+        if not declared:
+            assert rows == {name}, name
+        else:  # the rotary sweep's token z-scores need an embedding, which the catalogue gives
+            assert rows == declared, (name, sorted(rows ^ declared))
 
 
 def test_weight_update_and_spectral_values(project):

@@ -35,7 +35,7 @@ def test_the_demo_config_is_valid(demo):
         (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[0, 5000]), "runs.demo.source.train"),
         (lambda c: c["runs"].update({"../escape": c["runs"]["demo"]}), "runs"),
         (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "stable_rank"]), "analysis.correlation_pairs[4]"),
-        (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "stable_rank.k8"]), "analysis.correlation_pairs[4]"),
+        (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "effective_rank.k8"]), "analysis.correlation_pairs[4]"),
         (lambda c: c.update(on_bad_checkpoint="ignore"), "on_bad_checkpoint"),
         (lambda c: c.update(on_bad_checkpoint=True), "on_bad_checkpoint"),
         (lambda c: c.update(task_vectors={"../../x": {"base_run": "demo", "runs": ["demo", "demo"]}}), "task_vectors"),
@@ -52,8 +52,34 @@ def test_invalid_config_names_the_key(demo, mutate, key):
 def test_correlation_pairs_may_name_one_value_of_a_multi_valued_metric(demo):
     cfg = copy.deepcopy(demo)
     cfg["metrics"]["activation_pca_evr"] = {}
-    cfg["analysis"]["correlation_pairs"].append(["cka_to_final", "activation_pca_evr.pc1"])
+    cfg["metrics"]["consecutive_cosine"] = {"quantiles": [0.1, 0.9]}
+    cfg["analysis"]["correlation_pairs"] += [["cka_to_final", "activation_pca_evr.pc1"],
+                                             ["consecutive_cosine.p10", "consecutive_cosine.mean"]]
     validate(cfg)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("consecutive_cosine", "metric 'consecutive_cosine' gives several values; name one of consecutive_cosine.mean, "
+                           "consecutive_cosine.p10, consecutive_cosine.p90"),
+    ("consecutive_cosine.p50", "'consecutive_cosine.p50' is not a value of metric 'consecutive_cosine' (its values: "
+                               "consecutive_cosine.mean, consecutive_cosine.p10, consecutive_cosine.p90)"),
+    ("cka_to_final.mean", "'cka_to_final.mean' is not a value of metric 'cka_to_final' (it gives one value"),
+    ("qk_ov_overlap_max", "name one of qk_ov_overlap_max.k2, qk_ov_overlap_max.k2_random"),
+])
+def test_a_metric_value_that_no_row_will_carry_is_refused(demo, name, message):
+    cfg = copy.deepcopy(demo)
+    cfg["metrics"]["consecutive_cosine"] = {"quantiles": [0.1, 0.9]}
+    cfg["metrics"]["qk_ov_overlap_max"] = {"ks": [2]}
+    cfg["runs"]["demo"]["targets"]["weights"].append("blocks.*.attn.head*.qk")
+    cfg["runs"]["demo"]["targets"]["weights"].append("blocks.*.attn.head*.ov")
+    bad = copy.deepcopy(cfg)
+    bad["analysis"]["correlation_pairs"].append(["cka_to_final", name])
+    with pytest.raises(ConfigError, match=r"config key 'analysis.correlation_pairs\[4\]'") as err:
+        validate(bad)
+    assert message in str(err.value)
+    cfg["figures"] = {"f": {"kind": "compare", "runs": ["demo"], "metric": name}}
+    with pytest.raises(ConfigError, match=r"config key 'figures.f.metric'"):
+        validate(cfg)
 
 
 def test_local_source_without_checkpoints(tmp_path, demo):

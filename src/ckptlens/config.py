@@ -192,6 +192,26 @@ def layer_names(config, run) -> dict[str, list[str]] | None:
     return {"weights": weights, "activations": module_names_from_keys(keys), "gradients": owners}
 
 
+def _check_metric_value(config, name: str, key: str) -> None:
+    """``name`` is an enabled metric giving one value, or one value ``<metric>.<suffix>`` of an
+    enabled multi-valued metric (qk_ov_overlap_max.k8). Not checked without a 'metrics' section:
+    an imported table brings metrics of its own."""
+    if not config.get("metrics"):
+        return
+    base, suffix = _metrics.split_metric_name(name)
+    if base not in config["metrics"]:
+        raise ConfigError(f"config key '{key}': metric {name!r} is not enabled under 'metrics'")
+    values = _metrics.value_names(base, config["metrics"][base])
+    shown = ", ".join(values[:8]) + (", …" if len(values) > 8 else "")
+    if suffix is None and values:
+        raise ConfigError(f"config key '{key}': metric {name!r} gives several values; name one of {shown}")
+    if suffix is not None and name not in values:
+        raise ConfigError(
+            f"config key '{key}': {name!r} is not a value of metric {base!r} "
+            + (f"(its values: {shown})" if values else "(it gives one value, named without a suffix)")
+        )
+
+
 def validate(config: Mapping) -> None:
     """Every check that can fail before any job runs; raises ConfigError naming the key."""
     validate_schema(config)
@@ -214,11 +234,7 @@ def validate(config: Mapping) -> None:
         _check_figure(config, name)
     for pair_i, pair in enumerate(config.get("analysis", {}).get("correlation_pairs", [])):
         for m in pair:
-            # one value of a multi-valued metric is named "<metric>.<suffix>" (qk_ov_overlap_max.k8)
-            if config.get("metrics") and _metrics.split_metric_name(m)[0] not in config["metrics"]:
-                raise ConfigError(
-                    f"config key 'analysis.correlation_pairs[{pair_i}]': metric {m!r} is not enabled under 'metrics'"
-                )
+            _check_metric_value(config, m, f"analysis.correlation_pairs[{pair_i}]")
     for run in run_names(config):
         if source_type(config, run) == "table":
             path = config["runs"][run]["source"]["path"]
@@ -306,6 +322,8 @@ def _check_figure(config, name) -> None:
     kind = fig["kind"]
     if kind == "compare" and "metric" not in fig:
         raise ConfigError(f"config key '{key}.metric': a compare figure needs the metric to compare")
+    if kind == "compare" and not any(source_type(config, r) == "table" for r in runs):
+        _check_metric_value(config, fig["metric"], f"{key}.metric")
     if kind in FIGURES_WITH_LOGS:
         for r in runs:
             if source_type(config, r) != "train_toy":

@@ -29,6 +29,7 @@ from .registry import (  # noqa: F401
     references_of,
     resolve_params,
     split_metric_name,
+    value_names,
 )
 
 # Importing the modules registers their families and metrics.

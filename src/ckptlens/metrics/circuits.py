@@ -433,25 +433,41 @@ def _overlap_table(ctx, pair_iter, a_side, b_side, ks, stat_index):
     return out
 
 
-@metric("qk_ov_overlap_max", family="circuits", validate=_ks_pairs("qk_ov_overlap_max"), ks=[1, 2, 4, 8], pairs="all")
+# ---------------------------------------------------------------- suffixes (``outputs=``)
+
+
+def _overlap_outputs(params) -> list[str]:
+    return [f"k{int(k)}{tail}" for k in params["ks"] for tail in ("", "_random")]
+
+
+def _per_k_outputs(params) -> list[str]:
+    return [] if params.get("ks") is None else [f"k{int(k)}" for k in params["ks"]] + ["full"]
+
+
+def _rotary_outputs(params) -> list[str]:
+    offsets = [int(r) for r in params["offsets"]]
+    return [f"k{int(k)}_r{r}" for r in offsets for k in params["ks"]] + [f"zscore_r{r}" for r in offsets]
+
+
+@metric("qk_ov_overlap_max", family="circuits", validate=_ks_pairs("qk_ov_overlap_max"), outputs=_overlap_outputs, ks=[1, 2, 4, 8], pairs="all")
 def qk_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
     """Largest singular value of V₁[:, :k]ᵀU₂[:, :k] (layer-L QK key side vs layer-(L−1) OV output), with random baseline."""
     return _overlap_table(ctx, ctx.qk_ov_pairs(pairs), "v", "u", ks, 0)
 
 
-@metric("qk_ov_overlap_rms", family="circuits", validate=_ks_pairs("qk_ov_overlap_rms"), ks=[1, 2, 4, 8], pairs="all")
+@metric("qk_ov_overlap_rms", family="circuits", validate=_ks_pairs("qk_ov_overlap_rms"), outputs=_overlap_outputs, ks=[1, 2, 4, 8], pairs="all")
 def qk_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
     """sqrt(mean s²) of the singular values of V₁[:, :k]ᵀU₂[:, :k], with random baseline."""
     return _overlap_table(ctx, ctx.qk_ov_pairs(pairs), "v", "u", ks, 1)
 
 
-@metric("embed_ov_overlap_max", family="circuits", validate=_ks_pairs("embed_ov_overlap_max"), ks=[1, 2, 4, 8])
+@metric("embed_ov_overlap_max", family="circuits", validate=_ks_pairs("embed_ov_overlap_max"), outputs=_overlap_outputs, ks=[1, 2, 4, 8])
 def embed_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
     """Largest singular value of V_E[:, :k]ᵀU_OV[:, :k] (embedding vs first-layer OV heads), with random baseline."""
     return _overlap_table(ctx, ctx.embed_ov_pairs(), "v", "u", ks, 0)
 
 
-@metric("embed_ov_overlap_rms", family="circuits", validate=_ks_pairs("embed_ov_overlap_rms"), ks=[1, 2, 4, 8])
+@metric("embed_ov_overlap_rms", family="circuits", validate=_ks_pairs("embed_ov_overlap_rms"), outputs=_overlap_outputs, ks=[1, 2, 4, 8])
 def embed_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
     """sqrt(mean s²) of the singular values of V_E[:, :k]ᵀU_OV[:, :k], with random baseline."""
     return _overlap_table(ctx, ctx.embed_ov_pairs(), "v", "u", ks, 1)
@@ -543,6 +559,7 @@ def _token_table(ctx: CircuitContext, pairs: str, ks, stat) -> dict:
     "qk_ov_token_diag_zscore",
     family="circuits",
     validate=_optional_ks_pairs("qk_ov_token_diag_zscore"),
+    outputs=_per_k_outputs,
     pairs="all",
     ks=None,
 )
@@ -564,6 +581,7 @@ def token_rows(vocab: int, max_tokens) -> np.ndarray:
     "qk_ov_token_mismatch",
     family="circuits",
     validate=_optional_ks_pairs("qk_ov_token_mismatch"),
+    outputs=_per_k_outputs,
     pairs="all",
     max_tokens=2048,
     ks=None,
@@ -609,6 +627,7 @@ def _rotary_head_svds(ctx: CircuitContext, q: str, k: str, offsets, base):
     "qk_ov_rotary_sweep",
     family="circuits",
     validate=_rotary_params("qk_ov_rotary_sweep"),
+    outputs=_rotary_outputs,
     offsets=[0, 1, 2, 4, 8, 16],
     ks=[1, 2, 4],
     rotary_base=10000.0,

@@ -36,10 +36,15 @@ import warnings
 
 import numpy as np
 
-from ._common import check_choice, check_quantiles, layer_order, pair_label, summarize
+from ._common import check_choice, check_quantiles, layer_order, pair_label, quantile_key, summarize
 from .registry import family, metric
 
 DEFAULT_QUANTILES = [0.05, 0.25, 0.5, 0.75, 0.95]
+
+
+def _summary_outputs(params) -> list[str]:
+    """The suffixes of :func:`summarize`: mean and one per quantile."""
+    return ["mean"] + [quantile_key(q) for q in params["quantiles"]]
 
 
 def _normalised(x: np.ndarray) -> np.ndarray | None:
@@ -138,6 +143,7 @@ def linearity_score_no_residual(ctx: LayerPairContext) -> dict:
     "linearity_per_sample",
     family="activation_pairs",
     validate=_check("linearity_per_sample", with_scale=True),
+    outputs=_summary_outputs,
     quantiles=DEFAULT_QUANTILES,
     scale="n",
 )
@@ -166,6 +172,7 @@ def per_sample_cosine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     "consecutive_cosine",
     family="activation_pairs",
     validate=_check("consecutive_cosine"),
+    outputs=_summary_outputs,
     quantiles=DEFAULT_QUANTILES,
 )
 def consecutive_cosine(ctx: LayerPairContext, quantiles=DEFAULT_QUANTILES) -> dict:

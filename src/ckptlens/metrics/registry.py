@@ -19,7 +19,9 @@ behaves as before):
   model-scope one ``{label: {suffix: value}}``); each becomes a row whose ``metric`` is
   ``"<name>.<suffix>"`` (metric names contain no dot; :func:`split_metric_name` undoes it). A
   layer-scope metric that does so declares its suffixes with ``outputs=`` (a function of its
-  resolved parameters) so that a layer with NaN/Inf input still gets one NaN row per suffix.
+  resolved parameters) so that a layer with NaN/Inf input still gets one NaN row per suffix. A
+  model-scope one declares the suffixes it may give the same way; :func:`value_names` lists them,
+  so that the config can name one value (``qk_ov_overlap_max.k8``) and be checked when read.
 * **Several references** — ``reference=("previous", "previous2")``: the function receives one
   reference context per entry, in that order; ``Metric.references`` is the tuple,
   ``Metric.reference`` its first entry. The metric is skipped where any of them is missing.
@@ -172,6 +174,15 @@ def split_metric_name(label: str) -> tuple[str, str | None]:
     """``"linearity_per_sample.p50"`` -> ``("linearity_per_sample", "p50")``; plain names -> (name, None)."""
     base, sep, suffix = label.partition(SUFFIX_SEP)
     return base, (suffix if sep else None)
+
+
+def value_names(name: str, params: Mapping | None = None) -> list[str]:
+    """The row names ``"<name>.<suffix>"`` of a multi-valued metric with its parameters; ``[]`` for
+    a metric giving one value (or one that does not declare its suffixes)."""
+    m = get_metric(name)
+    if m.outputs is None:
+        return []
+    return [f"{name}{SUFFIX_SEP}{s}" for s in m.outputs(resolve_params(name, params))]
 
 
 def group_by_family(metric_names) -> dict[str, list[str]]:
