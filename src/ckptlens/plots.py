@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import tempfile
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -106,7 +107,9 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def _no_data(path: str | os.PathLike, title: str, detail: str = "") -> Path:
-    """A small figure that says "no data" (and why), in place of a crash on empty input."""
+    """A small figure that says "no data" (and why), in place of a crash on empty input; the job's
+    log says so too."""
+    print(f"WARNING: {path}: no data for {title!r}" + (f" ({detail})" if detail else ""), file=sys.stderr)
     with matplotlib.rc_context(_RC):
         fig = _new_figure(5.0, 3.0)
         ax = fig.add_subplot()

@@ -1,0 +1,56 @@
+"""Each shipped study config runs through the real workflow, shrunken (few training steps and
+checkpoints; the MiniLM run of the linearity study left out, its data being made by a fine-tuning
+step that test_sources_workflow covers): every study figure is drawn from data, never as a
+"no data" placeholder, and the cross-metric analysis has rows for every run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_helpers import REPO, copy_project, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def shrunken(name: str) -> dict:
+    cfg = yaml.safe_load((REPO / "examples" / f"{name}.yaml").read_text())
+    for run in list(cfg["runs"]):
+        source = cfg["runs"][run]["source"]
+        if source["type"] not in ("train_toy", "train_mlp"):
+            del cfg["runs"][run]
+            continue
+        source["train"] = {**source["train"], "steps": 60, "save_every": 20, "log_every": 5}
+        cfg["runs"][run]["probe"] = {**cfg["runs"][run].get("probe", {}), "n_batches": 2}
+    cfg["figures"] = {
+        f: spec for f, spec in cfg.get("figures", {}).items() if set(spec["runs"]) <= set(cfg["runs"])
+    }
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["induction", "two_tasks", "linearity"])
+def test_example_study_runs_with_every_figure_from_data(name, tmp_path):
+    cfg = shrunken(name)
+    project = copy_project(tmp_path / "p")
+    (project / "study.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(project, "--cores", "2", "--configfile", "study.yaml")
+
+    assert cfg["figures"], "the study keeps at least one figure"
+    for figure in cfg["figures"]:
+        assert (project / f"results/figures/{figure}.png").stat().st_size > 0
+        log = (project / f"results/figures/logs/{figure}.log").read_text()
+        assert "no data" not in log, log
+    for run in cfg["runs"]:
+        corr = pd.read_csv(project / f"results/{run}/analysis/correlation.csv")
+        pairs = {tuple(p) for p in cfg["analysis"]["correlation_pairs"]}
+        assert set(zip(corr.x_metric, corr.y_metric)) == pairs, run  # every configured pair has a result
+        assert "no data" not in (project / f"results/{run}/logs/plot_analysis.log").read_text()
+        dynamics = pd.read_csv(project / f"results/{run}/analysis/dynamics.csv")
+        assert set(dynamics.columns) >= {"run", "metric", "layer", "kind", "step"}
+    if name == "induction":
+        # circuits (head pairs) against CKA (blocks): correlated through the mean-over-layers trajectories
+        corr = pd.read_csv(project / "results/unbounded/analysis/correlation.csv")
+        assert (corr.query("x_metric == 'cka_to_final'")["layer"] == "layer_mean").all()
+    for tv in cfg.get("task_vectors", {}):
+        assert "no data" not in (project / f"results/task_vectors/{tv}/plot.log").read_text()
