@@ -187,4 +187,6 @@ def test_notebook_doc_runs_on_a_results_folder(project, monkeypatch):
         exec(block, ns)
     assert set(ns["table"]["run"]) == {"tf"} and len(ns["everything"]["run"].unique()) == 4
     assert {"pca", "correlation", "dynamics"} <= set(ns["analysis"])
+    assert set(ns["task_vectors"]["run"]) == {"mlp_seeds"}
+    assert (project / ns["out"] / "task_vectors.png").stat().st_size > 0
     assert ns["rows"] and {r["metric"] for r in ns["rows"]} == {"effective_rank", "stable_rank"}

@@ -93,3 +93,14 @@ def load_dynamics(results_dir="results", run: str | None = None) -> pd.DataFrame
     if not paths or not all(p.exists() for p in paths):
         raise FileNotFoundError(f"no analysis/dynamics.csv under {root}{'/' + run if run else ''}")
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+
+
+def load_task_vectors(results_dir="results", name: str | None = None) -> pd.DataFrame:
+    """Task-vector PCA per layer (``results/task_vectors/<name>/task_vectors.csv``: run = the
+    task-vector set's name, layer, metric ``task_vector_pca_evr.pc{i}`` / ``..._variance...``,
+    value) of one set, or of every set under ``results_dir``."""
+    root = Path(results_dir) / "task_vectors"
+    paths = [root / name / "task_vectors.csv"] if name else sorted(root.glob("*/task_vectors.csv"))
+    if not paths or not all(p.exists() for p in paths):
+        raise FileNotFoundError(f"no task_vectors.csv under {root}{'/' + name if name else ''}")
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
