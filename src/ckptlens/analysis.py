@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
+from .labels import MEAN_LAYER, MEAN_TRAJECTORY_LAYER
+
 __all__ = [
     "REQUIRED_COLUMNS",
     "EXPLAINED_COLUMNS",
@@ -55,11 +57,6 @@ LOADINGS_COLUMNS = ["run", "matrix", "component", "column", "loading"]
 CORRELATION_COLUMNS = [
     "run", "x_metric", "y_metric", "layer", "pearson_r", "r_squared", "slope", "intercept", "n_steps",
 ]
-#: ``layer`` value of the per-pair summary row of :func:`metric_correlations`.
-MEAN_LAYER = "mean"
-#: ``layer`` value of the row correlating two metrics' mean-over-layers trajectories, given for a
-#: pair whose metrics live on different layers (block outputs vs per-head circuits, say).
-MEAN_TRAJECTORY_LAYER = "layer_mean"
 #: How many principal components get their loadings reported.
 N_LOADING_COMPONENTS = 3
 #: A series whose standard deviation is at most this fraction of its largest absolute value is

@@ -1,4 +1,5 @@
-"""What names say: axis labels for metric names, and model sizes written in run names.
+"""What names say: axis labels for metric names, the correlation table's summary rows, and model
+sizes written in run names.
 
 Every registered metric has an axis label (a test checks), and so do the metrics of the published
 Pythia table. A value of a multi-valued metric (``qk_ov_overlap_max.k8``) gets its metric's label
@@ -9,6 +10,13 @@ used, so that plotting and config code can both import this.
 from __future__ import annotations
 
 import re
+
+#: ``layer`` values of the correlation table's summary rows (:func:`ckptlens.analysis.metric_correlations`)
+#: and how figures label them: the mean of the per-layer r, and (metrics on different layers) r of
+#: the two metrics' mean-over-layers trajectories.
+MEAN_LAYER = "mean"
+MEAN_TRAJECTORY_LAYER = "layer_mean"
+SUMMARY_ROW_LABELS = {MEAN_LAYER: "mean over layers", MEAN_TRAJECTORY_LAYER: "layer-mean trajectories"}
 
 METRIC_LABELS = {
     # weight_spectrum

@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
-from .labels import metric_label
+from .labels import SUMMARY_ROW_LABELS, metric_label
 
 __all__ = [
     "DPI",
@@ -553,8 +553,7 @@ def plot_pca(explained: pd.DataFrame, path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-#: summary rows of the correlation table (below the layers) and their labels
-_SUMMARY_ROWS = {"mean": "mean over layers", "layer_mean": "layer-mean trajectories"}
+_SUMMARY_ROWS = SUMMARY_ROW_LABELS  # drawn below the layers
 
 
 def plot_correlation(corr: pd.DataFrame, path: str | os.PathLike) -> Path:

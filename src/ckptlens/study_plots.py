@@ -48,7 +48,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from .labels import parse_model_size
+from .labels import SUMMARY_ROW_LABELS, parse_model_size
 from .plots import (
     _MATRIX_TITLES,
     _RC,
@@ -938,9 +938,6 @@ def plot_gradient_pca_study(table: pd.DataFrame, path: str | os.PathLike, *,
 # --------------------------------------------------------------------------------------------
 
 MODEL_SIZE_TITLE = "training-dynamics summaries across model sizes"
-#: correlation rows summarising a pair over layers: the mean of per-layer r, or (metrics on
-#: different layers) r of the mean-over-layers trajectories
-_SUMMARY_LAYERS = ("mean", "layer_mean")
 
 
 def components_for(explained: pd.DataFrame, threshold: float = 0.9) -> float:
@@ -1043,7 +1040,7 @@ def _figure_model_size_study(explained: pd.DataFrame, correlation: pd.DataFrame,
                 one = co[co["pair"] == pair]
                 # a small sideways offset per pair so that points of different pairs do not hide
                 shift = 10 ** (0.015 * (j - (len(pairs) - 1) / 2))
-                summary = one["layer"].isin(_SUMMARY_LAYERS)
+                summary = one["layer"].isin(list(SUMMARY_ROW_LABELS))
                 mean = one[summary].assign(size=lambda d: d["run"].map(sizes)).sort_values("size")
                 layer = one[~summary]
                 ax.scatter(layer["run"].map(sizes).to_numpy(dtype=float) * shift, layer[col].to_numpy(dtype=float),

@@ -13,7 +13,7 @@ rule cross_metric_analysis:
         "results/{run}/logs/analysis.log",
     params:
         pairs=config.get("analysis", {}).get("correlation_pairs"),
-        code=ckio.source_hash("analysis"),
+        code=ckio.source_hash("analysis", "labels"),
     script:
         "../../scripts/analyse.py"
 

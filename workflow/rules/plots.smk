@@ -38,7 +38,7 @@ rule plot_training:
     log:
         "results/{run}/logs/plot_training.log",
     params:
-        code=ckio.source_hash("plots"),
+        code=ckio.source_hash("plots", "labels"),
     script:
         "../../scripts/plot_training.py"
 
@@ -65,7 +65,7 @@ rule plot_analysis:
     log:
         "results/{run}/logs/plot_analysis.log",
     params:
-        code=ckio.source_hash("plots"),
+        code=ckio.source_hash("plots", "labels"),
     script:
         "../../scripts/plot_analysis.py"
 

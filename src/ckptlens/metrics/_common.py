@@ -60,6 +60,11 @@ def quantile_key(q: float) -> str:
     return f"p{100 * q:g}"
 
 
+def pc_suffixes(params) -> list[str]:
+    """``outputs=`` of a metric giving one value per principal component: pc1 … pc{n_components}."""
+    return [f"pc{i + 1}" for i in range(int(params["n_components"]))]
+
+
 def summarize(values: np.ndarray, quantiles: Sequence[float]) -> dict[str, float]:
     """{"mean": ..., "p5": ..., ...} of the finite entries of ``values`` (NaN if none)."""
     v = np.asarray(values, dtype=np.float64).ravel()

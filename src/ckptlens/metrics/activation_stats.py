@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._common import check_positive_int
+from ._common import check_positive_int, pc_suffixes
 from .registry import family, metric
 
 
@@ -53,15 +53,11 @@ def _check_pca(params):
     check_positive_int("activation_pca_evr", "n_components", params["n_components"])
 
 
-def _pca_keys(params):
-    return [f"pc{i + 1}" for i in range(int(params["n_components"]))]
-
-
 @metric(
     "activation_pca_evr",
     family="activation_spectrum",
     validate=_check_pca,
-    outputs=_pca_keys,
+    outputs=pc_suffixes,
     n_components=5,
 )
 def activation_pca_evr(ctx: ActivationStatsContext, n_components=5) -> dict:

@@ -31,7 +31,7 @@ from itertools import combinations
 
 import numpy as np
 
-from ._common import check_positive_int, pair_label
+from ._common import check_positive_int, pair_label, pc_suffixes
 from .registry import family, metric
 
 OUTPUT_SEP = "|"
@@ -114,10 +114,6 @@ def _check(name):
     return lambda params: check_positive_int(name, "n_components", params["n_components"])
 
 
-def _pc_outputs(params) -> list[str]:
-    return [f"pc{i + 1}" for i in range(int(params["n_components"]))]
-
-
 def _per_output(ctx: GradientPCAContext, n_components: int, field: str) -> dict:
     out = {}
     for keys in ctx.layers.values():
@@ -128,19 +124,19 @@ def _per_output(ctx: GradientPCAContext, n_components: int, field: str) -> dict:
     return out
 
 
-@metric("gradient_pca_evr", family="gradient_pca", validate=_check("gradient_pca_evr"), outputs=_pc_outputs, n_components=3)
+@metric("gradient_pca_evr", family="gradient_pca", validate=_check("gradient_pca_evr"), outputs=pc_suffixes, n_components=3)
 def gradient_pca_evr(ctx: GradientPCAContext, n_components=3) -> dict:
     """Explained-variance ratios of the top PCA components of each output's per-sample gradients."""
     return _per_output(ctx, n_components, "ratio")
 
 
-@metric("gradient_pca_variance", family="gradient_pca", validate=_check("gradient_pca_variance"), outputs=_pc_outputs, n_components=3)
+@metric("gradient_pca_variance", family="gradient_pca", validate=_check("gradient_pca_variance"), outputs=pc_suffixes, n_components=3)
 def gradient_pca_variance(ctx: GradientPCAContext, n_components=3) -> dict:
     """Explained variance of the top PCA components of each output's per-sample gradients."""
     return _per_output(ctx, n_components, "variance")
 
 
-@metric("gradient_pca_cosine", family="gradient_pca", validate=_check("gradient_pca_cosine"), outputs=_pc_outputs, n_components=3)
+@metric("gradient_pca_cosine", family="gradient_pca", validate=_check("gradient_pca_cosine"), outputs=pc_suffixes, n_components=3)
 def gradient_pca_cosine(ctx: GradientPCAContext, n_components=3) -> dict:
     """|cos| between the i-th gradient PCA components of two outputs of the same layer."""
     out = {}
