@@ -5,7 +5,7 @@ for _run in TRAINED_RUNS:
 
     rule:
         name:
-            "train_toy_" + identifier(_run)
+            f"train_toy_{identifier(_run)}"
         output:
             checkpoints=[
                 f"results/{_run}/checkpoints/step{s}.safetensors" for s in STEPS[_run]

@@ -22,7 +22,7 @@ for _run in [r for r in RUNS if model_kinds(r)]:
 
     rule:
         name:
-            "extract_model_" + identifier(_run)
+            f"extract_model_{identifier(_run)}"
         input:
             f"results/{_run}/checkpoints/step{{step}}.safetensors",
         output:
