@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quick start: `./run.sh demo` (set up, run the demo, write the report) or `./run.sh test`
-# (set up, run the test suite). Set-up is a local virtualenv in .venv; torch is installed as the
-# exact CPU build 2.13.0 first, so pip never pulls a multi-GB CUDA build.
+# (set up, run the test suite); `./run.sh test-fast` is the edit-test loop (no Snakemake runs, no
+# model training), `./run.sh lint` the format and lint checks CI runs. Set-up is a local
+# virtualenv in .venv; torch is installed as the exact CPU build 2.13.0 first, so pip never pulls
+# a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -22,11 +24,23 @@ case "${1:-}" in
     setup
     "$VENV/bin/snakemake" "${@:2}"
     "$VENV/bin/snakemake" --report report.html
-    echo "Done: results/demo/ and report.html"
+    echo "Done: results/runs/demo/ and report.html"
     ;;
   test)
     setup
     "$VENV/bin/python" -m pytest "${@:2}"
+    ;;
+  test-fast)
+    setup
+    "$VENV/bin/python" -m pytest -m "not slow" "${@:2}"
+    ;;
+  lint)
+    setup
+    "$VENV/bin/ruff" check src tests bench examples workflow/scripts
+    "$VENV/bin/ruff" format --check src tests bench examples workflow/scripts
+    "$VENV/bin/snakefmt" --check workflow
+    "$VENV/bin/snakemake" --lint
+    "$VENV/bin/snakemake" --lint --configfile tests/configs/catalogue.yaml
     ;;
   example)
     # ./run.sh example NAME [snakemake args]: one study from examples/NAME.yaml, its report in
@@ -47,7 +61,7 @@ case "${1:-}" in
     setup
     ;;
   *)
-    echo "usage: ./run.sh demo|test|setup|example NAME [extra snakemake/pytest arguments]" >&2
+    echo "usage: ./run.sh demo|test|test-fast|lint|setup|example NAME [extra snakemake/pytest arguments]" >&2
     exit 2
     ;;
 esac

@@ -28,7 +28,7 @@ LAYERS, D, FF, VOCAB, HEADS = 24, 1024, 4096, 50304, 16
 
 
 def synthetic_neox(path: Path) -> tuple[int, int]:
-    from ckptlens.io import save_tensors_streaming
+    from ckptlens.store.tensors import write_tensors
 
     shapes = {"gpt_neox.embed_in.weight": (VOCAB, D)}
     for i in range(LAYERS):
@@ -45,7 +45,7 @@ def synthetic_neox(path: Path) -> tuple[int, int]:
     rng = np.random.default_rng(0)
     config = {"model_type": "gpt_neox", "num_attention_heads": HEADS, "hidden_size": D, "num_hidden_layers": LAYERS}
     items = ((k, (rng.standard_normal(s, dtype=np.float32) * 0.02)) for k, s in shapes.items())
-    save_tensors_streaming(items, path, {"config": json.dumps(config)})
+    write_tensors(items, path, {"config": json.dumps(config)})
     n_params = sum(int(np.prod(s)) for s in shapes.values())
     largest = max(int(np.prod(s)) for s in shapes.values()) * 4
     return n_params, largest
@@ -81,12 +81,12 @@ def child(task: str, src: str, dst: str) -> None:
     threading.Thread(target=sample, daemon=True).start()
     t = time.perf_counter()
     if task == "extract":
-        from ckptlens.extract import extract_weights
+        from ckptlens.extract.weights import extract_weights
 
         n = len(extract_weights(src, PLAIN, dst, adapter="gpt_neox"))
     else:
-        from ckptlens.io import TensorFile
         from ckptlens.metrics import compute_family
+        from ckptlens.store.tensors import TensorFile
 
         metrics = {m: {} for m in ("frobenius_norm", "spectral_norm", "stable_rank", "effective_rank")}
         n = len(compute_family("weight_spectrum", metrics, TensorFile(src)))

@@ -47,7 +47,7 @@ def main() -> None:
             cfg = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
             for key in ("groups", "group-components"):
                 cfg.pop(key, None)
-            (plain / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (plain / "config/config.yaml").write_text(yaml.safe_dump(cfg))
             rows = []
             for name, profile in (("bundled (profile as shipped)", REPO / "workflow/profiles/slurm"), ("one sbatch per job", plain)):
                 project = copy_project(Path(tmp) / name.split()[0])

@@ -2,7 +2,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from workflow_helpers import REPO, copy_project, snakemake
 
 
@@ -10,9 +9,9 @@ from workflow_helpers import REPO, copy_project, snakemake
 def local_checkpoints(tmp_path_factory) -> Path:
     """Toy checkpoints in a plain folder (steps 0, 20, 60; step 40 is kept aside for the
     'one more checkpoint' test), as a user's own training run would leave them."""
-    from ckptlens.toy.model import ToyModelConfig
-    from ckptlens.toy.tasks import InductionTaskConfig
-    from ckptlens.toy.train import train_induction
+    from ckptlens.sources.trained.induction import InductionTaskConfig
+    from ckptlens.sources.trained.train import train_induction
+    from ckptlens.sources.trained.transformer import ToyModelConfig
 
     root = tmp_path_factory.mktemp("local")
     train_induction(
@@ -31,6 +30,6 @@ def small_project(tmp_path_factory, local_checkpoints) -> Path:
     """A project copy that has completed one full run of the shrunken config."""
     project = copy_project(tmp_path_factory.mktemp("project"))
     cfg = (REPO / "tests" / "configs" / "small.yaml").read_text()
-    (project / "config.yaml").write_text(cfg.replace("LOCAL_DIR", str(local_checkpoints / "ckpts")))
+    (project / "config/config.yaml").write_text(cfg.replace("LOCAL_DIR", str(local_checkpoints / "ckpts")))
     snakemake(project, "--cores", "2")
     return project

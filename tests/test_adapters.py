@@ -376,7 +376,7 @@ TOY_META = {"ckptlens_arch": "toy",
 def test_toy_heads_rebuild_attention_output(tmp_path):
     from safetensors.torch import save_file
 
-    from ckptlens.checkpoint_io import open_checkpoint
+    from ckptlens.sources.readers import open_checkpoint
 
     torch.manual_seed(0)
     model = _Toy().eval()
@@ -404,8 +404,8 @@ def test_toy_heads_rebuild_attention_output(tmp_path):
 
 
 def test_toy_real_model_if_available(tmp_path):
-    """The project's own demo model (ckptlens.toy.model), rotary included, saved with its metadata."""
-    toy = pytest.importorskip("ckptlens.toy.model")
+    """The project's own demo model (ckptlens.sources.trained.transformer), rotary included, saved with its metadata."""
+    toy = pytest.importorskip("ckptlens.sources.trained.transformer")
     cfg = toy.ToyModelConfig(vocab_size=V, d_model=D, n_layers=L, n_heads=H)
     torch.manual_seed(1)
     model = toy.AttnOnlyTransformer(cfg).eval()
@@ -468,7 +468,7 @@ def test_weight_matrices_is_lazy(neox):
 
 
 def test_project_pattern_semantics_can_be_plugged_in(neox):
-    patterns = pytest.importorskip("ckptlens.patterns")
+    patterns = pytest.importorskip("ckptlens.store.patterns")
     model, cfg = neox
     keys, get, _ = _state(model)
     adapter = get_adapter("auto", keys, metadata=cfg.to_dict())

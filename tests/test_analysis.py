@@ -15,11 +15,11 @@ from ckptlens.analysis import (
     CORRELATION_COLUMNS,
     EXPLAINED_COLUMNS,
     LOADINGS_COLUMNS,
-    layer_sort_key,
     metric_correlations,
     missing_steps,
     pca_explained_variance,
 )
+from ckptlens.store.layers import layer_order
 
 # ../shared beside the checkout (CI clones elsewhere than /work)
 PYTHIA_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-learning-dynamics" / "metrics.csv"
@@ -175,7 +175,7 @@ def test_correlations_match_scipy_and_polyfit(synthetic):
     corr, notes = metric_correlations(table, [("a", "c")])
     assert list(corr.columns) == CORRELATION_COLUMNS
     per_layer = corr[corr.layer != "mean"]
-    assert per_layer.layer.tolist() == sorted(LAYERS, key=layer_sort_key)
+    assert per_layer.layer.tolist() == layer_order(LAYERS)
     for j, layer in enumerate(LAYERS):
         x, y = base["a"][:, j], base["c"][:, j]
         row = per_layer[per_layer.layer == layer].iloc[0]

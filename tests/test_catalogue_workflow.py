@@ -7,23 +7,52 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 from sklearn.decomposition import PCA
-
-from ckptlens.metrics import METRICS, split_metric_name, value_names
 from workflow_helpers import REPO, copy_project, snakemake
 
+from ckptlens.metrics import FAMILIES, METRICS, split_metric_name, value_names
+
 pytestmark = pytest.mark.slow
+
+
+#: parameters smaller than the defaults, to keep the run short (every other metric: its defaults)
+PARAMS = {
+    "qk_ov_overlap_max": {"ks": [1, 2]},
+    "qk_ov_overlap_rms": {"ks": [1, 2]},
+    "embed_ov_overlap_max": {"ks": [1, 2]},
+    "embed_ov_overlap_rms": {"ks": [1, 2]},
+    "qk_ov_rotary_sweep": {"offsets": [0, 1, 4], "ks": [1, 2]},
+    "activation_pca_evr": {"n_components": 3},
+    "gradient_pca_evr": {"n_components": 2},
+    "gradient_pca_variance": {"n_components": 2},
+    "gradient_pca_cosine": {"n_components": 2},
+}
+#: the multi-output MLP runs compute the metrics of its own input kind (and two for comparison);
+#: the transformer run every other registered metric
+MLP_NEEDS = ("activation_gradients",)
+
+
+def catalogue_config() -> dict:
+    """tests/configs/catalogue.yaml with every registered metric enabled, from the registry: a new
+    metric is in the catalogue run without editing the config."""
+    cfg = yaml.safe_load((REPO / "tests/configs/catalogue.yaml").read_text())
+    cfg["metrics"] = {name: PARAMS.get(name, {}) for name in METRICS}
+    mlp = [m for m in METRICS if FAMILIES[METRICS[m].family].needs in MLP_NEEDS]
+    for run, entry in cfg["runs"].items():
+        entry["metrics"] = mlp + ["frobenius_norm", "cka_to_final"] if run.startswith("mlp") else [
+            m for m in METRICS if m not in mlp]
+    return cfg
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("catalogue"))
-    (project / "config.yaml").write_text((REPO / "tests/configs/catalogue.yaml").read_text())
+    (project / "config/config.yaml").write_text(yaml.safe_dump(catalogue_config(), sort_keys=False))
     snakemake(project, "--cores", "2")
     return project
 
 
 def table(project, run):
-    return pd.read_parquet(project / f"results/{run}/metrics.parquet")
+    return pd.read_parquet(project / f"results/runs/{run}/metrics.parquet")
 
 
 def value(t, step, layer, metric):
@@ -31,7 +60,7 @@ def value(t, step, layer, metric):
 
 
 def test_every_registered_metric_lands_in_a_tidy_table(project):
-    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    cfg = yaml.safe_load((project / "config/config.yaml").read_text())
     assert set(cfg["metrics"]) == set(METRICS), "the catalogue config must enable every registered metric"
     seen = set()
     for run in cfg["runs"]:
@@ -45,7 +74,7 @@ def test_every_registered_metric_lands_in_a_tidy_table(project):
 
 def test_declared_values_are_the_rows_each_metric_gives(project):
     """value_names (what the config check accepts as "<metric>.<suffix>") against the rows written."""
-    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    cfg = yaml.safe_load((project / "config/config.yaml").read_text())
     written = set()
     for run in cfg["runs"]:
         written |= set(table(project, run)["metric"])
@@ -60,7 +89,7 @@ def test_declared_values_are_the_rows_each_metric_gives(project):
 
 def test_weight_update_and_spectral_values(project):
     t = table(project, "tf")
-    w = {s: load_file(project / f"results/tf/extract/weights/step{s}.safetensors") for s in (0, 20, 40)}
+    w = {s: load_file(project / f"results/runs/tf/extract/weights/step{s}.safetensors") for s in (0, 20, 40)}
     name = "blocks.0.attn.q_proj"
     d_prev, d_prev2 = w[40][name] - w[20][name], w[20][name] - w[0][name]
     assert value(t, 40, name, "update_norm_previous") == pytest.approx(np.linalg.norm(d_prev), rel=1e-5)
@@ -74,7 +103,7 @@ def test_weight_update_and_spectral_values(project):
 
 def test_circuit_matching_against_plain_svds(project):
     t = table(project, "tf")
-    w = load_file(project / "results/tf/extract/weights/step60.safetensors")
+    w = load_file(project / "results/runs/tf/extract/weights/step60.safetensors")
     qk = w["blocks.1.attn.head0.qk"].astype(np.float64)
     ov = w["blocks.0.attn.head1.ov"].astype(np.float64)
     _, _, v1t = np.linalg.svd(qk)
@@ -90,13 +119,13 @@ def test_circuit_matching_against_plain_svds(project):
 
 def test_linearity_and_cka_against_plain_formulas(project):
     t = table(project, "tf")
-    a = load_file(project / "results/tf/extract/activations/step20.safetensors")
+    a = load_file(project / "results/runs/tf/extract/activations/step20.safetensors")
     x, y = (a[k].astype(np.float64) for k in ("blocks.0", "blocks.1"))
     xn, yn = ((m - m.mean(0)) / np.linalg.norm(m - m.mean(0)) for m in (x, y))
     coef, *_ = np.linalg.lstsq(xn, yn, rcond=None)
     score = 1 - np.linalg.norm(xn @ coef - yn) ** 2
     assert value(t, 20, "blocks.0~blocks.1", "linearity_score") == pytest.approx(score, rel=1e-5)
-    f = load_file(project / "results/tf/extract/activations/step60.safetensors")["blocks.1"].astype(np.float64)
+    f = load_file(project / "results/runs/tf/extract/activations/step60.safetensors")["blocks.1"].astype(np.float64)
     n = len(y)
     h = np.eye(n) - 1 / n
     k, l = y @ y.T, f @ f.T
@@ -106,7 +135,7 @@ def test_linearity_and_cka_against_plain_formulas(project):
 
 def test_gradient_pca_against_sklearn(project):
     t = table(project, "mlp_a")
-    g = load_file(project / "results/mlp_a/extract/activation_gradients/step40.safetensors")
+    g = load_file(project / "results/runs/mlp_a/extract/activation_gradients/step40.safetensors")
     for key in ("blocks.1.linear|out0", "blocks.0.linear|out1"):
         evr = PCA(n_components=2).fit(g[key].astype(np.float64)).explained_variance_ratio_
         for i in range(2):
@@ -118,11 +147,11 @@ def test_gradient_pca_against_sklearn(project):
 
 
 def test_task_vectors_across_runs_sharing_a_base(project):
-    base = {r: load_file(project / f"results/{r}/checkpoints/step0.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")}
+    base = {r: load_file(project / f"results/runs/{r}/checkpoints/step0.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")}
     assert all(np.array_equal(base["mlp_a"][k], base["mlp_b"][k]) for k in base["mlp_a"])  # shared init
     tv = pd.read_csv(project / "results/task_vectors/mlp_seeds/task_vectors.csv")
-    w0 = load_file(project / "results/mlp_a/extract/weights/step0.safetensors")
-    finals = [load_file(project / f"results/{r}/extract/weights/step60.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")]
+    w0 = load_file(project / "results/runs/mlp_a/extract/weights/step0.safetensors")
+    finals = [load_file(project / f"results/runs/{r}/extract/weights/step60.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")]
     layer = "blocks.1.linear"
     taus = np.stack([(f[layer] - w0[layer]).ravel() for f in finals]).astype(np.float64)
     evr = PCA(n_components=2).fit(taus).explained_variance_ratio_
@@ -133,13 +162,13 @@ def test_task_vectors_across_runs_sharing_a_base(project):
 
 
 def test_dynamics_table_matches_the_library_on_the_tidy_table(project):
-    from ckptlens.dynamics import DYNAMICS_COLUMNS, detect_dynamics, training_log_dynamics
+    from ckptlens.analysis.dynamics import DYNAMICS_COLUMNS, detect_dynamics, training_log_dynamics
 
     for run in ("tf", "mlp_a"):
-        got = pd.read_csv(project / f"results/{run}/analysis/dynamics.csv")
+        got = pd.read_csv(project / f"results/runs/{run}/analysis/dynamics.csv")
         assert list(got.columns) == DYNAMICS_COLUMNS
         want, _ = detect_dynamics(table(project, run), thresholds={"cka_to_final": {"value": 0.9, "direction": "above"}})
-        log, _ = training_log_dynamics(pd.read_csv(project / f"results/{run}/train_log.csv"), run)
+        log, _ = training_log_dynamics(pd.read_csv(project / f"results/runs/{run}/train_log.csv"), run)
         want = pd.concat([want, log], ignore_index=True)
         assert len(got) == len(want) > 0
         pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
@@ -151,7 +180,7 @@ def test_dynamics_table_matches_the_library_on_the_tidy_table(project):
             settled = s
         elif v < 0.9:
             settled = None
-    got = pd.read_csv(project / "results/tf/analysis/dynamics.csv")
+    got = pd.read_csv(project / "results/runs/tf/analysis/dynamics.csv")
     row = got.query("kind == 'converged' and metric == 'cka_to_final' and layer == 'blocks.0'")
     assert (row["step"].tolist() or [None]) == [settled]
 
@@ -159,7 +188,7 @@ def test_dynamics_table_matches_the_library_on_the_tidy_table(project):
 def test_study_figures_and_report_grouping(project):
     from PIL import Image
 
-    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    cfg = yaml.safe_load((project / "config/config.yaml").read_text())
     for name in cfg["figures"]:
         png = project / f"results/figures/{name}.png"
         with Image.open(png) as im:

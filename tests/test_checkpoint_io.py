@@ -1,4 +1,4 @@
-"""Safe, lazy checkpoint loading (ckptlens.checkpoint_io) and local discovery (ckptlens.sources.local)."""
+"""Safe, lazy checkpoint loading (ckptlens.sources.readers) and local discovery (ckptlens.sources.local)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import save_file  # noqa: E402
 
-from ckptlens.checkpoint_io import (  # noqa: E402
+from ckptlens.sources.digests import weights_digest  # noqa: E402
+from ckptlens.sources.local import DiscoveryError, discover  # noqa: E402
+from ckptlens.sources.readers import (  # noqa: E402
     Checkpoint,
     CheckpointError,
     UnsafeCheckpointError,
     is_checkpoint_dir,
     open_checkpoint,
 )
-from ckptlens.sources.local import DiscoveryError, discover, weights_digest  # noqa: E402
 
 
 def _sd(seed=0):

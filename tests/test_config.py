@@ -4,14 +4,14 @@ import copy
 
 import pytest
 import yaml
+from workflow_helpers import REPO, finetune_minilm
 
 from ckptlens.config import ConfigError, validate
-from workflow_helpers import REPO, finetune_minilm
 
 
 @pytest.fixture
 def demo():
-    return yaml.safe_load((REPO / "config.yaml").read_text())
+    return yaml.safe_load((REPO / "config/config.yaml").read_text())
 
 
 def test_the_demo_config_is_valid(demo):

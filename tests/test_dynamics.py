@@ -1,4 +1,4 @@
-"""Values (not just shapes) of ckptlens.dynamics: convergence against a plainly written loop,
+"""Values (not just shapes) of ckptlens.analysis.dynamics: convergence against a plainly written loop,
 change points on synthetic trajectories with known answers and against ``ruptures`` (an
 independent implementation of the optimal least-squares segmentation), and the table functions."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ckptlens.dynamics import (
+from ckptlens.analysis.dynamics import (
     DYNAMICS_COLUMNS,
     base_metric,
     change_points,

@@ -3,11 +3,14 @@ then drops when the induction head forms; the detected change must be at that dr
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from ckptlens.dynamics import training_log_dynamics
-from ckptlens.toy.model import ToyModelConfig
-from ckptlens.toy.tasks import InductionTaskConfig
-from ckptlens.toy.train import train_induction
+from ckptlens.analysis.dynamics import training_log_dynamics
+from ckptlens.sources.trained.induction import InductionTaskConfig
+from ckptlens.sources.trained.train import train_induction
+from ckptlens.sources.trained.transformer import ToyModelConfig
+
+pytestmark = pytest.mark.slow  # trains the demo model
 
 
 def test_loss_change_point_of_the_demo_induction_run(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_helpers import REPO, copy_project, snakemake
 
 pytestmark = pytest.mark.slow
@@ -42,15 +41,15 @@ def test_example_study_runs_with_every_figure_from_data(name, tmp_path):
         log = (project / f"results/figures/logs/{figure}.log").read_text()
         assert "no data" not in log, log
     for run in cfg["runs"]:
-        corr = pd.read_csv(project / f"results/{run}/analysis/correlation.csv")
+        corr = pd.read_csv(project / f"results/runs/{run}/analysis/correlation.csv")
         pairs = {tuple(p) for p in cfg["analysis"]["correlation_pairs"]}
         assert set(zip(corr.x_metric, corr.y_metric)) == pairs, run  # every configured pair has a result
-        assert "no data" not in (project / f"results/{run}/logs/plot_analysis.log").read_text()
-        dynamics = pd.read_csv(project / f"results/{run}/analysis/dynamics.csv")
+        assert "no data" not in (project / f"results/runs/{run}/logs/plot_analysis.log").read_text()
+        dynamics = pd.read_csv(project / f"results/runs/{run}/analysis/dynamics.csv")
         assert set(dynamics.columns) >= {"run", "metric", "layer", "kind", "step"}
     if name == "induction":
         # circuits (head pairs) against CKA (blocks): correlated through the mean-over-layers trajectories
-        corr = pd.read_csv(project / "results/unbounded/analysis/correlation.csv")
+        corr = pd.read_csv(project / "results/runs/unbounded/analysis/correlation.csv")
         assert (corr.query("x_metric == 'cka_to_final'")["layer"] == "layer_mean").all()
     for tv in cfg.get("task_vectors", {}):
-        assert "no data" not in (project / f"results/task_vectors/{tv}/plot.log").read_text()
+        assert "no data" not in (project / f"results/task_vectors/{tv}/logs/plot_task_vectors.log").read_text()

@@ -5,11 +5,14 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from ckptlens.extract import activations, extract_model, extract_weights, gradients, load_toy
-from ckptlens.io import TensorFile
-from ckptlens.toy.model import AttnOnlyTransformer, ToyModelConfig
-from ckptlens.toy.tasks import InductionTaskConfig
-from ckptlens.toy.train import checkpoint_metadata, save_checkpoint
+from ckptlens.extract.capture import capture_outputs, weight_gradients
+from ckptlens.extract.model import extract_model, extract_models, open_model
+from ckptlens.extract.trained_model import load_trained
+from ckptlens.extract.weights import extract_weights
+from ckptlens.sources.trained.induction import InductionTaskConfig
+from ckptlens.sources.trained.train import checkpoint_metadata, save_checkpoint
+from ckptlens.sources.trained.transformer import AttnOnlyTransformer, ToyModelConfig
+from ckptlens.store.tensors import TensorFile
 
 
 @pytest.fixture
@@ -33,9 +36,9 @@ def test_weights_are_the_checkpoint_tensors(checkpoint, tmp_path):
 
 
 def test_activation_hooks_capture_block_outputs(checkpoint):
-    model, task = load_toy(checkpoint)
+    model, task = load_trained(checkpoint)
     x = task.inputs(task.probe_batches(1, 4, 0)[0])
-    acts = activations(model, x, ["blocks.0", "blocks.1.attn.v_proj"])
+    acts = capture_outputs(model, lambda: model(x), {n: n for n in ["blocks.0", "blocks.1.attn.v_proj"]})
     with torch.no_grad():
         h0 = model.blocks[0](model.embed(x))
         v1 = model.blocks[1].attn.v_proj(h0)
@@ -45,9 +48,9 @@ def test_activation_hooks_capture_block_outputs(checkpoint):
 
 
 def test_gradients_per_probe_batch(checkpoint):
-    model, task = load_toy(checkpoint)
+    model, task = load_trained(checkpoint)
     batches = task.probe_batches(2, 4, 0)
-    g = gradients(model, batches, task.loss, ["blocks.0.attn.q_proj"])
+    g = weight_gradients(model, lambda i: task.loss(model, batches[i]), 2, {"blocks.0.attn.q_proj": "blocks.0.attn.q_proj"})
     for i, b in enumerate(batches):
         w = model.blocks[0].attn.q_proj.weight
         (expected,) = torch.autograd.grad(task.loss(model, b), w)
@@ -65,16 +68,17 @@ def test_extract_model_writes_only_what_is_asked(checkpoint, tmp_path):
 
 
 def test_streamed_safetensors_equal_the_reference_writer(tmp_path):
-    """The streaming writer's files read back identically with the safetensors package."""
-    from safetensors.numpy import load_file as load
+    """The streaming writer's files read back identically with the safetensors package, and are the
+    same bytes as the in-memory writer's."""
     from safetensors import safe_open
+    from safetensors.numpy import load_file as load
 
-    from ckptlens.io import save_tensors_streaming
+    from ckptlens.store.tensors import write_tensors
 
     rng = np.random.default_rng(0)
     arrays = {"a": rng.normal(size=(3, 5)).astype(np.float32), "b.c": rng.normal(size=(7,)), "empty": np.zeros((0, 4), np.float32),
               "i": np.arange(6, dtype=np.int64).reshape(2, 3)}
-    names = save_tensors_streaming(iter(arrays.items()), tmp_path / "s.safetensors", {"k": "v"})
+    names = write_tensors(iter(arrays.items()), tmp_path / "s.safetensors", {"k": "v"})
     assert names == list(arrays)
     back = load(tmp_path / "s.safetensors")
     for k, v in arrays.items():
@@ -83,3 +87,53 @@ def test_streamed_safetensors_equal_the_reference_writer(tmp_path):
     with safe_open(str(tmp_path / "s.safetensors"), framework="numpy") as f:
         assert f.metadata() == {"k": "v"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]
+    write_tensors(arrays, tmp_path / "m.safetensors", {"k": "v"})
+    assert (tmp_path / "m.safetensors").read_bytes() == (tmp_path / "s.safetensors").read_bytes()
+
+
+def test_a_series_of_checkpoints_builds_the_model_once(checkpoint, tmp_path, monkeypatch):
+    """extract_models over two checkpoints = extract_model on each, with one model build."""
+    from ckptlens.extract import trained_model
+
+    other = tmp_path / "step9.safetensors"
+    torch.manual_seed(4)
+    mcfg = ToyModelConfig(vocab_size=12, d_model=16, n_layers=2, n_heads=2)
+    tcfg = InductionTaskConfig(vocab_size=12, seq_len=12, min_segment=2, max_segment=5, ood_segment=6)
+    save_checkpoint(AttnOnlyTransformer(mcfg), other, checkpoint_metadata(mcfg, tcfg, 9))
+    targets = {"activations": ["blocks.*"], "gradients": ["blocks.*.attn.q_proj"]}
+    probe = {"batch_size": 4, "n_batches": 2, "seed": 1}
+    single = []
+    for i, c in enumerate((checkpoint, other)):
+        outs = {k: str(tmp_path / f"single{i}_{k}.safetensors") for k in ("activations", "gradients")}
+        extract_model(c, targets, probe, outs, device="cpu")
+        single.append(outs)
+    builds = []
+    real = trained_model._build
+    monkeypatch.setattr(trained_model, "_build", lambda ckpt: builds.append(ckpt) or real(ckpt))
+    series = [{k: str(tmp_path / f"series{i}_{k}.safetensors") for k in ("activations", "gradients")} for i in range(2)]
+    extract_models([checkpoint, other], targets, probe, series, device="cpu")
+    assert len(builds) == 1
+    for a, b in zip(single, series):
+        for k in a:
+            x, y = load_file(a[k]), load_file(b[k])
+            assert sorted(x) == sorted(y)
+            for name in x:
+                np.testing.assert_array_equal(x[name], y[name])
+
+
+def test_captured_rows_are_the_real_tokens_of_a_masked_batch():
+    """[batch, position] outputs keep the positions where the mask is true, in row order."""
+    lin = torch.nn.Linear(3, 2)
+    x = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    model = torch.nn.Sequential(lin)
+    out = capture_outputs(model, lambda: model(x), {"lin": "0"}, mask)["lin"]
+    with torch.no_grad():
+        want = lin(x)[mask].numpy()
+    np.testing.assert_allclose(out, want)
+    assert out.shape == (5, 2)
+
+
+def test_open_model_tells_the_models_apart(checkpoint):
+    pm = open_model(checkpoint, {"batch_size": 2, "n_batches": 1, "seed": 0}, device="cpu")
+    assert pm.kind == "toy" and "blocks.0.attn" in pm.modules and pm.loss is not None

@@ -36,23 +36,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow_helpers import SNAKEMAKE, copy_project, snakemake
 
 from ckptlens import metrics as M
-from ckptlens.checkpoint_io import CheckpointError, open_checkpoint
-from ckptlens.faults import (
-    FailureRecordError,
-    MissingStepsError,
-    checkpoint_record,
-    import_or_record,
-    make_record,
-    pass_on,
-    table_record,
-    write_checkpoint_record,
-    write_table_record,
-)
-from ckptlens.io import TensorFile, atomic_path, remove_stale_temporaries
-from ckptlens.results import collect_run_tables
-from workflow_helpers import SNAKEMAKE, copy_project, snakemake
+from ckptlens.sources.importer import import_or_record
+from ckptlens.sources.readers import CheckpointError, open_checkpoint
+from ckptlens.store.atomic import atomic_path, remove_stale_temporaries
+from ckptlens.store.failures import checkpoint_record, pass_on, write_checkpoint_record
+from ckptlens.store.records import FailureRecordError, make_record
+from ckptlens.store.tensors import TensorFile
+from ckptlens.store.tidy import table_record, write_table_record
+from ckptlens.table.aggregate import MissingStepsError, collect_run_tables
 
 
 def figure(category: str, case: str, outcome: str) -> None:
@@ -156,8 +150,7 @@ def test_records_pass_through_extraction_and_references_become_nan(tmp_path):
 
 def test_a_bad_hugging_face_revision_is_recorded_but_a_failed_download_is_not(tmp_path, monkeypatch):
     huggingface_hub = pytest.importorskip("huggingface_hub")
-    from ckptlens.faults import fetch_or_record
-    from ckptlens.sources.huggingface import RevisionError
+    from ckptlens.sources.hub import RevisionError, fetch_or_record
 
     def fake(repo_id, revision=None, local_dir=None, **_):
         if revision == "offline":
@@ -180,8 +173,8 @@ def test_a_bad_hugging_face_revision_is_recorded_but_a_failed_download_is_not(tm
 
 
 def test_a_later_job_error_names_the_source_file(tmp_path):
-    from ckptlens.faults import naming_source
     from ckptlens.sources.importer import import_checkpoint
+    from ckptlens.store.failures import naming_source
 
     src = _tiny_checkpoint(tmp_path / "ckpt_7.safetensors")
     copy = tmp_path / "results" / "step7.safetensors"
@@ -216,7 +209,7 @@ def test_interrupted_write_leaves_nothing_under_the_final_name(tmp_path):
 
 
 def test_cleanup_never_deletes_what_it_did_not_create(tmp_path):
-    from ckptlens.sources.huggingface import MARKER, _write_marker, cleanup
+    from ckptlens.sources.hub import MARKER, _write_marker, cleanup
 
     precious = tmp_path / "user" / "precious.bin"
     precious.parent.mkdir()
@@ -360,15 +353,15 @@ metrics:
   cka_to_final: {}
   gradient_norm: {}
 """
-TARGETS = ["results/lab/analysis/pca.csv", "results/lab/identical_steps.csv"]
+TARGETS = ["results/runs/lab/analysis/pca.csv", "results/runs/lab/identical_steps.csv"]
 GOOD_STEPS = [0, 20, 40, 60]
 
 
 @pytest.fixture(scope="module")
 def good_checkpoints(tmp_path_factory) -> Path:
-    from ckptlens.toy.model import ToyModelConfig
-    from ckptlens.toy.tasks import InductionTaskConfig
-    from ckptlens.toy.train import train_induction
+    from ckptlens.sources.trained.induction import InductionTaskConfig
+    from ckptlens.sources.trained.train import train_induction
+    from ckptlens.sources.trained.transformer import ToyModelConfig
 
     root = tmp_path_factory.mktemp("good")
     train_induction(
@@ -384,7 +377,7 @@ def make_project(dest: Path, source: Path, **extra) -> Path:
     project = copy_project(dest)
     cfg = yaml.safe_load(CONFIG.replace("LOCAL_DIR", str(source)))
     cfg.update(extra)
-    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (project / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     return project
 
 
@@ -397,7 +390,7 @@ def reference(tmp_path_factory, good_checkpoints) -> Path:
 
 
 def result_files(project: Path, run="lab") -> dict[str, Path]:
-    root = project / "results" / run
+    root = project / "results" / "runs" / run
     return {str(p.relative_to(root)): p for p in root.rglob("*")
             if p.is_file() and "logs" not in p.relative_to(root).parts and not p.name.startswith(".")}
 
@@ -425,9 +418,9 @@ def incomplete_files(project: Path) -> set[str]:
     return {base64.b64decode(p.name).decode() for p in d.iterdir()} if d.is_dir() else set()
 
 
-def run_until_paused(project: Path, pause_at: str, *args: str, timeout=240):
+def run_until_paused(project: Path, pause_at: str, *args: str, timeout=1800):
     """Start Snakemake (its own process group), let the job writing ``pause_at`` stop right before
-    the rename (CKPTLENS_TEST_PAUSE_AT, see ckptlens.io), then SIGKILL the whole group."""
+    the rename (CKPTLENS_TEST_PAUSE_AT, see ckptlens.store.atomic), then SIGKILL the whole group."""
     sig = project / "paused.signal"
     sig.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(project / "src"), "PYTHONDONTWRITEBYTECODE": "1",
@@ -451,14 +444,14 @@ def run_until_paused(project: Path, pause_at: str, *args: str, timeout=240):
 
 # stage, the file whose job is killed right before its rename, the targets of that run
 INTERRUPTIONS = [
-    ("checkpoint import", "checkpoints/step20.safetensors", ["results/lab/checkpoints/step20.safetensors"]),
-    ("weights digest", "digests/step40.txt", ["results/lab/digests/step40.txt"]),
-    ("identical-steps check", "identical_steps.csv", ["results/lab/identical_steps.csv"]),
-    ("weight extraction (streamed)", "extract/weights/step60.safetensors", ["results/lab/extract/weights/step60.safetensors"]),
+    ("checkpoint import", "checkpoints/step20.safetensors", ["results/runs/lab/checkpoints/step20.safetensors"]),
+    ("weights digest", "digests/step40.txt", ["results/runs/lab/digests/step40.txt"]),
+    ("identical-steps check", "identical_steps.csv", ["results/runs/lab/identical_steps.csv"]),
+    ("weight extraction (streamed)", "extract/weights/step60.safetensors", ["results/runs/lab/extract/weights/step60.safetensors"]),
     ("model extraction, between its two outputs", "extract/gradients/step0.safetensors",
-     ["results/lab/extract/gradients/step0.safetensors"]),
+     ["results/runs/lab/extract/gradients/step0.safetensors"]),
     ("metric job, with the rest of the run in flight", "metrics/activation_similarity/step40.csv", TARGETS),
-    ("aggregation", "metrics.parquet", ["results/lab/metrics.parquet"]),
+    ("aggregation", "metrics.parquet", ["results/runs/lab/metrics.parquet"]),
     ("analysis, after two of its four outputs", "analysis/correlation.csv", TARGETS),
 ]
 
@@ -478,10 +471,10 @@ def test_sigkill_at_every_stage_then_rerun_gives_identical_results(tmp_path, goo
         # anything under a final name is finished (equal to the uninterrupted run's) or marked incomplete
         incomplete = incomplete_files(project)
         for rel, path in result_files(project).items():
-            if f"results/lab/{rel}" not in incomplete:
+            if f"results/runs/lab/{rel}" not in incomplete:
                 assert rel in ref and same_content(path, ref[rel]), (stage, rel)
         if stage.startswith(("model extraction", "analysis")):  # outputs written before the kill
-            assert incomplete & {"results/lab/extract/activations/step0.safetensors", "results/lab/analysis/pca.csv"}
+            assert incomplete & {"results/runs/lab/extract/activations/step0.safetensors", "results/runs/lab/analysis/pca.csv"}
     snakemake(project, "--unlock")
     # a plain rerun: the default profile sets rerun-incomplete, so incomplete outputs are redone
     snakemake(project, "--cores", "2", *TARGETS)
@@ -563,16 +556,16 @@ def bad_runs(tmp_path_factory, good_checkpoints, reference):
     out = {"project": project, "bad": bad, "marker": marker}
     out["fail"] = snakemake(project, "--cores", "2", "--keep-going", *TARGETS, check=False)
     out["fail_files"] = {k: p.read_bytes() for k, p in result_files(project).items() if "metrics/" in k}
-    out["fail_table"] = (project / "results/lab/metrics.parquet").exists()
-    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    out["fail_table"] = (project / "results/runs/lab/metrics.parquet").exists()
+    cfg = yaml.safe_load((project / "config/config.yaml").read_text())
     cfg["on_bad_checkpoint"] = "skip"
-    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (project / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     out["skip_jobs"] = scheduled(project, *TARGETS)
     out["skip"] = snakemake(project, "--cores", "2", *TARGETS, check=False)
     shutil.copytree(project / "results", root / "skip_results")
-    out["skip_results"] = root / "skip_results" / "lab"
+    out["skip_results"] = root / "skip_results" / "runs" / "lab"
     cfg["on_bad_checkpoint"] = "fail"
-    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (project / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     out["back_jobs"] = scheduled(project, *TARGETS)
     out["back"] = snakemake(project, "--cores", "2", *TARGETS, check=False)
     return out
@@ -583,9 +576,9 @@ def test_bad_checkpoints_fail_naming_file_and_reason_and_keep_going_finishes_the
     proc, project, bad = bad_runs["fail"], bad_runs["project"], bad_runs["bad"]
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert text.count("Error in rule import_local_checkpoint") == len(bad)
+    assert text.count("Error in rule materialise_checkpoint") == len(bad)
     for step, (case, path, reason) in bad.items():
-        log = (project / f"results/lab/logs/import/step{step}.log").read_text()
+        log = (project / f"results/runs/lab/logs/materialise/step{step}.log").read_text()
         assert f"{path}: " in log and reason in log, (case, log[-1500:])
         assert path in text, case
     assert not bad_runs["marker"].exists()  # the pickle's code never ran
@@ -619,7 +612,7 @@ def test_skip_lists_the_gaps_and_analyses_the_rest_with_the_same_values(bad_runs
         assert row.file == path and reason in row.reason, case
     table = pd.read_parquet(res / "metrics.parquet")
     assert sorted(table["step"].unique()) == [20, 40, 50, 60]
-    want = pd.read_parquet(reference / "results/lab/metrics.parquet")
+    want = pd.read_parquet(reference / "results/runs/lab/metrics.parquet")
     keys = ["step", "layer", "metric"]
     merged = table[table.step != 50].merge(want, on=keys, how="outer", suffixes=("", "_ref"), indicator=True)
     merged = merged[merged.step.isin([20, 40, 60])]
@@ -680,27 +673,27 @@ def test_degenerate_runs_single_checkpoint_identical_checkpoints_zero_layer_one_
                     "twins": {**run, "source": {"type": "local", "path": str(twins)}}},
            "metrics": {"frobenius_norm": {}, "effective_rank": {}, "cka_to_final": {}, "cka_to_previous": {},
                        "update_norm_previous": {}, "gradient_norm": {}, "gradient_cosine": {}}}
-    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
-    targets = [f"results/{r}/{f}" for r in ("single", "twins") for f in ("analysis/pca.csv", "identical_steps.csv")]
+    (project / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    targets = [f"results/runs/{r}/{f}" for r in ("single", "twins") for f in ("analysis/pca.csv", "identical_steps.csv")]
     snakemake(project, "--cores", "2", *targets)
 
-    one = pd.read_parquet(project / "results/single/metrics.parquet").set_index(["layer", "metric"])["value"]
+    one = pd.read_parquet(project / "results/runs/single/metrics.parquet").set_index(["layer", "metric"])["value"]
     assert one[("blocks.0.attn.v_proj", "frobenius_norm")] == 0 and one[("blocks.0.attn.v_proj", "effective_rank")] == 0
     assert np.allclose(one.xs("cka_to_final", level="metric"), 1.0)
     assert not {"cka_to_previous", "update_norm_previous"} & set(one.index.get_level_values("metric"))
     assert one.xs("gradient_cosine", level="metric").isna().all()  # one probe batch: no pair; warned
-    log = (project / "results/single/logs/metrics/gradient/step60.log").read_text()
+    log = (project / "results/runs/single/logs/metrics/gradient/step60.log").read_text()
     assert "run 'single', step 60, layer 'blocks.0.attn.q_proj': metric 'gradient_cosine' is not finite" in log
-    notes = (project / "results/single/analysis/notes.txt").read_text()
+    notes = (project / "results/runs/single/analysis/notes.txt").read_text()
     assert "no PCA: needs at least 2 steps" in notes
-    assert pd.read_csv(project / "results/single/analysis/pca.csv").empty
+    assert pd.read_csv(project / "results/runs/single/analysis/pca.csv").empty
 
-    two = pd.read_parquet(project / "results/twins/metrics.parquet")
+    two = pd.read_parquet(project / "results/runs/twins/metrics.parquet")
     at1 = two[two.step == 1].set_index(["layer", "metric"])["value"]
     assert (at1.xs("update_norm_previous", level="metric") == 0).all()
     assert np.allclose(at1.xs("cka_to_previous", level="metric"), 1.0)
-    assert pd.read_csv(project / "results/twins/identical_steps.csv").values.tolist() == [[1, 0]]
-    notes = (project / "results/twins/analysis/notes.txt").read_text()
+    assert pd.read_csv(project / "results/runs/twins/identical_steps.csv").values.tolist() == [[1, 0]]
+    notes = (project / "results/runs/twins/analysis/notes.txt").read_text()
     assert "constant over steps" in notes  # identical steps: every column constant, reported, no crash
     for case in ("a single checkpoint (with an all-zero weight layer)", "two identical checkpoints",
                  "a probe batch of one sample, one probe batch"):

@@ -12,15 +12,15 @@ from safetensors.torch import save_file
 
 pytest.importorskip("transformers")
 
-from ckptlens.hf import (  # noqa: E402
-    HFModelError,
+from ckptlens.extract.hf_model import (  # noqa: E402
+    ExtractionError,
     _indices,
-    extract_hf,
     load_hf_model,
     model_kind,
     probe_batches,
 )
-from ckptlens.io import TensorFile  # noqa: E402
+from ckptlens.extract.model import extract_model  # noqa: E402
+from ckptlens.store.tensors import TensorFile  # noqa: E402
 
 WORDS = "the a cat dog bird sat ran on under mat rug good bad very not".split()
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -101,7 +101,7 @@ def test_probe_indices_are_seeded_disjoint_slices():
         np.testing.assert_array_equal(x, y)
     small = _indices(5, 4, 3, seed=5, what="x")  # set too small for disjoint batches: sampled per batch
     assert all(len(set(i.tolist())) == 4 for i in small)
-    with pytest.raises(HFModelError, match="larger than the probe set"):
+    with pytest.raises(ExtractionError, match="larger than the probe set"):
         _indices(3, 4, 1, seed=0, what="x")
 
 
@@ -110,7 +110,7 @@ def test_neox_activations_equal_direct_forward(neox, tmp_path):
     probe = {"tokens": str(ids_path), "batch_size": 4, "n_batches": 2, "seed": 3}
     targets = {"activations": ["gpt_neox.layers.*", "gpt_neox.layers.0.mlp.dense_h_to_4h", "embed_out"]}
     out = tmp_path / "a.safetensors"
-    extract_hf(path, cfg, targets, probe, {"activations": str(out)}, device="cpu")
+    extract_model(path, targets, probe, {"activations": str(out)}, device="cpu", hf_config=cfg)
     acts = load_np(out)
     # the checkpoint's own names: 'embed_out' (transformers 5 calls the module lm_head)
     assert sorted(acts) == ["embed_out", "gpt_neox.layers.0", "gpt_neox.layers.0.mlp.dense_h_to_4h", "gpt_neox.layers.1"]
@@ -130,7 +130,7 @@ def test_neox_gradients_equal_autograd_of_hf_loss(neox, tmp_path):
     probe = {"tokens": str(ids_path), "batch_size": 4, "n_batches": 2, "seed": 3}
     targets = {"gradients": ["gpt_neox.layers.*.attention.query_key_value", "embed_out"]}
     out = tmp_path / "g.safetensors"
-    extract_hf(path, cfg, targets, probe, {"gradients": str(out)}, device="cpu")
+    extract_model(path, targets, probe, {"gradients": str(out)}, device="cpu", hf_config=cfg)
     grads = TensorFile(out, group_gradients=True)
     assert sorted(grads) == ["embed_out", "gpt_neox.layers.0.attention.query_key_value",
                              "gpt_neox.layers.1.attention.query_key_value"]
@@ -160,7 +160,7 @@ def test_gpt2_prefixless_checkpoint_tied_head_conv1d_transposed(tmp_path):
     probe = {"tokens": str(tmp_path / "ids.npy"), "batch_size": 4, "n_batches": 2, "seed": 0}
     targets = {"activations": ["h.*"], "gradients": ["h.0.attn.c_attn", "h.1.mlp.c_fc"]}
     outs = {"activations": str(tmp_path / "a.safetensors"), "gradients": str(tmp_path / "g.safetensors")}
-    extract_hf(path, _config(model), targets, probe, outs, device="cpu")
+    extract_model(path, targets, probe, outs, device="cpu", hf_config=_config(model))
     acts, grads = load_np(outs["activations"]), TensorFile(outs["gradients"], group_gradients=True)
     assert sorted(acts) == ["h.0", "h.1"] and sorted(grads) == ["h.0.attn.c_attn", "h.1.mlp.c_fc"]
     b0, b1 = _indices(8, 4, 2, 0, "")
@@ -213,7 +213,7 @@ def test_bert_classifier_activations_skip_padding_and_gradients(bert_cls, tokeni
     targets = {"activations": ["bert.encoder.layer.*", "classifier"],
                "gradients": ["bert.encoder.layer.*.attention.self.query", "classifier"]}
     outs = {"activations": str(tmp_path / "a.safetensors"), "gradients": str(tmp_path / "g.safetensors")}
-    extract_hf(path, cfg, targets, probe, outs, device="cpu")
+    extract_model(path, targets, probe, outs, device="cpu", hf_config=cfg)
     acts, grads = load_np(outs["activations"]), TensorFile(outs["gradients"], group_gradients=True)
     batches = probe_batches(probe)
     b0 = batches[0]
@@ -243,8 +243,8 @@ def test_bert_masked_lm_and_headless(tokenizer_dir, probe_text, tmp_path):
              "batch_size": 4, "n_batches": 2, "seed": 0}
     targets = {"gradients": ["bert.encoder.layer.0.attention.self.value"]}
     g1, g2 = tmp_path / "g1.safetensors", tmp_path / "g2.safetensors"
-    extract_hf(path, _config(mlm), targets, probe, {"gradients": str(g1)}, device="cpu")
-    extract_hf(path, _config(mlm), targets, probe, {"gradients": str(g2)}, device="cpu")
+    extract_model(path, targets, probe, {"gradients": str(g1)}, device="cpu", hf_config=_config(mlm))
+    extract_model(path, targets, probe, {"gradients": str(g2)}, device="cpu", hf_config=_config(mlm))
     a, b = load_np(g1), load_np(g2)
     assert sorted(a) == ["bert.encoder.layer.0.attention.self.value#0", "bert.encoder.layer.0.attention.self.value#1"]
     for k in a:  # deterministic masking
@@ -256,11 +256,11 @@ def test_bert_masked_lm_and_headless(tokenizer_dir, probe_text, tmp_path):
     bare = BertModel(cfg).eval()
     bpath = _save(bare, tmp_path / "bare.safetensors")
     out = tmp_path / "a.safetensors"
-    extract_hf(bpath, _config(bare), {"activations": ["encoder.layer.0"]}, probe, {"activations": str(out)}, device="cpu")
+    extract_model(bpath, {"activations": ["encoder.layer.0"]}, probe, {"activations": str(out)}, device="cpu", hf_config=_config(bare))
     assert list(load_np(out)) == ["encoder.layer.0"]
-    with pytest.raises(HFModelError, match="no task head"):
-        extract_hf(bpath, _config(bare), {"gradients": ["encoder.layer.0.output.dense"]}, probe,
-                   {"gradients": str(tmp_path / "g.safetensors")}, device="cpu")
+    with pytest.raises(ExtractionError, match="no task head"):
+        extract_model(bpath, {"gradients": ["encoder.layer.0.output.dense"]}, probe,
+                   {"gradients": str(tmp_path / "g.safetensors")}, device="cpu", hf_config=_config(bare))
 
 
 def test_strict_loading_and_clear_errors(neox, tmp_path):
@@ -271,15 +271,15 @@ def test_strict_loading_and_clear_errors(neox, tmp_path):
     sd.pop("gpt_neox.layers.1.mlp.dense_4h_to_h.weight")
     bad = tmp_path / "bad.safetensors"
     save_file(sd, str(bad))
-    with pytest.raises(HFModelError, match=r"bad\.safetensors.*dense_4h_to_h"):
+    with pytest.raises(ExtractionError, match=r"bad\.safetensors.*dense_4h_to_h"):
         load_hf_model(bad, cfg)
-    with pytest.raises(HFModelError, match="model_type"):
+    with pytest.raises(ExtractionError, match="model_type"):
         load_hf_model(path, {})  # no config given, none in the metadata
     wrong = {**cfg, "hidden_size": 32, "intermediate_size": 64}
-    with pytest.raises(HFModelError, match="do not fit"):
+    with pytest.raises(ExtractionError, match="do not fit"):
         load_hf_model(path, wrong)
     probe = {"tokens": str(ids_path), "batch_size": 2, "n_batches": 1}
-    with pytest.raises(HFModelError, match="no module matches"):
-        extract_hf(path, cfg, {"activations": ["nothing.*"]}, probe, {"activations": str(tmp_path / "x")}, device="cpu")
-    with pytest.raises(HFModelError, match="exactly one of"):
+    with pytest.raises(ExtractionError, match="no module matches"):
+        extract_model(path, {"activations": ["nothing.*"]}, probe, {"activations": str(tmp_path / "x")}, device="cpu", hf_config=cfg)
+    with pytest.raises(ExtractionError, match="exactly one of"):
         probe_batches({"batch_size": 2})

@@ -222,7 +222,7 @@ def test_linearity_warns_when_the_probe_has_no_more_samples_than_features():
 
 
 def test_minilm_probe_with_every_task_sentence(tmp_path):
-    from ckptlens.minilm import task_sentences, write_probe
+    from ckptlens.sources.minilm import task_sentences, write_probe
 
     lines = write_probe(tmp_path / "all.txt", which="all").read_text().splitlines()
     assert lines == [f"{y}\t{t}" for y, t in task_sentences()] and len(lines) == 384

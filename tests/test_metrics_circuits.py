@@ -272,7 +272,7 @@ def test_rotary_qk_reproduces_the_toy_models_attention_scores():
     torch = pytest.importorskip("torch")
     from ckptlens.adapters.toy import ToyAdapter
     from ckptlens.metrics.circuits import rotary_qk
-    from ckptlens.toy.model import AttnOnlyTransformer, ToyModelConfig, apply_rotary, rotary_cos_sin
+    from ckptlens.sources.trained.transformer import AttnOnlyTransformer, ToyModelConfig, apply_rotary, rotary_cos_sin
 
     torch.manual_seed(0)
     cfg = ToyModelConfig(vocab_size=16, d_model=16, n_layers=2, n_heads=2)

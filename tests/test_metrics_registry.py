@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from ckptlens import metrics as M
-from ckptlens.metrics import registry
-from ckptlens.metrics._common import layer_order, quantile_key, summarize
+from ckptlens.metrics._common import quantile_key, summarize
 
 
 @pytest.fixture
@@ -97,7 +96,7 @@ def test_model_scope_family(scratch_registry):
         def __init__(self, store):
             self.store = store
 
-    @M.metric("_test_sum_pairs", family="_test_pairs")
+    @M.metric("_test_sum_pairs", label="test", family="_test_pairs")
     def sum_pairs(ctx):
         names = list(ctx.store)
         out = {}
@@ -106,7 +105,7 @@ def test_model_scope_family(scratch_registry):
             out[f"{a}~{b}"] = math.nan if x is None or y is None else float(x.sum() + y.sum())
         return out
 
-    @M.metric("_test_multi", family="_test_pairs")
+    @M.metric("_test_multi", label="test", family="_test_pairs")
     def multi(ctx):
         return {"all": {"n": len(ctx.store), "bad": math.inf}}
 
@@ -128,7 +127,7 @@ def test_model_scope_reference_contexts(scratch_registry):
         def __init__(self, store):
             self.total = sum(float(store[k].sum()) for k in store)
 
-    @M.metric("_test_diff", family="_test_ref", reference="previous")
+    @M.metric("_test_diff", label="test", family="_test_ref", reference="previous")
     def diff(ctx, prev):
         return {"model": ctx.total - prev.total}
 
@@ -138,7 +137,7 @@ def test_model_scope_reference_contexts(scratch_registry):
 
 
 def test_linalg_error_gives_nan_not_a_crash(scratch_registry):
-    @M.metric("_test_fails", family="weight_spectrum")
+    @M.metric("_test_fails", label="test", family="weight_spectrum")
     def fails(ctx):
         raise np.linalg.LinAlgError("SVD did not converge")
 
@@ -151,25 +150,20 @@ def test_registration_errors(scratch_registry):
     with pytest.raises(ValueError, match="scope"):
         M.family("_x", needs="weights", scope="global")
     with pytest.raises(ValueError, match="reference"):
-        M.metric("_y", family="weight_update", reference=("previous", "next"))
+        M.metric("_y", label="test", family="weight_update", reference=("previous", "next"))
     with pytest.raises(ValueError, match="may not contain"):
-        M.metric("_a.b", family="weight_spectrum")
+        M.metric("_a.b", label="test", family="weight_spectrum")
 
 
 def test_code_hash_follows_shared_helper_modules():
-    mods = {m.__name__.rsplit(".", 1)[-1] for m in registry._package_modules([M.FAMILIES["circuits"].context])}
-    assert {"circuits", "_common", "registry"} <= mods
+    from ckptlens.store.codehash import closure
+
+    mods = {p.stem for p in closure(["ckptlens.metrics.registry", M.FAMILIES["circuits"].context.__module__])}
+    assert {"circuits", "_common", "registry", "layers"} <= mods
     assert "weights" not in mods and "activations" not in mods
     for fam in M.FAMILIES:
         h = M.family_code_hash(fam)
         assert len(h) == 16 and h == M.family_code_hash(fam)
-
-
-def test_layer_order_sorts_by_first_integer_keeping_unnumbered_in_place():
-    names = ["embed", "blocks.10.mlp", "blocks.2.attn", "blocks.2.mlp", "blocks.1", "lm_head"]
-    assert layer_order(names) == ["embed", "blocks.1", "blocks.2.attn", "blocks.2.mlp", "blocks.10.mlp", "lm_head"]
-    # alphabetical order puts the embedding after the blocks: it still goes first
-    assert layer_order(["blocks.0", "blocks.1", "embed", "ln_f"]) == ["embed", "blocks.0", "blocks.1", "ln_f"]
 
 
 def test_summarize_matches_numpy():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from ckptlens.metrics import task_vector_pca
+from ckptlens.task_vectors.pca import task_vector_pca
 
 
 def runs(seed=0, n_runs=5):

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from ckptlens import minilm
+from ckptlens.sources import minilm
 
 try:
     MINILM = minilm.minilm_dir()
@@ -38,11 +38,12 @@ def run(tmp_path_factory):
     return out, minilm.finetune(out, seed=0, steps=6, save_every=3, lr=1e-4)
 
 
+@pytest.mark.slow
 def test_checkpoints_load_as_bert_and_learning_happens(run):
     from transformers import AutoTokenizer
 
     from ckptlens.adapters import get_adapter
-    from ckptlens.checkpoint_io import open_checkpoint
+    from ckptlens.sources.readers import open_checkpoint
 
     out, saved = run
     assert sorted(saved) == [0, 3, 6]
@@ -63,8 +64,9 @@ def test_checkpoints_load_as_bert_and_learning_happens(run):
     assert after["accuracy"] >= before["accuracy"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_other_head_unless_head_seed(run, tmp_path):
-    from ckptlens.checkpoint_io import open_checkpoint
+    from ckptlens.sources.readers import open_checkpoint
 
     _, saved = run
     again = minilm.finetune(tmp_path / "a", seed=0, steps=3, save_every=3, lr=1e-4)
@@ -87,10 +89,11 @@ def test_same_seed_same_weights_other_seed_other_head_unless_head_seed(run, tmp_
             np.testing.assert_array_equal(a0.get(k), s0.get(k), err_msg=k)
 
 
+@pytest.mark.slow
 def test_workflow_extraction_on_a_minilm_step(run, tmp_path):
-    from ckptlens.hf import extract_hf
-    from ckptlens.io import TensorFile
+    from ckptlens.extract.model import extract_model
     from ckptlens.sources.importer import import_checkpoint
+    from ckptlens.store.tensors import TensorFile
 
     out, saved = run
     ckpt = tmp_path / "step6.safetensors"
@@ -99,7 +102,7 @@ def test_workflow_extraction_on_a_minilm_step(run, tmp_path):
              "batch_size": 16, "n_batches": 2, "seed": 0}
     targets = {"activations": ["bert.encoder.layer.*"], "gradients": ["bert.encoder.layer.*.attention.output.dense"]}
     outs = {"activations": str(tmp_path / "a.safetensors"), "gradients": str(tmp_path / "g.safetensors")}
-    extract_hf(ckpt, None, targets, probe, outs, device="cpu")
+    extract_model(ckpt, targets, probe, outs, device="cpu")
     acts = TensorFile(outs["activations"])
     grads = TensorFile(outs["gradients"], group_gradients=True)
     assert sorted(acts) == [f"bert.encoder.layer.{i}" for i in range(6)]

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from ckptlens import plots
 from ckptlens.plots import (
+    _style,
     is_log_spaced,
     plot_correlation,
     plot_metric_trajectories,
@@ -44,13 +44,13 @@ def assert_no_leftovers(directory: Path) -> None:
 def no_data_calls(monkeypatch) -> list[Path]:
     """Records the paths for which the "no data" figure was drawn."""
     calls: list[Path] = []
-    original = plots._no_data
+    original = _style.no_data
 
     def spy(path, *args, **kwargs):
         calls.append(Path(path))
         return original(path, *args, **kwargs)
 
-    monkeypatch.setattr(plots, "_no_data", spy)
+    monkeypatch.setattr(_style, "no_data", spy)
     return calls
 
 
@@ -215,10 +215,8 @@ def test_existing_png_is_replaced_whole(tmp_path):
 
 
 def test_correlation_plot_summary_rows_last_and_labelled(tmp_path, monkeypatch):
-    import ckptlens.plots as plots
-
     seen = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: seen.append(fig) or Path(path))
+    monkeypatch.setattr(_style, "save", lambda fig, path: seen.append(fig) or Path(path))
     rows = [{"run": "r", "x_metric": "a", "y_metric": "b", "layer": layer, "pearson_r": r}
             for layer, r in (("mean", 0.5), ("blocks.1", 0.4), ("blocks.0", 0.6))]
     rows.append({"run": "r", "x_metric": "a", "y_metric": "c", "layer": "layer_mean", "pearson_r": -0.3})
@@ -243,7 +241,7 @@ def test_log_y_labels_enough_ticks_over_few_decades(low, high, labels):
     ax = fig.subplots()
     values = np.geomspace(low, high, 20)
     ax.plot(np.arange(20), values)
-    plots._log_y(ax, values)
+    _style.log_y(ax, values)
     fig.canvas.draw()
     shown = {t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_text()
              and low <= t.get_position()[1] <= high}
@@ -251,21 +249,21 @@ def test_log_y_labels_enough_ticks_over_few_decades(low, high, labels):
 
 
 def test_every_registered_metric_has_a_readable_axis_label():
-    from ckptlens.labels import METRIC_LABELS, metric_label
     from ckptlens.metrics import METRICS  # importing the package registers every metric
+    from ckptlens.plots.labels import axis_label, metric_label
 
-    assert len(METRICS) > 30 and sorted(set(METRICS) - set(METRIC_LABELS)) == []
+    assert len(METRICS) > 30 and sorted(name for name, m in METRICS.items() if not m.label) == []
     assert metric_label("cka_to_final") == "linear CKA to the final checkpoint"
     assert metric_label("qk_ov_token_mismatch.k8") == "token mismatch ratio (k8)"
     assert metric_label("my_own.metric") == "my_own.metric"
-    assert plots.axis_label("gradient_norm", log=True) == "gradient norm ‖∇W‖_F (log scale)"
-    assert all(len(line) <= 40 for line in plots.axis_label("relative_update_norm_initial", True).splitlines())
+    assert axis_label("gradient_norm", log=True) == "gradient norm ‖∇W‖_F (log scale)"
+    assert all(len(line) <= 40 for line in axis_label("relative_update_norm_initial", True).splitlines())
 
 
 @pytest.mark.parametrize("name, size", [("pythia-70m-deduped", 70e6), ("pythia-1.4b-deduped", 1.4e9),
                                         ("EleutherAI/pythia-2.8b", 2.8e9), ("bert-110M", 110e6), ("gpt2-1t", 1e12),
                                         ("minilm_seed0", None), ("resnet50", None), ("model-v1.5", None)])
 def test_parse_model_size(name, size):
-    from ckptlens.labels import parse_model_size
+    from ckptlens.plots.studies.model_size import parse_model_size
 
     assert parse_model_size(name) == (pytest.approx(size) if size else None)

@@ -10,13 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ckptlens.sources.huggingface import (
+from ckptlens.sources.digests import check_identical_steps, digests_of
+from ckptlens.sources.hub import (
     ALLOW_PATTERNS,
     MARKER,
     RevisionError,
-    check_identical_steps,
     cleanup,
-    digests_of,
     download_revision,
     fetch_revision,
     pythia_steps,
@@ -54,7 +53,7 @@ def test_select_revisions():
 
 
 def test_importing_the_source_touches_no_network_library():
-    code = ("import sys, ckptlens.sources.huggingface as h; h.select_revisions({'steps': 'pythia', 'every': 5}); "
+    code = ("import sys, ckptlens.sources.hub as h; h.select_revisions({'steps': 'pythia', 'every': 5}); "
             "bad = [m for m in ('huggingface_hub', 'torch', 'transformers', 'requests', 'httpx') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -75,7 +74,12 @@ def fake_hub(monkeypatch, tmp_path):
         calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": allow_patterns,
                       "local_dir": local_dir, "cache_dir": cache_dir})
         if repo_id == "nobody/missing":
-            raise OSError("404 Client Error: Repository Not Found")
+            class RepositoryNotFoundError(OSError):  # the hub's error's name, without its HTTP response
+                pass
+
+            raise RepositoryNotFoundError("404 Client Error: Repository Not Found")
+        if repo_id == "flaky/once" and sum(c["repo_id"] == repo_id for c in calls) == 1:
+            raise OSError("Connection reset by peer")
         step = int(revision.removeprefix("step"))
         torch.manual_seed(max(step, 1))  # step0 == step1
         cfg = GPTNeoXConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -88,9 +92,9 @@ def fake_hub(monkeypatch, tmp_path):
 
 
 def test_download_open_digest_cleanup(fake_hub, tmp_path):
-    from ckptlens.checkpoint_io import open_checkpoint
-    from ckptlens.hf import extract_hf
+    from ckptlens.extract.model import extract_model
     from ckptlens.sources.importer import import_checkpoint
+    from ckptlens.sources.readers import open_checkpoint
 
     revs = select_revisions({"revisions": [0, 1, 2]})
     paths = {s: download_revision("EleutherAI/pythia-tiny", r, tmp_path / "dl" / r, cache_dir=tmp_path / "cache")
@@ -111,7 +115,7 @@ def test_download_open_digest_cleanup(fake_hub, tmp_path):
     ids = tmp_path / "ids.npy"
     np.save(ids, np.arange(24).reshape(4, 6) % 32)
     out = tmp_path / "a.safetensors"
-    extract_hf(imported, None, {"activations": ["gpt_neox.layers.*"]}, {"tokens": str(ids), "batch_size": 2, "n_batches": 1},
+    extract_model(imported, {"activations": ["gpt_neox.layers.*"]}, {"tokens": str(ids), "batch_size": 2, "n_batches": 1},
                {"activations": str(out)}, device="cpu")
     assert out.is_file()
 
@@ -132,8 +136,8 @@ def test_download_open_digest_cleanup(fake_hub, tmp_path):
 
 
 def test_fetch_revision_imports_then_deletes_the_download(fake_hub, tmp_path):
-    from ckptlens.checkpoint_io import open_checkpoint
-    from ckptlens.hf import hf_config_from_metadata
+    from ckptlens.extract.hf_model import hf_config_from_metadata
+    from ckptlens.sources.readers import open_checkpoint
 
     dst = tmp_path / "results" / "step4.safetensors"
     dl = tmp_path / "downloads" / "step4"
@@ -148,10 +152,17 @@ def test_fetch_revision_imports_then_deletes_the_download(fake_hub, tmp_path):
     assert (dl / MARKER).is_file()
 
 
-def test_download_errors_name_model_and_revision(fake_hub, tmp_path):
+def test_download_errors_name_model_and_revision(fake_hub, tmp_path, monkeypatch):
+    from ckptlens.sources import hub
+
+    monkeypatch.setattr(hub, "DOWNLOAD_BACKOFF_S", 0.0)
     dest = tmp_path / "m"
     with pytest.raises(RevisionError, match=r"nobody/missing@step5: download failed .*Not Found"):
         download_revision("nobody/missing", "step5", dest)
+    assert sum(c["repo_id"] == "nobody/missing" for c in fake_hub) == 1  # a missing repository: no retry
+    with pytest.warns(UserWarning, match="attempt 1 failed"):
+        download_revision("flaky/once", "step2", tmp_path / "flaky")  # a network fault: tried again
+    assert sum(c["repo_id"] == "flaky/once" for c in fake_hub) == 2
     assert cleanup(dest) is True  # a failed download is still ours to delete
     user = tmp_path / "user"
     user.mkdir()

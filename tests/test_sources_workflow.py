@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_helpers import REPO, copy_project, finetune_minilm, snakemake
 
 pytestmark = pytest.mark.slow
@@ -26,20 +25,20 @@ def test_pythia_table_example(tmp_path):
 
     raw = pd.read_csv(PYTHIA)
     for model in cfg["runs"]:
-        got = pd.read_parquet(project / f"results/{model}/metrics.parquet")
+        got = pd.read_parquet(project / f"results/runs/{model}/metrics.parquet")
         want = raw[(raw["model"] == model) & raw["layer"].str.match(r"gpt_neox\.layers\.\d+\.(attention\.dense|mlp\.dense_4h_to_h)$")]
         assert len(got) == len(want) > 0
         merged = got.merge(want, on=["layer", "metric", "step"], suffixes=("", "_csv"))
         assert len(merged) == len(want) and np.allclose(merged["value"], merged["value_csv"])
         for png in ["pca.png", "correlation.png", "trajectories/trajectory_cka_scores.png"]:
-            assert (project / f"results/{model}/plots/{png}").stat().st_size > 0
+            assert (project / f"results/runs/{model}/plots/{png}").stat().st_size > 0
     # the study's correlation for one layer, recomputed plainly from the CSV
-    model, layer = "pythia-410m-deduped", "gpt_neox.layers.5.attention.dense"
+    model, layer = "pythia-410m-deduped", "gpt_neox.layers.5.attention.dense"  # noqa: F841 (read by the query)
     wide = raw.query("model == @model and layer == @layer").pivot(index="step", columns="metric", values="value")
-    corr = pd.read_csv(project / f"results/{model}/analysis/correlation.csv")
+    corr = pd.read_csv(project / f"results/runs/{model}/analysis/correlation.csv")
     r = corr.query("layer == @layer and x_metric == 'cka_scores' and y_metric == 'grad_sim'")["pearson_r"].item()
     assert r == pytest.approx(np.corrcoef(wide["cka_scores"], wide["grad_sim"])[0, 1], abs=1e-9)
-    assert not (project / "results/demo").exists()  # the example does not drag the demo in
+    assert not (project / "results/runs/demo").exists()  # the example does not drag the demo in
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def test_minilm_finetuning_through_the_workflow(tmp_path, minilm_checkpoints):
     (project / "minilm.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(project, "--cores", "2", "--configfile", "minilm.yaml")
 
-    t = pd.read_parquet(project / "results/minilm_seed1/metrics.parquet")
+    t = pd.read_parquet(project / "results/runs/minilm_seed1/metrics.parquet")
     assert sorted(t["step"].unique()) == [0, 10, 20]
     assert t["value"].notna().all()
     # a weight metric against the Hugging Face checkpoint's own tensor
@@ -76,7 +75,7 @@ def test_minilm_finetuning_through_the_workflow(tmp_path, minilm_checkpoints):
     tv = pd.read_csv(project / "results/task_vectors/minilm_seeds/task_vectors.csv")
     # two runs: the first component explains everything (a centred 2-point cloud is a line)
     assert np.allclose(tv[tv["metric"] == "task_vector_pca_evr.pc1"]["value"], 1.0)
-    assert (project / "results/minilm_seed0/identical_steps.csv").exists()
+    assert (project / "results/runs/minilm_seed0/identical_steps.csv").exists()
 
 
 FAKE_HUB_SITECUSTOMIZE = '''
@@ -133,7 +132,7 @@ def test_huggingface_revisions_through_the_workflow(tmp_path, monkeypatch):
     site = str(tmp_path / "site")  # after the project's src on PYTHONPATH: the fake hub's sitecustomize
     _with_site(project, site, "--cores", "2", "--configfile", "hf.yaml")
 
-    r = project / "results/neox"
+    r = project / "results/runs/neox"
     t = pd.read_parquet(r / "metrics.parquet")
     assert sorted(t["step"].unique()) == [0, 1, 8]
     assert np.allclose(t.query("step == 8 and metric == 'cka_to_final'")["value"], 1.0)
@@ -161,7 +160,36 @@ def _with_site(project, site, *args, check=True):
     from workflow_helpers import SNAKEMAKE
 
     env = {**os.environ, "PYTHONPATH": f"{project / 'src'}:{site}", "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run([SNAKEMAKE, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=project, env=env, capture_output=True, text=True, timeout=3600)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def test_the_workflow_finds_local_checkpoints_as_the_library_does(tmp_path):
+    """A folder with ckpt_10.pth, ckpt_20.ckpt, ckpt_30.pt and a sub-folder notes_40/: the workflow
+    used to take {30: ckpt_30.pt, 40: notes_40} (its own discovery dropped .pth/.ckpt, which the
+    readers support, and took any folder with a number in its name); now it uses
+    ckptlens.sources.local.discover, whose answer is {10, 20, 30}, and runs them all."""
+    import torch
+
+    from ckptlens.sources.local import discover
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    sizes = {}
+    for step, name in ((10, "ckpt_10.pth"), (20, "ckpt_20.ckpt"), (30, "ckpt_30.pt")):
+        w = torch.full((4, 3), float(step))
+        torch.save({"state_dict": {"layer.weight": w, "layer.bias": torch.zeros(4)}}, folder / name)
+        sizes[step] = float(np.linalg.norm(w.numpy()))
+    (folder / "notes_40").mkdir()
+    (folder / "notes_40" / "readme.txt").write_text("not a checkpoint")
+    assert list(discover(str(folder))) == [10, 20, 30]
+    project = copy_project(tmp_path / "p")
+    cfg = {"runs": {"mine": {"source": {"type": "local", "path": str(folder)}}}, "metrics": {"frobenius_norm": {}}}
+    (project / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(project, "--cores", "2", "--configfile", "mine.yaml")
+    t = pd.read_parquet(project / "results/runs/mine/metrics.parquet")
+    assert sorted(t["step"].unique()) == [10, 20, 30]
+    for step, norm in sizes.items():
+        assert t.query("step == @step and layer == 'layer'")["value"].item() == pytest.approx(norm)

@@ -1,4 +1,4 @@
-"""ckptlens.study_plots: the study figures draw the table values, keep run colours, and stay readable.
+"""ckptlens.plots.studies: the study figures draw the table values, keep run colours, and stay readable.
 
 The figures are checked through the ``_figure_*`` functions, which return the Figure: lines'
 data are compared with the table, panels counted, colours and scales read back. The public
@@ -22,7 +22,8 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
 
-from ckptlens import study_plots as sp
+from ckptlens.plots import _style, studies
+from ckptlens.plots.studies import _common, compare, gradient_pca, induction, linearity, model_size, rotary_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LOG_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000, 8000]
@@ -50,13 +51,13 @@ def assert_no_leftovers(directory: Path) -> None:
 @pytest.fixture
 def no_data_calls(monkeypatch) -> list[Path]:
     calls: list[Path] = []
-    original = sp._no_data
+    original = _style.no_data
 
     def spy(path, *args, **kwargs):
         calls.append(Path(path))
         return original(path, *args, **kwargs)
 
-    monkeypatch.setattr(sp, "_no_data", spy)
+    monkeypatch.setattr(_style, "no_data", spy)
     return calls
 
 
@@ -296,16 +297,16 @@ def render_all(out_dir, light: bool = False, names: Sequence[str] | None = None)
     cp = pd.DataFrame([("seed 1", "weight_norm", "gpt_neox.layers.0.attention.dense", "change_point", 300, 0, 1)],
                       columns=["run", "metric", "layer", "kind", "step", "value", "score"])
     figures = {
-        "induction_study": lambda p: sp.plot_induction_study(*induction_data(ks=ks, total=total)[:2], p,
+        "induction_study": lambda p: induction.plot_induction_study(*induction_data(ks=ks, total=total)[:2], p,
                                                              events=induction_data(ks=ks, total=total)[2]),
-        "induction_study_token_ks": lambda p: sp.plot_induction_study(
+        "induction_study_token_ks": lambda p: induction.plot_induction_study(
             *induction_data(ks=ks[:2], token_ks=True, total=total)[:2], p,
             events=induction_data(ks=ks[:2], token_ks=True, total=total)[2]),
-        "rotary_sweep": lambda p: sp.plot_rotary_sweep(rotary_data(), p),
-        "linearity_study": lambda p: sp.plot_linearity_study(linearity_data(n_layers=3 if light else 7), p),
-        "gradient_pca_study": lambda p: sp.plot_gradient_pca_study(gradient_pca_data(), p, dims=32),
-        "model_size_study": lambda p: sp.plot_model_size_study(*model_size_data(), PYTHIA_SIZES, p),
-        "run_comparison": lambda p: sp.plot_run_comparison(comparison_data(n_layers=3 if light else 16),
+        "rotary_sweep": lambda p: rotary_sweep.plot_rotary_sweep(rotary_data(), p),
+        "linearity_study": lambda p: linearity.plot_linearity_study(linearity_data(n_layers=3 if light else 7), p),
+        "gradient_pca_study": lambda p: gradient_pca.plot_gradient_pca_study(gradient_pca_data(), p, dims=32),
+        "model_size_study": lambda p: model_size.plot_model_size_study(*model_size_data(), PYTHIA_SIZES, p),
+        "run_comparison": lambda p: compare.plot_run_comparison(comparison_data(n_layers=3 if light else 16),
                                                            "weight_norm", p, events=cp),
     }
     return [draw(out / f"{name}.png") for name, draw in figures.items() if names is None or name in names]
@@ -324,7 +325,7 @@ def small_induction(**kw):
 
 def test_induction_values_baseline_colours_and_scale():
     tables, logs, events = small_induction()
-    fig = sp._figure_induction_study(tables, logs, events=events)
+    fig = induction._figure_induction_study(tables, logs, events=events)
     axes = axes_by_label(fig)
     # top row (3) + legend + per k: 2 overlap panels; 2 full-rank token panels
     assert set(axes) == {"loss", "id_error", "ood_error", "legend", "qk_ov.k1", "embed_ov.k1", "qk_ov.k2",
@@ -372,7 +373,7 @@ def test_induction_values_baseline_colours_and_scale():
 
 def test_induction_events_only_where_relevant():
     tables, logs, events = small_induction()
-    fig = sp._figure_induction_study(tables, logs, events=events)
+    fig = induction._figure_induction_study(tables, logs, events=events)
     axes = axes_by_label(fig)
     loss_cps = sorted(events[(events["kind"] == "change_point") & (events["metric"] == "loss")]["step"])
     for name in ("loss", "id_error", "ood_error"):
@@ -390,13 +391,13 @@ def test_induction_events_only_where_relevant():
         assert ln.get_linestyle() == "--"
     # an event of another layer of the same metric is not drawn
     other = events.assign(layer="blocks.9.attn.head0.qk~blocks.8.attn.head0.ov")
-    fig = sp._figure_induction_study(tables, logs, events=other)
+    fig = induction._figure_induction_study(tables, logs, events=other)
     assert event_steps(axes_by_label(fig)["qk_ov.k1"]) == []
 
 
 def test_induction_per_k_token_metrics_and_layout():
     tables, logs, events = small_induction(ks=(1, 2, 4), token_ks=True)
-    fig = sp._figure_induction_study(tables, logs, ks=[1, 4], events=events)
+    fig = induction._figure_induction_study(tables, logs, ks=[1, 4], events=events)
     axes = axes_by_label(fig)
     assert {"qk_ov.k1", "qk_ov.k4", "token_zscore.k1", "token_zscore.k4", "token_mismatch.k4"} <= set(axes)
     assert "qk_ov.k2" not in axes
@@ -413,20 +414,20 @@ def test_induction_missing_metrics_and_logs_tolerated(tmp_path, no_data_calls):
     # no token metrics, no embed metrics, one run without a log
     stripped = {r: t[t["metric"].str.startswith("qk_ov_overlap")] for r, t in tables.items()}
     logs = {r: lg for r, lg in logs.items() if r != "unbounded"}
-    fig = sp._figure_induction_study(stripped, logs)
+    fig = induction._figure_induction_study(stripped, logs)
     axes = axes_by_label(fig)
     assert "token_zscore" not in axes and not data_lines(axes["embed_ov.k1"])
     assert "not computed" in axes["embed_ov.k1"].texts[0].get_text()
     assert len(data_lines(axes["loss"])) == 2 and len(data_lines(axes["qk_ov.k1"])) == 3
     # only logs, no metrics table
-    fig = sp._figure_induction_study({}, logs)
+    fig = induction._figure_induction_study({}, logs)
     assert set(axes_by_label(fig)) == {"loss", "id_error", "ood_error", "legend"}
     assert axes_by_label(fig)["loss"].get_xscale() == "linear"  # steps every 10: not log-spaced
     # empty input: "no data" PNG
-    p = sp.plot_induction_study({}, {}, tmp_path / "none.png")
+    p = induction.plot_induction_study({}, {}, tmp_path / "none.png")
     assert_png(p) is not None and no_data_calls == [p]
-    with pytest.raises(sp._NoData):
-        sp._figure_induction_study({"a": pd.DataFrame()}, {"a": pd.DataFrame()})
+    with pytest.raises(_common.NoData):
+        induction._figure_induction_study({"a": pd.DataFrame()}, {"a": pd.DataFrame()})
 
 
 def test_induction_nan_values_are_gaps_and_odd_inputs_tolerated():
@@ -439,7 +440,7 @@ def test_induction_nan_values_are_gaps_and_odd_inputs_tolerated():
     tables["pool 256"].loc[tables["pool 256"]["metric"] == "qk_ov_overlap_max.k2", "value"] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning from all-NaN reductions, no layout warning
-        fig = sp._figure_induction_study(tables, {**logs, "extra": None},
+        fig = induction._figure_induction_study(tables, {**logs, "extra": None},
                                          events=events[["run", "metric", "layer", "kind", "step"]])
     axes = axes_by_label(fig)
     y = dict(zip(line_of(axes["qk_ov.k1"], "pool 4096").get_xdata(), line_of(axes["qk_ov.k1"], "pool 4096").get_ydata()))
@@ -459,7 +460,7 @@ def test_induction_nan_values_are_gaps_and_odd_inputs_tolerated():
 def test_rotary_sweep_lines_per_step_and_max_over_pairs():
     steps = list(range(0, 200, 10))  # 20 evenly spaced checkpoints
     tables = rotary_data(steps=steps, ks=(1, 2), offsets=(0, 1, 2, 4, 8))
-    fig = sp._figure_rotary_sweep(tables)
+    fig = rotary_sweep._figure_rotary_sweep(tables)
     axes = axes_by_label(fig)
     panels = [a for a in axes if "|" in a]
     assert len(panels) == 2 * 3  # 2 runs x (k1, k2, z-score)
@@ -481,7 +482,7 @@ def test_rotary_sweep_lines_per_step_and_max_over_pairs():
     assert ax.get_xscale() == "symlog"
     assert "max over 4 head pairs" in ax.get_ylabel()
     # explicit steps and ks
-    fig = sp._figure_rotary_sweep(tables, ks=[1], steps=[0, 100])
+    fig = rotary_sweep._figure_rotary_sweep(tables, ks=[1], steps=[0, 100])
     axes = axes_by_label(fig)
     assert sorted(a for a in axes if "|" in a) == ["pool 256|k1", "pool 256|zscore", "unbounded|k1", "unbounded|zscore"]
     assert [ln.get_label() for ln in step_lines(axes["pool 256|zscore"])] == ["step 0", "step 100"]
@@ -489,7 +490,7 @@ def test_rotary_sweep_lines_per_step_and_max_over_pairs():
 
 
 def test_rotary_sweep_empty(tmp_path, no_data_calls):
-    p = sp.plot_rotary_sweep({"a": pd.DataFrame({"run": ["a"], "step": [0], "layer": ["x"],
+    p = rotary_sweep.plot_rotary_sweep({"a": pd.DataFrame({"run": ["a"], "step": [0], "layer": ["x"],
                                                   "metric": ["other"], "value": [1.0]})}, tmp_path / "r.png")
     assert_png(p)
     assert no_data_calls == [p]
@@ -502,7 +503,7 @@ def test_rotary_sweep_empty(tmp_path, no_data_calls):
 
 def test_linearity_panels_values_and_bands():
     table = linearity_data(n_layers=4, prefix="blocks.")
-    fig = sp._figure_linearity_study(table)
+    fig = linearity._figure_linearity_study(table)
     axes = axes_by_label(fig)
     pairs = [f"blocks.{i}~blocks.{i + 1}" for i in range(3)]
     assert set(axes) == {"score", "activation_norm"} | {f"{m}|{p}" for m in ("linearity_per_sample",
@@ -536,24 +537,24 @@ def test_linearity_panels_values_and_bands():
 
 
 def test_linearity_many_pairs_and_missing_metrics(tmp_path, no_data_calls):
-    fig = sp._figure_linearity_study(linearity_data(n_layers=12))
+    fig = linearity._figure_linearity_study(linearity_data(n_layers=12))
     axes = axes_by_label(fig)
     shown = [name for name in axes if name.startswith("consecutive_cosine|")]
-    assert len(shown) == sp.MAX_BAND_PAIRS
+    assert len(shown) == linearity.MAX_BAND_PAIRS
     assert shown[0].endswith("layer.0~bert.encoder.layer.1") and shown[-1].endswith("layer.10~bert.encoder.layer.11")
     assert any("6 of 11 layer pairs" in sf._suptitle.get_text() for sf in fig.subfigs if sf._suptitle)
     assert_readable(fig)
     # only the scores: one panel, no crash
     only = linearity_data(per_sample=False, cosine=False, norm=False, no_residual=False)
-    fig = sp._figure_linearity_study(only, title="scores only")
+    fig = linearity._figure_linearity_study(only, title="scores only")
     assert set(axes_by_label(fig)) == {"score"} and fig._suptitle.get_text().startswith("scores only")
     # no scores and no norms: only the band rows
     bands = linearity_data(n_layers=3, norm=False)
     bands = bands[~bands["metric"].str.startswith("linearity_score")]
-    assert set(axes_by_label(sp._figure_linearity_study(bands))) == {
+    assert set(axes_by_label(linearity._figure_linearity_study(bands))) == {
         f"{m}|bert.encoder.layer.{i}~bert.encoder.layer.{i + 1}" for m in ("linearity_per_sample", "consecutive_cosine")
         for i in range(2)}
-    p = sp.plot_linearity_study(only[only["metric"] == "nothing"], tmp_path / "l.png")
+    p = linearity.plot_linearity_study(only[only["metric"] == "nothing"], tmp_path / "l.png")
     assert_png(p)
     assert no_data_calls == [p]
 
@@ -564,17 +565,17 @@ def test_linearity_many_pairs_and_missing_metrics(tmp_path, no_data_calls):
 
 
 def test_expected_abs_cosine():
-    assert sp.expected_abs_cosine(2) == pytest.approx(2 / math.pi)
-    assert sp.expected_abs_cosine(3) == pytest.approx(0.5)
+    assert gradient_pca.expected_abs_cosine(2) == pytest.approx(2 / math.pi)
+    assert gradient_pca.expected_abs_cosine(3) == pytest.approx(0.5)
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 20000, 32))
     mc = np.mean(np.abs(np.sum(a * b, 1)) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
-    assert sp.expected_abs_cosine(32) == pytest.approx(mc, abs=0.005)
+    assert gradient_pca.expected_abs_cosine(32) == pytest.approx(mc, abs=0.005)
 
 
 def test_gradient_pca_rows_values_and_reference():
     table = gradient_pca_data(depth=3)
-    fig = sp._figure_gradient_pca_study(table, dims={"blocks.0.linear": 32, "blocks.1.linear": 32})
+    fig = gradient_pca._figure_gradient_pca_study(table, dims={"blocks.0.linear": 32, "blocks.1.linear": 32})
     axes = axes_by_label(fig)
     assert len(axes) == 6  # 3 layers x 2
     ax = axes["blocks.1.linear|evr"]
@@ -589,7 +590,7 @@ def test_gradient_pca_rows_values_and_reference():
                 & (table["metric"] == "gradient_pca_cosine.pc1")]
     np.testing.assert_allclose(line_of(ax, "PC1|out0 vs out1").get_ydata(), sub["value"])
     ref = [ln for ln in ax.get_lines() if ln.get_gid() == "random"]
-    assert len(ref) == 1 and ref[0].get_ydata()[0] == pytest.approx(sp.expected_abs_cosine(32))
+    assert len(ref) == 1 and ref[0].get_ydata()[0] == pytest.approx(gradient_pca.expected_abs_cosine(32))
     # no width for blocks.2: no reference line there
     assert not [ln for ln in axes["blocks.2.linear|cosine"].get_lines() if ln.get_gid() == "random"]
     assert ax.get_xscale() == "symlog"
@@ -598,11 +599,11 @@ def test_gradient_pca_rows_values_and_reference():
 
 def test_gradient_pca_without_dims_or_cosine(tmp_path, no_data_calls):
     table = gradient_pca_data(depth=1)
-    fig = sp._figure_gradient_pca_study(table[table["metric"].str.startswith("gradient_pca_evr")])
+    fig = gradient_pca._figure_gradient_pca_study(table[table["metric"].str.startswith("gradient_pca_evr")])
     axes = axes_by_label(fig)
     assert not axes["blocks.0.linear|cosine"].get_lines()
     assert "not computed" in axes["blocks.0.linear|cosine"].texts[0].get_text()
-    p = sp.plot_gradient_pca_study(pd.DataFrame(), tmp_path / "g.png")
+    p = gradient_pca.plot_gradient_pca_study(pd.DataFrame(), tmp_path / "g.png")
     assert_png(p)
     assert no_data_calls == [p]
 
@@ -614,7 +615,7 @@ def test_gradient_pca_without_dims_or_cosine(tmp_path, no_data_calls):
 
 def test_model_size_values_ticks_and_components():
     explained, correlation = model_size_data()
-    fig = sp._figure_model_size_study(explained, correlation, PYTHIA_SIZES)
+    fig = model_size._figure_model_size_study(explained, correlation, PYTHIA_SIZES)
     axes = axes_by_label(fig)
     assert set(axes) == {"pc1", "n90", "pearson_r", "r_squared"}
     for ax in axes.values():
@@ -631,11 +632,11 @@ def test_model_size_values_ticks_and_components():
     for run in PYTHIA_SIZES:
         one = explained[(explained["run"] == run) & (explained["matrix"] == "layer_metric")]
         expected = int(np.argmax(one["cumulative"].to_numpy() >= 0.9)) + 1
-        assert sp.components_for(one) == expected
+        assert model_size.components_for(one) == expected
     n90 = line_of(axes["n90"], "steps × (layer, metric)").get_ydata()
-    assert list(n90) == [sp.components_for(explained[(explained["run"] == r) & (explained["matrix"] == "layer_metric")])
+    assert list(n90) == [model_size.components_for(explained[(explained["run"] == r) & (explained["matrix"] == "layer_metric")])
                          for r in PYTHIA_SIZES]
-    assert sp.components_for(pd.DataFrame({"component": [1, 2], "cumulative": [0.5, 0.8]})) != 2  # NaN
+    assert model_size.components_for(pd.DataFrame({"component": [1, 2], "cumulative": [0.5, 0.8]})) != 2  # NaN
     # Pearson r: mean line per pair (name "x vs y") + single-layer points
     ax = axes["pearson_r"]
     mean = line_of(ax, "weight_norm vs update_norm")
@@ -653,12 +654,12 @@ def test_model_size_values_ticks_and_components():
 def test_model_size_partial_and_empty(tmp_path, no_data_calls):
     explained, correlation = model_size_data()
     sizes = dict(list(PYTHIA_SIZES.items())[:3])
-    fig = sp._figure_model_size_study(explained, None, sizes)  # no correlations; runs without a size
+    fig = model_size._figure_model_size_study(explained, None, sizes)  # no correlations; runs without a size
     axes = axes_by_label(fig)
     assert len(line_of(axes["pc1"], "steps × metrics (mean over layers)").get_xdata()) == 3
     assert "no correlation result" in axes["pearson_r"].texts[0].get_text()
     assert "pythia-2.8b" in fig._suptitle.get_text()
-    p = sp.plot_model_size_study(pd.DataFrame(), pd.DataFrame(), {}, tmp_path / "m.png")
+    p = model_size.plot_model_size_study(pd.DataFrame(), pd.DataFrame(), {}, tmp_path / "m.png")
     assert_png(p)
     assert no_data_calls == [p]
 
@@ -674,7 +675,7 @@ def test_run_comparison_panels_order_shared_y_and_events():
     events = pd.DataFrame([("seed 1", "weight_norm", "gpt_neox.layers.2.attention.dense", "change_point", 64, 0, 1),
                            ("seed 1", "other", "gpt_neox.layers.2.attention.dense", "change_point", 8, 0, 1)],
                           columns=["run", "metric", "layer", "kind", "step", "value", "score"])
-    fig = sp._figure_run_comparison(table, "weight_norm", runs=["seed 2", "seed 0", "seed 1"], events=events)
+    fig = compare._figure_run_comparison(table, "weight_norm", runs=["seed 2", "seed 0", "seed 1"], events=events)
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_label() for ax in panels] == [f"gpt_neox.layers.{i}.attention.dense" for i in range(4)]
     ax = panels[2]
@@ -694,24 +695,24 @@ def test_run_comparison_pair_labels_and_readable_axis():
     rows = [(run, step, f"blocks.{i}.linear|out0~blocks.{i}.linear|out1", "gradient_pca_cosine.pc1", 0.1 * i + step / 100)
             for run in ("a", "b") for step in (0, 50, 100) for i in range(2)]
     table = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
-    fig = sp._figure_run_comparison(table, "gradient_pca_cosine.pc1")
+    fig = compare._figure_run_comparison(table, "gradient_pca_cosine.pc1")
     panels = [ax for ax in fig.axes if ax.get_visible()]
     # long names lose their common prefix, which the title names
     assert [ax.get_title() for ax in panels] == ["0.linear: out0 vs out1", "1.linear: out0 vs out1"]
     assert "layer names after 'blocks.'" in fig._suptitle.get_text()
     assert panels[0].get_ylabel() == "|cos| between the outputs' gradient PCs\n(pc1)"
-    assert sp._display_layer("blocks.1.attn.head0.qk~blocks.0.attn.head0.ov") == \
+    assert compare._display_layer("blocks.1.attn.head0.qk~blocks.0.attn.head0.ov") == \
         "blocks.1.attn.head0.qk vs blocks.0.attn.head0.ov"
-    assert sp._display_layer("blocks.3") == "blocks.3"
+    assert compare._display_layer("blocks.3") == "blocks.3"
 
 
 def test_run_comparison_max_panels_and_empty(tmp_path, no_data_calls):
-    fig = sp._figure_run_comparison(comparison_data(n_layers=24), "weight_norm", max_panels=6)
+    fig = compare._figure_run_comparison(comparison_data(n_layers=24), "weight_norm", max_panels=6)
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert len(panels) == 6
     assert panels[0].get_label().startswith("gpt_neox.layers.0.") and panels[-1].get_label().startswith("gpt_neox.layers.23.")
     assert "6 of 24 layers" in fig._suptitle.get_text()
-    p = sp.plot_run_comparison(comparison_data(n_layers=2), "missing", tmp_path / "c.png")
+    p = compare.plot_run_comparison(comparison_data(n_layers=2), "missing", tmp_path / "c.png")
     assert_png(p)
     assert no_data_calls == [p]
 
@@ -725,9 +726,10 @@ def test_run_comparison_max_panels_and_empty(tmp_path, no_data_calls):
 def captured(monkeypatch) -> list:
     """Records (function name, args, kwargs) of the figure functions plot_study_figure calls."""
     calls = []
-    for name in ("plot_induction_study", "plot_rotary_sweep", "plot_linearity_study", "plot_gradient_pca_study",
-                 "plot_model_size_study", "plot_run_comparison"):
-        monkeypatch.setattr(sp, name, lambda *a, _n=name, **k: calls.append((_n, a, k)) or Path(a[-1]))
+    for module, name in ((induction, "plot_induction_study"), (rotary_sweep, "plot_rotary_sweep"),
+                         (linearity, "plot_linearity_study"), (gradient_pca, "plot_gradient_pca_study"),
+                         (model_size, "plot_model_size_study"), (compare, "plot_run_comparison")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: calls.append((_n, a, k)) or Path(a[-1]))
     return calls
 
 
@@ -738,7 +740,7 @@ def test_study_figure_dispatch(tmp_path, captured, no_data_calls):
                              columns=["run", "metric", "layer", "kind", "step", "value", "score"])}
     spec = {"kind": "compare", "runs": ["b", "a"], "labels": {"a": "seed A", "b": "seed B"},
             "metric": "weight_norm", "layers": ["gpt_neox.layers.*.attention.dense"], "title": "T"}
-    sp.plot_study_figure(spec, tmp_path / "c.png", tables=tables, dynamics=dyn)
+    studies.plot_study_figure(spec, tmp_path / "c.png", {"table": tables, "dynamics": dyn})
     name, args, kw = captured[-1]
     assert name == "plot_run_comparison" and args[1] == "weight_norm"
     assert set(args[0]["run"]) == {"seed A", "seed B"} and kw["runs"] == ["seed B", "seed A"]
@@ -746,34 +748,35 @@ def test_study_figure_dispatch(tmp_path, captured, no_data_calls):
     assert list(kw["events"]["run"]) == ["seed A"]
     # a runs mapping gives the labels; logs and ks passed on
     logs = {"a": pd.DataFrame({"step": [0, 10], "loss": [1.0, 0.5]})}
-    sp.plot_study_figure({"kind": "induction", "runs": {"a": "pool A", "b": "pool B"}, "ks": [1]}, tmp_path / "i.png",
-                         tables=tables, logs=logs, dynamics=dyn)
+    studies.plot_study_figure({"kind": "induction", "runs": {"a": "pool A", "b": "pool B"}, "ks": [1]}, tmp_path / "i.png",
+                              {"table": tables, "log": logs, "dynamics": dyn})
     name, args, kw = captured[-1]
     assert name == "plot_induction_study" and list(args[0]) == ["pool A", "pool B"] and list(args[1]) == ["pool A"]
     assert kw["ks"] == [1] and list(kw["events"]["run"]) == ["pool A"]
     # one-run figures: the first run with a table
-    sp.plot_study_figure({"kind": "linearity", "runs": ["none", "b"]}, tmp_path / "l.png", tables={"b": tables["b"]})
+    studies.plot_study_figure({"kind": "linearity", "runs": ["none", "b"]}, tmp_path / "l.png",
+                              {"table": {"b": tables["b"]}})
     name, args, kw = captured[-1]
     assert name == "plot_linearity_study" and args[0] is tables["b"] and kw["title"].endswith(": b")
     # model size: sizes given or read from the run names
     ex, co = model_size_data(sizes={"pythia-70m": 1, "pythia-1.4b-deduped": 1, "custom": 1})
     pca = {r: d for r, d in ex.groupby("run")}
     corr = {r: d for r, d in co.groupby("run")}
-    sp.plot_study_figure({"kind": "model_size", "runs": ["pythia-70m", "pythia-1.4b-deduped", "custom"],
-                          "sizes": {"custom": 5e8}}, tmp_path / "m.png", pca=pca, correlation=corr)
+    studies.plot_study_figure({"kind": "model_size", "runs": ["pythia-70m", "pythia-1.4b-deduped", "custom"],
+                          "sizes": {"custom": 5e8}}, tmp_path / "m.png", {"pca": pca, "correlation": corr})
     name, args, kw = captured[-1]
     assert name == "plot_model_size_study"
     assert args[2] == {"pythia-70m": 70e6, "pythia-1.4b-deduped": 1.4e9, "custom": 5e8}
     assert set(args[0]["run"]) == set(args[1]["run"]) == {"pythia-70m", "pythia-1.4b-deduped", "custom"}
     # unknown kind, unmatched layer patterns: "no data"
-    sp.plot_study_figure({"kind": "nope", "runs": ["a"]}, tmp_path / "n.png", tables=tables)
-    sp.plot_study_figure({**spec, "layers": ["blocks.*"]}, tmp_path / "u.png", tables=tables)
+    studies.plot_study_figure({"kind": "nope", "runs": ["a"]}, tmp_path / "n.png", {"table": tables})
+    studies.plot_study_figure({**spec, "layers": ["blocks.*"]}, tmp_path / "u.png", {"table": tables})
     assert [p.name for p in no_data_calls] == ["n.png", "u.png"]
 
 
 def test_study_figure_end_to_end(tmp_path, no_data_calls):
-    p = sp.plot_study_figure({"kind": "rotary_sweep", "runs": ["pool 256"]}, tmp_path / "r.png",
-                             tables=rotary_data(runs=("pool 256",), steps=[0, 10, 100]))
+    p = studies.plot_study_figure({"kind": "rotary_sweep", "runs": ["pool 256"]}, tmp_path / "r.png",
+                                  {"table": rotary_data(runs=("pool 256",), steps=[0, 10, 100])})
     assert_png(p)
     assert not no_data_calls
 

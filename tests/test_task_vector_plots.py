@@ -7,14 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ckptlens import task_vector_plots as tvp
-from ckptlens.metrics.task_vectors import task_vector_pca
+from ckptlens.plots import _style
+from ckptlens.plots import task_vectors as tvp
+from ckptlens.task_vectors.pca import task_vector_pca
 
 
 @pytest.fixture
 def captured(monkeypatch):
     figs = []
-    monkeypatch.setattr(tvp, "_save", lambda fig, path: figs.append(fig) or path)
+    monkeypatch.setattr(_style, "save", lambda fig, path: figs.append(fig) or path)
     return figs
 
 

@@ -1,7 +1,7 @@
-"""Sampling weights from the task-vector principal components (ckptlens.task_vector_sampling) against
+"""Sampling weights from the task-vector principal components (ckptlens.task_vectors.sampling) against
 plainly written numpy / scikit-learn computations, and end to end through the workflow on MiniLM
 fine-tuned under three seeds that share their base (the samples table checked against
-ckptlens.minilm.evaluate of models built by the test itself)."""
+ckptlens.sources.minilm.evaluate of models built by the test itself)."""
 
 import json
 import math
@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
+from workflow_helpers import finetune_minilm
 
-from ckptlens.task_vector_sampling import (
+from ckptlens.task_vectors.sampling import (
     TaskVectorSampler,
     check_shared_base,
     fit_layer,
-    resolve_sample_settings,
     run_weights,
 )
-from workflow_helpers import finetune_minilm
 
 
 def runs(seed=0, n_runs=5):
@@ -179,7 +178,11 @@ def test_shared_base_check_and_errors():
     with pytest.raises(ValueError, match="coupling"):
         TaskVectorSampler(base, ft, coupling="shared")
     assert fit_layer(base["b"], [f["b"] for f in ft], 1).n_components == 1
-    assert resolve_sample_settings({"evaluate": "minilm_sentiment"}) == {
+    from ckptlens.config import sample_settings
+
+    config = {"runs": {"r": {"source": {"type": "table", "path": "x"}}},
+              "task_vectors": {"t": {"base_run": "r", "runs": ["r", "r"], "sample": {"evaluate": "minilm_sentiment"}}}}
+    assert sample_settings(config, "t") == {
         "n_samples": 8, "scale": 1.0, "seed": 0, "n_components": None, "coupling": "joint", "layers": ["**"],
         "evaluate": {"task": "minilm_sentiment", "tokenizer": None, "max_len": 32}}
 
@@ -192,14 +195,15 @@ def minilm_seeds(tmp_path_factory):
     return root, saved
 
 
+@pytest.mark.slow
 def test_sampled_minilm_weights_through_the_workflow(tmp_path, minilm_seeds):
     import torch
     import yaml
     from safetensors.numpy import load_file
-
-    from ckptlens import minilm
-    from ckptlens.io import TensorFile
     from workflow_helpers import REPO, copy_project, snakemake
+
+    from ckptlens.sources import minilm
+    from ckptlens.store.tensors import TensorFile
 
     root, saved = minilm_seeds
     project = copy_project(tmp_path / "p")
@@ -259,27 +263,28 @@ def test_sampled_minilm_weights_through_the_workflow(tmp_path, minilm_seeds):
     assert comps["component"].max() == 2 and len(set(comps["layer"])) == len(base)
     assert (out / "samples.png").stat().st_size > 10_000
     # the runs must share the base: a seed that drew its own head is refused, naming the head
-    from ckptlens.io import save_tensors
+    from ckptlens.store.tensors import write_tensors
 
-    own = dict(TensorFile(project / "results/minilm_seed1/checkpoints/step0.safetensors").items())
-    meta = TensorFile(project / "results/minilm_seed1/checkpoints/step0.safetensors").metadata
+    own = dict(TensorFile(project / "results/runs/minilm_seed1/checkpoints/step0.safetensors").items())
+    meta = TensorFile(project / "results/runs/minilm_seed1/checkpoints/step0.safetensors").metadata
     own["classifier.weight"] = own["classifier.weight"] + np.float32(0.01)
-    save_tensors(own, project / "results/minilm_seed1/checkpoints/step0.safetensors", meta)
+    write_tensors(own, project / "results/runs/minilm_seed1/checkpoints/step0.safetensors", meta)
     proc = snakemake(project, "results/task_vectors/minilm_seeds/samples/mean.safetensors", "--cores", "2",
                      "--configfile", "minilm.yaml", check=False)
     assert proc.returncode != 0
-    log = (out / "logs/sample.log").read_text()
+    log = (out / "logs/sample_task_vectors.log").read_text()
     assert "do not start from the base" in log and "classifier.weight" in log and "--head-seed" in log
 
 
+@pytest.mark.slow
 def test_sampling_without_evaluation_on_trained_runs(tmp_path):
     """Any source: three two-output MLPs trained by the workflow from one initialisation (different batch
     orders), `independent` coupling, one component, only the hidden layers sampled, no evaluation."""
     import yaml
     from safetensors.numpy import load_file
-
-    from ckptlens.io import TensorFile
     from workflow_helpers import copy_project, snakemake
+
+    from ckptlens.store.tensors import TensorFile
 
     project = copy_project(tmp_path / "p")
     train = {"steps": 20, "save_every": 20, "batch_size": 32, "lr": 0.003, "seed": 0}
@@ -293,8 +298,8 @@ def test_sampling_without_evaluation_on_trained_runs(tmp_path):
     d = "results/task_vectors/mlps/samples"
     snakemake(project, f"{d}/components.csv", "--cores", "2", "--configfile", "mlp.yaml")
 
-    base = load_file(project / "results/mlp_1/checkpoints/step0.safetensors")
-    finals = [load_file(project / f"results/{r}/checkpoints/step20.safetensors") for r in runs]
+    base = load_file(project / "results/runs/mlp_1/checkpoints/step0.safetensors")
+    finals = [load_file(project / f"results/runs/{r}/checkpoints/step20.safetensors") for r in runs]
     mean = load_file(project / f"{d}/mean.safetensors")
     assert set(mean) == set(base) and any(k.startswith("head") for k in base)
     for k in base:

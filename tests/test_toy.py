@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from ckptlens.toy.model import AttnOnlyTransformer, ToyModelConfig, apply_rotary, rotary_cos_sin
-from ckptlens.toy.tasks import InductionTask, InductionTaskConfig
-from ckptlens.toy.train import train_induction
+from ckptlens.sources.trained.induction import InductionTask, InductionTaskConfig
+from ckptlens.sources.trained.train import train_induction
+from ckptlens.sources.trained.transformer import AttnOnlyTransformer, ToyModelConfig, apply_rotary, rotary_cos_sin
 
 
 def test_rotary_scores_depend_only_on_relative_position():
@@ -70,6 +70,7 @@ def test_perfect_copier_has_zero_error_and_chance_model_about_ln_vocab():
     assert float(task.loss(Uniform(), batch)) == pytest.approx(math.log(16))
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_saves_checkpoints(tmp_path):
     kwargs = dict(total_steps=30, save_steps=[0, 10, 30], batch_size=8, lr=3e-3, log_every=10)
     model_cfg = ToyModelConfig(vocab_size=12, d_model=16, n_layers=2, n_heads=1)

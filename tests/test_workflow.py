@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.numpy import load_file
-
 from workflow_helpers import scheduled_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -18,7 +17,7 @@ RUNS = {"small": [0, 20, 40, 60], "imported": [0, 20, 60]}
 
 def test_every_stage_wrote_its_files(small_project):
     for run, steps in RUNS.items():
-        r = small_project / "results" / run
+        r = small_project / "results" / "runs" / run
         for s in steps:
             assert (r / "checkpoints" / f"step{s}.safetensors").exists()
             for kind in ("weights", "activations", "gradients"):
@@ -29,19 +28,19 @@ def test_every_stage_wrote_its_files(small_project):
             assert (r / f).stat().st_size > 0, f
         pngs = sorted(p.name for p in (r / "plots" / "trajectories").glob("*.png"))
         assert len(pngs) == 6, pngs
-    assert (small_project / "results/small/plots/training.png").exists()
-    log = pd.read_csv(small_project / "results/small/train_log.csv")
+    assert (small_project / "results/runs/small/plots/training.png").exists()
+    log = pd.read_csv(small_project / "results/runs/small/train_log.csv")
     assert list(log.columns[:4]) == ["step", "loss", "id_error", "ood_error"]
     assert log["step"].tolist() == list(range(0, 61, 10))
 
 
 def test_tidy_table_values_match_independent_computations(small_project):
-    table = pd.read_parquet(small_project / "results/small/metrics.parquet")
+    table = pd.read_parquet(small_project / "results/runs/small/metrics.parquet")
     assert list(table.columns) == ["run", "step", "layer", "metric", "value"]
     assert sorted(table["step"].unique()) == RUNS["small"]
     # Frobenius norm and effective rank against the checkpoint's own tensors, written plainly.
     for step in (0, 60):
-        ckpt = load_file(small_project / f"results/small/checkpoints/step{step}.safetensors")
+        ckpt = load_file(small_project / f"results/runs/small/checkpoints/step{step}.safetensors")
         w = ckpt["blocks.1.attn.v_proj.weight"].astype(np.float64)
         s = np.linalg.svd(w, compute_uv=False)
         p = s / s.sum()
@@ -61,9 +60,9 @@ def test_tidy_table_values_match_independent_computations(small_project):
 def test_gradients_match_autograd_on_the_probe_batches(small_project):
     """gradient_norm / gradient_cosine recomputed from scratch with torch autograd."""
 
-    from ckptlens.extract import load_toy
+    from ckptlens.extract.trained_model import load_trained as load_toy
 
-    model, task = load_toy(small_project / "results/small/checkpoints/step20.safetensors")
+    model, task = load_toy(small_project / "results/runs/small/checkpoints/step20.safetensors")
     batches = task.probe_batches(3, 8, 7)
     grads = []
     for b in batches:
@@ -72,7 +71,7 @@ def test_gradients_match_autograd_on_the_probe_batches(small_project):
         grads.append(model.blocks[0].attn.k_proj.weight.grad.detach().double().flatten().numpy().copy())
     norms = [np.linalg.norm(g) for g in grads]
     cos = [grads[i] @ grads[i + 1] / (norms[i] * norms[i + 1]) for i in range(2)]
-    table = pd.read_parquet(small_project / "results/small/metrics.parquet").query(
+    table = pd.read_parquet(small_project / "results/runs/small/metrics.parquet").query(
         "step == 20 and layer == 'blocks.0.attn.k_proj'"
     ).set_index("metric")["value"]
     assert table["gradient_norm"] == pytest.approx(np.mean(norms), rel=1e-4)
@@ -80,14 +79,14 @@ def test_gradients_match_autograd_on_the_probe_batches(small_project):
 
 
 def test_cross_metric_analysis_outputs(small_project):
-    pca = pd.read_csv(small_project / "results/small/analysis/pca.csv")
+    pca = pd.read_csv(small_project / "results/runs/small/analysis/pca.csv")
     assert set(pca["matrix"]) == {"layer_mean", "layer_metric"}
     for _, g in pca.groupby("matrix"):
         assert g["explained_variance_ratio"].sum() == pytest.approx(1.0, abs=1e-6)
-    corr = pd.read_csv(small_project / "results/small/analysis/correlation.csv")
+    corr = pd.read_csv(small_project / "results/runs/small/analysis/correlation.csv")
     pairs = set(zip(corr["x_metric"], corr["y_metric"]))
     assert pairs == {("cka_to_final", "gradient_cosine"), ("frobenius_norm", "gradient_norm")}
-    table = pd.read_parquet(small_project / "results/small/metrics.parquet")
+    table = pd.read_parquet(small_project / "results/runs/small/metrics.parquet")
     wide = table.query("layer == 'blocks.0.attn.q_proj'").pivot(index="step", columns="metric", values="value")
     row = corr.query("layer == 'blocks.0.attn.q_proj' and x_metric == 'frobenius_norm'")
     assert row["pearson_r"].item() == pytest.approx(np.corrcoef(wide["frobenius_norm"], wide["gradient_norm"])[0, 1], abs=1e-9)
@@ -104,7 +103,7 @@ def test_report_has_every_plot(small_project):
 
 
 def _config(project) -> dict:
-    return yaml.safe_load((project / "config.yaml").read_text())
+    return yaml.safe_load((project / "config/config.yaml").read_text())
 
 
 def _dry_run_with(project, cfg: dict, tmp_path) -> list:
@@ -142,7 +141,7 @@ def test_one_more_checkpoint_runs_only_that_checkpoint(small_project, local_chec
     # (the per-run extraction rule, extract_model_imported, has the run in its name, not a wildcard)
     assert per_checkpoint and all(wc["step"] == "40" and wc.get("run", "imported") == "imported" for _, wc in per_checkpoint), jobs
     assert Counter(r for r, _ in per_checkpoint) == {
-        "import_local_checkpoint": 1, "checkpoint_digest": 1, "extract_weights": 1, "extract_model_imported": 1,
+        "materialise_checkpoint": 1, "checkpoint_digest": 1, "extract_weights": 1, "extract_model_imported": 1,
         "metric_family": 3,
     }
     others = {r for r, wc in jobs if "step" not in wc}
@@ -179,7 +178,7 @@ def test_bad_config_stops_before_any_job(small_project, tmp_path):
 
 
 def test_editing_the_plotting_code_reruns_only_the_plots(small_project):
-    code = small_project / "src/ckptlens/plots.py"
+    code = small_project / "src/ckptlens/plots/_style.py"
     original = code.read_text()
     code.write_text(original + "\n# a changed figure style\n")
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-PROJECT_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "src", "profiles"]
+PROJECT_FILES = ["workflow", "config", "src"]
 
 
 def copy_project(dest: Path) -> Path:
@@ -28,7 +28,11 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def snakemake(project: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+#: only a hung run reaches this (a healthy one on a machine twice as slow stays far below it)
+HANG_TIMEOUT_S = 3600
+
+
+def snakemake(project: Path, *args: str, check: bool = True, timeout: int = HANG_TIMEOUT_S) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(project / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run(
         [SNAKEMAKE, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
@@ -65,7 +69,7 @@ def finetune_minilm(root: Path, seeds, **kwargs) -> dict[int, dict[int, Path]]:
     import pytest
 
     pytest.importorskip("transformers")
-    from ckptlens.minilm import MiniLMNotInstalled, finetune, minilm_dir
+    from ckptlens.sources.minilm import MiniLMNotInstalled, finetune, minilm_dir
 
     try:
         minilm_dir()

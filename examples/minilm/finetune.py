@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from ckptlens.minilm import MiniLMNotInstalled, finetune
+    from ckptlens.sources.minilm import MiniLMNotInstalled, finetune
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_smoke_workflow_runs_on_slurm_with_gpu_request(slurm_cluster, tmp_path):
-    run = slurm_cluster.run_snakemake(SMOKE, tmp_path, timeout=300).check()
+    run = slurm_cluster.run_snakemake(SMOKE, tmp_path).check()
 
     for name in ("prepared.txt", "gpu.txt", "summary.txt"):
         assert (tmp_path / "out" / name).is_file(), name
@@ -43,7 +43,7 @@ def test_smoke_workflow_runs_on_slurm_with_gpu_request(slurm_cluster, tmp_path):
     assert "job=none" not in summary, summary
 
     # nothing changed: a rerun submits nothing
-    rerun = slurm_cluster.run_snakemake(SMOKE, tmp_path, timeout=120).check()
+    rerun = slurm_cluster.run_snakemake(SMOKE, tmp_path).check()
     assert rerun.slurm_job_ids == [], rerun.output[-3000:]
 
 
@@ -62,7 +62,6 @@ def test_group_components_bundle_submissions(slurm_cluster, tmp_path):
         "small=4",
         "--cores",
         str(cores),
-        timeout=300,
     ).check()
     assert len(list((tmp_path / "out").glob("small_*.txt"))) == 12
     ids = run.slurm_job_ids

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_helpers import REPO, copy_project, snakemake
 
-GPU_RULES = {"train_toy_small", "extract_model_small"}
+pytestmark = pytest.mark.slow
+
+GPU_RULES = {"train_small", "extract_model_small"}
 
 
 def _config() -> dict:
@@ -24,7 +25,7 @@ def _config() -> dict:
 
 
 def _results(project) -> dict[str, pd.DataFrame]:
-    r = project / "results/small"
+    r = project / "results/runs/small"
     out = {"metrics.parquet": pd.read_parquet(r / "metrics.parquet")}
     for csv in sorted(r.glob("analysis/*.csv")) + sorted(r.glob("metrics/*/*.csv")) + [r / "train_log.csv"]:
         out[str(csv.relative_to(r))] = pd.read_csv(csv)
@@ -38,16 +39,16 @@ def _scheduled_rules(output: str) -> Counter:
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("local"))
-    (project / "config.yaml").write_text(yaml.safe_dump(_config()))
+    (project / "config/config.yaml").write_text(yaml.safe_dump(_config()))
     snakemake(project, "--cores", "2")
     return project
 
 
 def test_cluster_run_matches_local_then_reruns_only_what_changed(slurm_cluster, local_run, tmp_path):
     project = copy_project(tmp_path / "cluster")
-    (project / "config.yaml").write_text(yaml.safe_dump(_config()))
+    (project / "config/config.yaml").write_text(yaml.safe_dump(_config()))
     env = {"PYTHONPATH": str(project / "src")}
-    run = slurm_cluster.run_snakemake(project / "Snakefile", project, "--cores", "2", env=env, timeout=900).check()
+    run = slurm_cluster.run_snakemake(project / "workflow/Snakefile", project, "--cores", "2", env=env).check()
 
     # every result file exists and holds the local run's values (CPU training is deterministic)
     local, cluster = _results(local_run), _results(project)
@@ -58,7 +59,7 @@ def test_cluster_run_matches_local_then_reruns_only_what_changed(slurm_cluster, 
             df, other = df.drop(columns="seconds"), other.drop(columns="seconds")
         pd.testing.assert_frame_equal(df, other, check_exact=False, rtol=1e-12, obj=name)
     for png in ["plots/training.png", "plots/pca.png", "plots/correlation.png"]:
-        assert (project / "results/small" / png).stat().st_size > 0
+        assert (project / "results/runs/small" / png).stat().st_size > 0
 
     # GPU-tagged rules were submitted with a GPU request, the others without
     jobs = slurm_cluster.jobs(run.slurm_job_ids)
@@ -80,7 +81,7 @@ def test_cluster_run_matches_local_then_reruns_only_what_changed(slurm_cluster, 
     cfg["metrics"]["proportional_effective_rank"] = {"r": 8}
     (project / "changed.yaml").write_text(yaml.safe_dump(cfg))
     rerun = slurm_cluster.run_snakemake(
-        project / "Snakefile", project, "--cores", "2", "--configfile", "changed.yaml", env=env, timeout=600
+        project / "workflow/Snakefile", project, "--cores", "2", "--configfile", "changed.yaml", env=env, timeout=600
     ).check()
     rules = _scheduled_rules(rerun.output)
     assert set(rules) == {"metric_family", "aggregate_metrics", "cross_metric_analysis", "detect_dynamics", "plot_trajectories", "plot_analysis"}
@@ -88,6 +89,6 @@ def test_cluster_run_matches_local_then_reruns_only_what_changed(slurm_cluster, 
     assert set(re.findall(r"family=(\w+)", rerun.output)) == {"weight_spectrum"}
     resubmitted = slurm_cluster.jobs(rerun.slurm_job_ids)
     assert not any(j.gpus for j in resubmitted), "no GPU (training/extraction) job may be resubmitted"
-    per = pd.read_parquet(project / "results/small/metrics.parquet").query("metric == 'proportional_effective_rank'")
-    er = pd.read_parquet(project / "results/small/metrics.parquet").query("metric == 'effective_rank'")
+    per = pd.read_parquet(project / "results/runs/small/metrics.parquet").query("metric == 'proportional_effective_rank'")
+    er = pd.read_parquet(project / "results/runs/small/metrics.parquet").query("metric == 'effective_rank'")
     assert np.allclose(per.sort_values(["layer", "step"])["value"].to_numpy(), er.sort_values(["layer", "step"])["value"].to_numpy() / 8)

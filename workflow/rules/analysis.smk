@@ -5,17 +5,19 @@ rule cross_metric_analysis:
     input:
         unpack(get_analysis_inputs),
     output:
-        pca="results/{run}/analysis/pca.csv",
-        loadings="results/{run}/analysis/pca_loadings.csv",
-        correlation="results/{run}/analysis/correlation.csv",
-        notes="results/{run}/analysis/notes.txt",
+        pca=run_path("{run}", "analysis/pca.csv"),
+        loadings=run_path("{run}", "analysis/pca_loadings.csv"),
+        correlation=run_path("{run}", "analysis/correlation.csv"),
+        notes=run_path("{run}", "analysis/notes.txt"),
     log:
-        "results/{run}/logs/analysis.log",
+        run_path("{run}", "logs/cross_metric_analysis.log"),
+    conda:
+        "../envs/ckptlens.yaml"
     params:
         pairs=config.get("analysis", {}).get("correlation_pairs"),
-        code=ckio.source_hash("analysis", "labels"),
+        code=script_code("cross_metric_analysis"),
     script:
-        "../../scripts/analyse.py"
+        "../scripts/cross_metric_analysis.py"
 
 
 # Per layer and metric: when the trajectory settles and where it changes abruptly; for a trained
@@ -24,11 +26,13 @@ rule detect_dynamics:
     input:
         unpack(get_dynamics_inputs),
     output:
-        "results/{run}/analysis/dynamics.csv",
+        run_path("{run}", "analysis/dynamics.csv"),
     log:
-        "results/{run}/logs/dynamics.log",
+        run_path("{run}", "logs/detect_dynamics.log"),
+    conda:
+        "../envs/ckptlens.yaml"
     params:
         settings=canonical(DYNAMICS),
-        code=ckio.source_hash("dynamics"),
+        code=script_code("detect_dynamics"),
     script:
-        "../../scripts/detect_dynamics.py"
+        "../scripts/detect_dynamics.py"

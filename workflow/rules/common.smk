@@ -4,39 +4,39 @@ import json
 import re
 
 from ckptlens import config as ckcfg
-from ckptlens import io as ckio
 from ckptlens import metrics as ckmetrics
-from ckptlens import task_vector_sampling as cktvs
+from ckptlens.store.codehash import code_hash
 
 try:
     ckcfg.validate(config)
 except ckcfg.ConfigError as exc:
     raise WorkflowError(f"Invalid config: {exc}") from None
 
+# the jobs read the policy for unreadable checkpoints from the config (not a param: see sources.smk)
+config.setdefault("on_bad_checkpoint", ckcfg.on_bad_checkpoint(config))
 RUNS = ckcfg.run_names(config)
 STEPS = {run: ckcfg.steps(config, run) for run in RUNS}
-ENABLED = {run: ckcfg.enabled_metrics(config, run) for run in RUNS}
-FAMILIES = {run: ckmetrics.group_by_family(ENABLED[run]) for run in RUNS}
-NEEDS = {run: ckcfg.needed_extractions(config, run) for run in RUNS}
-TRAINED_RUNS = [
-    r for r in RUNS if ckcfg.source_type(config, r) in ckcfg.TRAINED_SOURCES
+ENABLED_METRICS = {run: ckcfg.enabled_metrics(config, run) for run in RUNS}
+# metric families a run computes (family -> its enabled metrics); the registry is ckmetrics.FAMILIES
+RUN_FAMILIES = {run: ckmetrics.group_by_family(ENABLED_METRICS[run]) for run in RUNS}
+EXTRACTIONS = {run: ckcfg.needed_extractions(config, run) for run in RUNS}
+TRAINED_RUNS = ckcfg.runs_of_kind(config, "train")
+FETCHED_RUNS = ckcfg.runs_of_kind(config, "fetch")
+TABLE_RUNS = ckcfg.runs_of_kind(config, "table")
+COMPUTED_RUNS = TRAINED_RUNS + FETCHED_RUNS  # metrics computed here, not imported
+# checkpoints deleted once extracted (Snakemake temp()): 154 revisions of a large model never sit
+# on disk at once
+TEMPORARY_RUNS = [
+    r
+    for r in FETCHED_RUNS
+    if ckcfg.source(config, r).temporary(config["runs"][r]["source"])
 ]
-MODEL_KINDS = ("activations", "gradients", "activation_gradients")
+MODEL_EXTRACTIONS = ("activations", "gradients", "activation_gradients")
 TASK_VECTORS = config.get("task_vectors", {})
 STUDY = ckcfg.study(config)
 FIGURES = ckcfg.figures(config)
 DYNAMICS = ckcfg.dynamics_settings(config)
-LOCAL_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "local"]
-HF_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "huggingface"]
-TABLE_RUNS = [r for r in RUNS if ckcfg.source_type(config, r) == "table"]
-COMPUTED_RUNS = [
-    r for r in RUNS if r not in TABLE_RUNS
-]  # metrics computed here, not imported
-# Hugging Face checkpoints deleted once extracted (Snakemake temp()): 154 revisions of a large
-# model never sit on disk at once.
-HF_TEMP_RUNS = [
-    r for r in HF_RUNS if config["runs"][r]["source"].get("delete_after", True)
-]
+RUN_DIR = "results/runs/{run}"
 
 
 def _alternatives(names):
@@ -63,9 +63,20 @@ def identifier(name):
     return re.sub(r"\W", "_", name)
 
 
-def model_kinds(run):
+def script_code(script):
+    """Hash of the library code a rule's script runs (its import closure): a param, so that
+    editing that code reruns the rule's jobs and editing other code does not."""
+    return code_hash(ckcfg.WORKFLOW_DIR / "scripts" / f"{script}.py")
+
+
+def run_path(run, path):
+    """``results/runs/<run>/<path>``."""
+    return f"results/runs/{run}/{path}"
+
+
+def model_extractions(run):
     """What a run extracts from a loaded model (activations, gradients, activation gradients)."""
-    return [k for k in MODEL_KINDS if k in NEEDS[run]]
+    return [k for k in MODEL_EXTRACTIONS if k in EXTRACTIONS[run]]
 
 
 def family_layers(run, family):
@@ -77,22 +88,30 @@ def family_layers(run, family):
     return None
 
 
-def get_task_vector_inputs(wildcards):
-    tv = TASK_VECTORS[wildcards.name]
-    base_step = tv.get("base_step", STEPS[tv["base_run"]][0])
-    inputs = {
-        "base": f"results/{tv['base_run']}/extract/weights/step{base_step}.safetensors"
-    }
-    for run in tv["runs"]:
-        step = tv.get("step", STEPS[run][-1])
-        inputs[run] = f"results/{run}/extract/weights/step{step}.safetensors"
-    return inputs
-
-
 def family_metrics(run, family):
-    return {m: ENABLED[run][m] for m in FAMILIES[run][family]}
+    return {m: ENABLED_METRICS[run][m] for m in RUN_FAMILIES[run][family]}
 
 
+def family_code(family):
+    return ckmetrics.family_code_hash(family)
+
+
+# ---------------------------------------------------------------- sources
+def get_source_inputs(wildcards):
+    """The local files a fetched checkpoint is made from (none for a hub download)."""
+    run = wildcards.run
+    return ckcfg.source(config, run).inputs(
+        config["runs"][run]["source"], int(wildcards.step)
+    )
+
+
+def get_checkpoint_digests(wildcards):
+    return [
+        run_path(wildcards.run, f"digests/step{s}.txt") for s in STEPS[wildcards.run]
+    ]
+
+
+# ---------------------------------------------------------------- metrics
 def get_metric_inputs(wildcards):
     """A family job reads its checkpoint's extraction and those of the checkpoints it compares to."""
     run, step, fam = wildcards.run, int(wildcards.step), wildcards.family
@@ -104,36 +123,43 @@ def get_metric_inputs(wildcards):
         refs["previous"] = steps[i - 1]
     if i > 1:
         refs["previous2"] = steps[i - 2]
-    inputs = {"current": f"results/{run}/extract/{needs}/step{step}.safetensors"}
-    for ref in ckmetrics.references_of(FAMILIES[run][fam]):
+    inputs = {"current": run_path(run, f"extract/{needs}/step{step}.safetensors")}
+    for ref in ckmetrics.references_of(RUN_FAMILIES[run][fam]):
         if ref in refs:
-            inputs[ref] = f"results/{run}/extract/{needs}/step{refs[ref]}.safetensors"
+            inputs[ref] = run_path(run, f"extract/{needs}/step{refs[ref]}.safetensors")
     return inputs
 
 
 def get_family_tables(wildcards):
     run = wildcards.run
     return [
-        f"results/{run}/metrics/{fam}/step{step}.csv"
-        for fam in FAMILIES[run]
+        run_path(run, f"metrics/{fam}/step{step}.csv")
+        for fam in RUN_FAMILIES[run]
         for step in STEPS[run]
     ]
 
 
+# ---------------------------------------------------------------- analysis and plots
 def get_analysis_inputs(wildcards):
     """The tidy table, and for a computed run the steps missing from it (their notes)."""
-    inputs = {"table": f"results/{wildcards.run}/metrics.parquet"}
+    inputs = {"table": run_path(wildcards.run, "metrics.parquet")}
     if wildcards.run in COMPUTED_RUNS:
-        inputs["missing"] = f"results/{wildcards.run}/missing_steps.csv"
+        inputs["missing"] = run_path(wildcards.run, "missing_steps.csv")
+    return inputs
+
+
+def get_dynamics_inputs(wildcards):
+    """The tidy table, and for a trained run its training log (the loss shows phase transitions)."""
+    inputs = {"table": run_path(wildcards.run, "metrics.parquet")}
+    if wildcards.run in TRAINED_RUNS:
+        inputs["log"] = run_path(wildcards.run, "train_log.csv")
     return inputs
 
 
 def metric_descriptions(run):
     """Enabled metric -> one-line description, for the report captions (sorted: params are
     compared by their text)."""
-    if run in TABLE_RUNS:
-        return {}
-    return {m: ckmetrics.METRICS[m].description for m in sorted(ENABLED[run])}
+    return {m: ckmetrics.METRICS[m].description for m in sorted(ENABLED_METRICS[run])}
 
 
 def figure_descriptions(figure):
@@ -143,91 +169,65 @@ def figure_descriptions(figure):
     return dict(sorted(out.items()))
 
 
-def get_dynamics_inputs(wildcards):
-    """The tidy table, and for a trained run its training log (the loss shows phase transitions)."""
-    inputs = {"table": f"results/{wildcards.run}/metrics.parquet"}
-    if wildcards.run in TRAINED_RUNS:
-        inputs["log"] = f"results/{wildcards.run}/train_log.csv"
-    return inputs
+FIGURE_INPUTS = {
+    "table": "metrics.parquet",
+    "dynamics": "analysis/dynamics.csv",
+    "log": "train_log.csv",
+    "pca": "analysis/pca.csv",
+    "correlation": "analysis/correlation.csv",
+}
 
 
 def get_figure_inputs(wildcards):
-    """Per run of a study figure: its tidy table and detected dynamics (change-point marks), plus
-    the training log or the analysis tables where the figure's kind shows them."""
+    """Per run of a study figure, what its kind reads (``<input>:<run>`` -> file)."""
+    from ckptlens.plots.studies import FIGURE_KINDS
+
     fig = FIGURES[wildcards.figure]
-    inputs = {}
-    for run in fig["runs"]:
-        if fig["kind"] in ckcfg.FIGURES_WITH_ANALYSIS:
-            inputs[f"pca:{run}"] = f"results/{run}/analysis/pca.csv"
-            inputs[f"correlation:{run}"] = f"results/{run}/analysis/correlation.csv"
-            continue
-        inputs[f"table:{run}"] = f"results/{run}/metrics.parquet"
-        inputs[f"dynamics:{run}"] = f"results/{run}/analysis/dynamics.csv"
-        if fig["kind"] in ckcfg.FIGURES_WITH_LOGS:
-            inputs[f"log:{run}"] = f"results/{run}/train_log.csv"
-    return inputs
+    reads = FIGURE_KINDS[fig["kind"]].reads
+    return {
+        f"{what}:{run}": run_path(run, FIGURE_INPUTS[what])
+        for run in fig["runs"]
+        for what in reads
+        if what != "log" or run in TRAINED_RUNS
+    }
 
 
-def get_local_checkpoint(wildcards):
-    return ckcfg.local_checkpoints(config, wildcards.run)[int(wildcards.step)]
-
-
-def get_checkpoint_digests(wildcards):
-    return [
-        f"results/{wildcards.run}/digests/step{s}.txt" for s in STEPS[wildcards.run]
-    ]
-
-
-def get_final_outputs():
-    out = []
-    for run in LOCAL_RUNS + HF_RUNS:
-        out.append(f"results/{run}/identical_steps.csv")
-    for run in RUNS:
-        if run in TABLE_RUNS:
-            out += [
-                f"results/{run}/metrics.parquet",
-                f"results/{run}/analysis/pca.csv",
-                f"results/{run}/analysis/correlation.csv",
-                f"results/{run}/analysis/dynamics.csv",
-                f"results/{run}/plots/trajectories",
-                f"results/{run}/plots/pca.png",
-                f"results/{run}/plots/correlation.png",
-            ]
-            continue
-        out += [
-            f"results/{run}/metrics.parquet",
-            f"results/{run}/analysis/pca.csv",
-            f"results/{run}/analysis/correlation.csv",
-            f"results/{run}/analysis/dynamics.csv",
-            f"results/{run}/plots/trajectories",
-            f"results/{run}/plots/pca.png",
-            f"results/{run}/plots/correlation.png",
-        ]
-        if run in TRAINED_RUNS:
-            out.append(f"results/{run}/plots/training.png")
-    for name in TASK_VECTORS:
-        out += [
-            f"results/task_vectors/{name}/task_vectors.csv",
-            f"results/task_vectors/{name}/task_vectors.png",
-        ]
-    out += tv_final_outputs()
-    out += [f"results/figures/{name}.png" for name in FIGURES]
-    return out
-
-
-# ---------------------------------------------------------------- task vectors: sampling from the components
+# ---------------------------------------------------------------- task vectors
 TV_SAMPLE = {
-    name: cktvs.resolve_sample_settings(tv.get("sample"))
-    for name, tv in TASK_VECTORS.items()
-    if tv.get("sample") is not None
+    name: ckcfg.sample_settings(config, name)
+    for name in TASK_VECTORS
+    if TASK_VECTORS[name].get("sample") is not None
 }
 TV_EVALUATED = [name for name, s in TV_SAMPLE.items() if s.get("evaluate")]
+
+
+def tv_base_step(name):
+    tv = TASK_VECTORS[name]
+    return tv.get("base_step", STEPS[tv["base_run"]][0])
+
+
+def tv_final_step(name, run):
+    return TASK_VECTORS[name].get("step", STEPS[run][-1])
+
+
+def get_task_vector_inputs(wildcards):
+    tv = TASK_VECTORS[wildcards.name]
+    inputs = {
+        "base": run_path(
+            tv["base_run"],
+            f"extract/weights/step{tv_base_step(wildcards.name)}.safetensors",
+        )
+    }
+    for run in tv["runs"]:
+        step = tv_final_step(wildcards.name, run)
+        inputs[run] = run_path(run, f"extract/weights/step{step}.safetensors")
+    return inputs
 
 
 def tv_checkpoint(run, step):
     """The full checkpoint (imported, trained or fetched), not the weights extraction: sampled
     models need every tensor."""
-    return f"results/{run}/checkpoints/step{step}.safetensors"
+    return run_path(run, f"checkpoints/step{step}.safetensors")
 
 
 def tv_checkpoints(name):
@@ -235,11 +235,9 @@ def tv_checkpoints(name):
     with a checkpoint at the base step is checked to start from the base (the base run itself
     only when that is another file)."""
     tv = TASK_VECTORS[name]
-    base_step = tv.get("base_step", STEPS[tv["base_run"]][0])
+    base_step = tv_base_step(name)
     base = tv_checkpoint(tv["base_run"], base_step)
-    runs = {
-        run: tv_checkpoint(run, tv.get("step", STEPS[run][-1])) for run in tv["runs"]
-    }
+    runs = {run: tv_checkpoint(run, tv_final_step(name, run)) for run in tv["runs"]}
     starts = {
         run: tv_checkpoint(run, base_step)
         for run in tv["runs"]
@@ -267,27 +265,19 @@ def tv_sample_params(name):
     return {k: v for k, v in TV_SAMPLE[name].items() if k != "evaluate"}
 
 
-def tv_evaluate_params(name):
-    """The evaluation task's settings; the tokenizer defaults to the base run's probe tokenizer
-    (None: the MiniLM package's own)."""
-    ev = dict(TV_SAMPLE[name]["evaluate"])
-    if not ev.get("tokenizer"):
-        ev["tokenizer"] = ckcfg.probe(config, TASK_VECTORS[name]["base_run"]).get(
-            "tokenizer"
-        )
-    return ev
-
-
 def tv_evaluation_rows(name):
     """[{kind, name, path}] in the order of samples.csv: base, fine-tuned runs, mean, samples."""
     tv = TASK_VECTORS[name]
     c = tv_checkpoints(name)
-    base_step = tv.get("base_step", STEPS[tv["base_run"]][0])
     rows = [
-        {"kind": "base", "name": f"{tv['base_run']}@step{base_step}", "path": c["base"]}
+        {
+            "kind": "base",
+            "name": f"{tv['base_run']}@step{tv_base_step(name)}",
+            "path": c["base"],
+        }
     ]
     for run, path in c["runs"].items():
-        step = tv.get("step", STEPS[run][-1])
+        step = tv_final_step(name, run)
         rows.append({"kind": "finetuned", "name": f"{run}@step{step}", "path": path})
     files = tv_sample_files(name)
     rows.append({"kind": "mean", "name": "mean", "path": files["mean"]})
@@ -296,16 +286,36 @@ def tv_evaluation_rows(name):
     return rows
 
 
-def tv_final_outputs():
-    """The targets of the sampling for `all`: per set with `sample`, its samples' table of
-    components (made by the job that writes every sample); with `evaluate`, the scores and figure.
-    """
-    out = []
+# ---------------------------------------------------------------- targets of `all`
+def get_final_outputs():
+    out = [run_path(run, "identical_steps.csv") for run in FETCHED_RUNS]
+    for run in RUNS:
+        out += [
+            run_path(run, p)
+            for p in (
+                "metrics.parquet",
+                "analysis/pca.csv",
+                "analysis/correlation.csv",
+                "analysis/dynamics.csv",
+                "plots/trajectories",
+                "plots/pca.png",
+                "plots/correlation.png",
+            )
+        ]
+        if run in TRAINED_RUNS:
+            out.append(run_path(run, "plots/training.png"))
+    for name in TASK_VECTORS:
+        out += [
+            f"results/task_vectors/{name}/task_vectors.csv",
+            f"results/task_vectors/{name}/task_vectors.png",
+        ]
     for name in TV_SAMPLE:
+        # the job that writes every sample writes their table of components too
         out.append(f"results/task_vectors/{name}/samples/components.csv")
         if name in TV_EVALUATED:
             out += [
                 f"results/task_vectors/{name}/samples.csv",
                 f"results/task_vectors/{name}/samples.png",
             ]
+    out += [f"results/figures/{name}.png" for name in FIGURES]
     return out

@@ -4,39 +4,43 @@
 
 rule extract_weights:
     input:
-        "results/{run}/checkpoints/step{step}.safetensors",
+        run_path("{run}", "checkpoints/step{step}.safetensors"),
     output:
-        "results/{run}/extract/weights/step{step}.safetensors",
+        run_path("{run}", "extract/weights/step{step}.safetensors"),
     log:
-        "results/{run}/logs/extract_weights/step{step}.log",
+        run_path("{run}", "logs/extract_weights/step{step}.log"),
+    conda:
+        "../envs/ckptlens.yaml"
     params:
         patterns=lambda w: ckcfg.targets(config, w.run)["weights"],
-        code=ckio.source_hash("extract", "adapters", "checkpoint_io"),
+        code=script_code("extract_weights"),
     script:
-        "../../scripts/extract_weights.py"
+        "../scripts/extract_weights.py"
 
 
 # One model-extraction rule per run (generated, like training): its outputs are exactly the kinds
 # the run's enabled metrics need, all from one model load (torch is imported once per checkpoint).
-for _run in [r for r in RUNS if model_kinds(r)]:
+for _run in [r for r in RUNS if model_extractions(r)]:
 
     rule:
         name:
             f"extract_model_{identifier(_run)}"
         input:
-            f"results/{_run}/checkpoints/step{{step}}.safetensors",
+            run_path(_run, "checkpoints/step{step}.safetensors"),
         output:
             **{
-                kind: f"results/{_run}/extract/{kind}/step{{step}}.safetensors"
-                for kind in model_kinds(_run)
+                kind: run_path(_run, f"extract/{kind}/step{{step}}.safetensors")
+                for kind in model_extractions(_run)
             },
         log:
-            f"results/{_run}/logs/extract_model/step{{step}}.log",
+            run_path(_run, "logs/extract_model/step{step}.log"),
+        conda:
+            "../envs/ckptlens.yaml"
         resources:
             gpu=1,
         params:
             targets=canonical(ckcfg.targets(config, _run)),
             probe=canonical(ckcfg.probe(config, _run)),
-            code=ckio.source_hash("extract", "hf", "toy", "adapters", "checkpoint_io"),
+            code=script_code("extract_model"),
         script:
-            "../../scripts/extract_model.py"
+            "../scripts/extract_model.py"

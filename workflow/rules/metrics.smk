@@ -7,12 +7,14 @@ rule metric_family:
     input:
         unpack(get_metric_inputs),
     output:
-        "results/{run}/metrics/{family}/step{step}.csv",
+        run_path("{run}", "metrics/{family}/step{step}.csv"),
     log:
-        "results/{run}/logs/metrics/{family}/step{step}.log",
+        run_path("{run}", "logs/metrics/{family}/step{step}.log"),
+    conda:
+        "../envs/ckptlens.yaml"
     params:
         metrics=lambda w: canonical(family_metrics(w.run, w.family)),
-        code=lambda w: ckmetrics.family_code_hash(w.family),
+        code=lambda w: family_code(w.family),
         layers=lambda w: canonical(family_layers(w.run, w.family)),
     script:
-        "../../scripts/compute_metrics.py"
+        "../scripts/metric_family.py"

@@ -4,11 +4,11 @@
 
 rule plot_trajectories:
     input:
-        table="results/{run}/metrics.parquet",
-        dynamics="results/{run}/analysis/dynamics.csv",
+        table=run_path("{run}", "metrics.parquet"),
+        dynamics=run_path("{run}", "analysis/dynamics.csv"),
     output:
         report(
-            directory("results/{run}/plots/trajectories"),
+            directory(run_path("{run}", "plots/trajectories")),
             patterns=["trajectory_{metric}.png"],
             caption="../report/trajectory.rst",
             category=STUDY,
@@ -16,58 +16,64 @@ rule plot_trajectories:
             labels={"stage": "metric trajectories", "figure": "{metric}"},
         ),
     log:
-        "results/{run}/logs/plot_trajectories.log",
+        run_path("{run}", "logs/plot_trajectories.log"),
+    conda:
+        "../envs/ckptlens.yaml"
     params:
         descriptions=lambda w: metric_descriptions(w.run),
-        code=ckio.source_hash("plots", "labels"),
+        code=script_code("plot_trajectories"),
     script:
-        "../../scripts/plot_trajectories.py"
+        "../scripts/plot_trajectories.py"
 
 
 rule plot_training:
     input:
-        "results/{run}/train_log.csv",
+        run_path("{run}", "train_log.csv"),
     output:
         report(
-            "results/{run}/plots/training.png",
+            run_path("{run}", "plots/training.png"),
             caption="../report/training.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "training", "figure": "loss and errors"},
         ),
     log:
-        "results/{run}/logs/plot_training.log",
+        run_path("{run}", "logs/plot_training.log"),
+    conda:
+        "../envs/ckptlens.yaml"
     params:
-        code=ckio.source_hash("plots", "labels"),
+        code=script_code("plot_training"),
     script:
-        "../../scripts/plot_training.py"
+        "../scripts/plot_training.py"
 
 
 rule plot_analysis:
     input:
-        pca="results/{run}/analysis/pca.csv",
-        correlation="results/{run}/analysis/correlation.csv",
+        pca=run_path("{run}", "analysis/pca.csv"),
+        correlation=run_path("{run}", "analysis/correlation.csv"),
     output:
         pca=report(
-            "results/{run}/plots/pca.png",
+            run_path("{run}", "plots/pca.png"),
             caption="../report/pca.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "cross-metric analysis", "figure": "PCA"},
         ),
         correlation=report(
-            "results/{run}/plots/correlation.png",
+            run_path("{run}", "plots/correlation.png"),
             caption="../report/correlation.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "cross-metric analysis", "figure": "correlation"},
         ),
     log:
-        "results/{run}/logs/plot_analysis.log",
+        run_path("{run}", "logs/plot_analysis.log"),
+    conda:
+        "../envs/ckptlens.yaml"
     params:
-        code=ckio.source_hash("plots", "labels"),
+        code=script_code("plot_analysis"),
     script:
-        "../../scripts/plot_analysis.py"
+        "../scripts/plot_analysis.py"
 
 
 # A figure across runs (config `figures`): data settings, seeds or model sizes side by side.
@@ -84,9 +90,11 @@ rule plot_study_figure:
         ),
     log:
         "results/figures/logs/{figure}.log",
+    conda:
+        "../envs/ckptlens.yaml"
     params:
         spec=lambda w: canonical(FIGURES[w.figure]),
         descriptions=lambda w: figure_descriptions(w.figure),
-        code=ckio.source_hash("plots", "study_plots", "labels"),
+        code=script_code("plot_study_figure"),
     script:
-        "../../scripts/plot_study_figure.py"
+        "../scripts/plot_study_figure.py"

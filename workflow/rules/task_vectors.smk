@@ -8,12 +8,14 @@ rule task_vectors:
     output:
         table="results/task_vectors/{name}/task_vectors.csv",
     log:
-        "results/task_vectors/{name}/task_vectors.log",
+        "results/task_vectors/{name}/logs/task_vectors.log",
+    conda:
+        "../envs/ckptlens.yaml"
     params:
         n_components=lambda w: TASK_VECTORS[w.name].get("n_components", 3),
-        code=ckio.source_hash("metrics.task_vectors"),
+        code=script_code("task_vectors"),
     script:
-        "../../scripts/task_vectors.py"
+        "../scripts/task_vectors.py"
 
 
 rule plot_task_vectors:
@@ -28,11 +30,13 @@ rule plot_task_vectors:
             labels={"stage": "task vectors", "figure": "PCA per layer"},
         ),
     log:
-        "results/task_vectors/{name}/plot.log",
+        "results/task_vectors/{name}/logs/plot_task_vectors.log",
+    conda:
+        "../envs/ckptlens.yaml"
     params:
-        code=ckio.source_hash("task_vector_plots", "plots", "labels"),
+        code=script_code("plot_task_vectors"),
     script:
-        "../../scripts/plot_task_vectors.py"
+        "../scripts/plot_task_vectors.py"
 
 
 # ---------------------------------------------------------------- sampling from the components
@@ -50,15 +54,17 @@ for _name in TV_SAMPLE:
             components=f"results/task_vectors/{_name}/samples/components.csv",
             coefficients=f"results/task_vectors/{_name}/samples/coefficients.csv",
         log:
-            f"results/task_vectors/{_name}/logs/sample.log",
+            f"results/task_vectors/{_name}/logs/sample_task_vectors.log",
+        conda:
+            "../envs/ckptlens.yaml"
         params:
             name=_name,
             base_run=TASK_VECTORS[_name]["base_run"],
             checkpoints=canonical(tv_checkpoints(_name)),
             sample=canonical(tv_sample_params(_name)),
-            code=ckio.source_hash("task_vector_sampling", "io", "patterns"),
+            code=script_code("sample_task_vectors"),
         script:
-            "../../scripts/sample_task_vectors.py"
+            "../scripts/sample_task_vectors.py"
 
 
 rule evaluate_task_vector_samples:
@@ -67,16 +73,18 @@ rule evaluate_task_vector_samples:
     output:
         table="results/task_vectors/{name}/samples.csv",
     log:
-        "results/task_vectors/{name}/logs/evaluate_samples.log",
+        "results/task_vectors/{name}/logs/evaluate_task_vector_samples.log",
     wildcard_constraints:
         name=_alternatives(TV_EVALUATED),
+    conda:
+        "../envs/ckptlens.yaml"
     threads: 2
     params:
-        evaluate=lambda w: canonical(tv_evaluate_params(w.name)),
+        evaluate=lambda w: canonical(TV_SAMPLE[w.name]["evaluate"]),
         rows=lambda w: canonical(tv_evaluation_rows(w.name)),
-        code=ckio.source_hash("minilm", "hf"),
+        code=script_code("evaluate_task_vector_samples"),
     script:
-        "../../scripts/evaluate_task_vector_samples.py"
+        "../scripts/evaluate_task_vector_samples.py"
 
 
 rule plot_task_vector_samples:
@@ -91,11 +99,13 @@ rule plot_task_vector_samples:
             labels={"stage": "task vectors", "figure": "sampled weights"},
         ),
     log:
-        "results/task_vectors/{name}/logs/plot_samples.log",
+        "results/task_vectors/{name}/logs/plot_task_vector_samples.log",
     wildcard_constraints:
         name=_alternatives(TV_EVALUATED),
+    conda:
+        "../envs/ckptlens.yaml"
     params:
         settings=lambda w: canonical(tv_sample_params(w.name)),
-        code=ckio.source_hash("task_vector_plots"),
+        code=script_code("plot_task_vector_samples"),
     script:
-        "../../scripts/plot_task_vector_samples.py"
+        "../scripts/plot_task_vector_samples.py"

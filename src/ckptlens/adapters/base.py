@@ -280,7 +280,7 @@ class Adapter:
                 continue
             w = np.asarray(get(src))
             if w.ndim < 2:  # only possible when shapes were unknown and the name rule was wrong
-                warnings.warn(f"adapter {self.name!r}: {src!r} is {w.ndim}-D, not a matrix; skipped")
+                warnings.warn(f"adapter {self.name!r}: {src!r} is {w.ndim}-D, not a matrix; skipped", stacklevel=2)
                 continue
             if w.ndim > 2:
                 w = w.reshape(w.shape[0], -1)

@@ -9,9 +9,12 @@ Families (see each module's docstring for its metrics, parameters and input layo
     activation_pairs       (activations, model scope)   linearity.py
     gradient               (gradients, per layer)       gradients.py
     gradient_pca           (activation_gradients, model scope)  gradient_pca.py
-Plus the plain function :func:`task_vector_pca` (task_vectors.py) for runs sharing a base.
+A job's inputs (extraction files, failed checkpoints) are opened by :mod:`.inputs`. Adding a
+metric: one decorated function in the module of its family (see :mod:`.registry`) and its value test.
 """
 
+# Importing the modules registers their families and metrics.
+from . import activation_stats, activations, circuits, gradient_pca, gradients, linearity, updates, weights  # noqa: E402,F401
 from .registry import (  # noqa: F401
     FAMILIES,
     METRICS,
@@ -31,7 +34,3 @@ from .registry import (  # noqa: F401
     split_metric_name,
     value_names,
 )
-
-# Importing the modules registers their families and metrics.
-from . import weights, updates, circuits, gradients, gradient_pca, activations, activation_stats, linearity  # noqa: E402,F401
-from .task_vectors import task_vector_pca  # noqa: E402,F401

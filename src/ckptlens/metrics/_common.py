@@ -1,58 +1,14 @@
-"""Small helpers shared by several metric modules: layer order, pair labels, quantile summaries,
-parameter checks. numpy only.
-
-Layer order
-    Cross-layer metrics pair each layer with the next one in :func:`layer_order`: names are sorted
-    by the first integer they contain ("blocks.2" < "blocks.10"); names with the same integer keep
-    their given order; names without any integer keep their given place relative to the numbered
-    ones (those given before the first numbered name come first, the others last), so "embed" given
-    first stays first and "lm_head" given last stays last; a name containing "emb" (an embedding)
-    always comes first, since stores often list names alphabetically ("blocks.*" before "embed").
-
-Pair labels
-    A value about two layers is labelled ``"<a>~<b>"`` (:data:`PAIR_SEP`), ``a`` being the earlier
-    layer (or, for circuits, the reading side: "blocks.1.attn.head0.qk~blocks.0.attn.head3.ov").
-"""
+"""Helpers shared by several metric modules: quantile summaries, principal-component suffixes and
+parameter checks (layer order and pair labels: :mod:`ckptlens.store.layers`). numpy only."""
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .registry import MetricConfigError
-
-PAIR_SEP = "~"
-_INT = re.compile(r"\d+")
-
-
-def first_int(name: str) -> int | None:
-    m = _INT.search(name)
-    return int(m.group()) if m else None
-
-
-def layer_order(names: Iterable[str]) -> list[str]:
-    """Names in layer order (see the module docstring)."""
-    names = list(names)
-    first_numbered = next((i for i, n in enumerate(names) if first_int(n) is not None), len(names))
-
-    def key(item):
-        i, n = item
-        k = first_int(n)
-        if k is None:
-            # an embedding comes first wherever it is listed (stores list names alphabetically:
-            # "blocks.*" before "embed"); other unnumbered names keep their side
-            first = i < first_numbered or "emb" in n.lower()
-            return (-math.inf if first else math.inf, i)
-        return (k, i)
-
-    return [n for _, n in sorted(enumerate(names), key=key)]
-
-
-def pair_label(a: str, b: str) -> str:
-    return f"{a}{PAIR_SEP}{b}"
 
 
 def quantile_key(q: float) -> str:

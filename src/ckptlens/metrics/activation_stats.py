@@ -43,7 +43,7 @@ class ActivationStatsContext:
         return np.clip(ev, 0.0, None)
 
 
-@metric("activation_norm", family="activation_spectrum")
+@metric("activation_norm", label="mean activation norm", family="activation_spectrum")
 def activation_norm(ctx: ActivationStatsContext) -> float:
     """Mean Euclidean norm of the layer's output vectors over the probe samples."""
     return float(ctx.row_norms.mean()) if ctx.row_norms.size else float("nan")
@@ -55,6 +55,7 @@ def _check_pca(params):
 
 @metric(
     "activation_pca_evr",
+    label="explained variance ratio of activation PCs",
     family="activation_spectrum",
     validate=_check_pca,
     outputs=pc_suffixes,

@@ -11,7 +11,7 @@ Input layout (produced by the architecture adapter into the *weights* extraction
 * ``embed`` — the token embedding E, [vocab, d_model] (optional; the token-space metrics and the
   embedding matching need it).
 
-Attention modules are put in layer order by the first integer in their name (``_common.layer_order``);
+Attention modules are put in depth order (:func:`ckptlens.store.layers.layer_order`);
 "layer L−1" of a module is the one before it in that order. Every ``weight_spectrum`` metric also
 runs on these matrices, as on any weight.
 
@@ -85,13 +85,13 @@ from __future__ import annotations
 import functools
 import math
 import re
-import sys
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from ._common import check_choice, check_int_list, check_positive_int, layer_order, pair_label
+from ..store.joblog import warn
+from ..store.layers import layer_order, pair_label
+from ._common import check_choice, check_int_list, check_positive_int
 from .registry import MetricConfigError, family, metric
 
 CIRCUIT_RE = re.compile(r"^(?P<module>.+)\.head(?P<head>\d+)\.(?P<kind>qk|ov|q|k)$")
@@ -137,7 +137,7 @@ def overlap_monte_carlo(d: int, k: int, n_samples: int, seed: int = 0) -> tuple[
     return float(np.sqrt(s2.max(axis=1)).mean()), float(np.sqrt(s2.mean(axis=1)).mean())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def random_overlap_baseline(d: int, k: int) -> tuple[float, float]:
     """Expected (max s, sqrt(mean s²)) for random k-dim subspaces of R^d; computed once per (d, k)
     and cached for the process. k = 1: exact, E|cos θ| = Γ(d/2) / (√π·Γ((d+1)/2)); k > 1: Monte
@@ -449,25 +449,25 @@ def _rotary_outputs(params) -> list[str]:
     return [f"k{int(k)}_r{r}" for r in offsets for k in params["ks"]] + [f"zscore_r{r}" for r in offsets]
 
 
-@metric("qk_ov_overlap_max", family="circuits", validate=_ks_pairs("qk_ov_overlap_max"), outputs=_overlap_outputs, ks=[1, 2, 4, 8], pairs="all")
+@metric("qk_ov_overlap_max", label="QK–OV matching (max cos of principal angles)", family="circuits", validate=_ks_pairs("qk_ov_overlap_max"), outputs=_overlap_outputs, ks=[1, 2, 4, 8], pairs="all")
 def qk_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
     """Largest singular value of V₁[:, :k]ᵀU₂[:, :k] (layer-L QK key side vs layer-(L−1) OV output), with random baseline."""
     return _overlap_table(ctx, ctx.qk_ov_pairs(pairs), "v", "u", ks, 0)
 
 
-@metric("qk_ov_overlap_rms", family="circuits", validate=_ks_pairs("qk_ov_overlap_rms"), outputs=_overlap_outputs, ks=[1, 2, 4, 8], pairs="all")
+@metric("qk_ov_overlap_rms", label="QK–OV matching (rms cos of principal angles)", family="circuits", validate=_ks_pairs("qk_ov_overlap_rms"), outputs=_overlap_outputs, ks=[1, 2, 4, 8], pairs="all")
 def qk_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
     """sqrt(mean s²) of the singular values of V₁[:, :k]ᵀU₂[:, :k], with random baseline."""
     return _overlap_table(ctx, ctx.qk_ov_pairs(pairs), "v", "u", ks, 1)
 
 
-@metric("embed_ov_overlap_max", family="circuits", validate=_ks_pairs("embed_ov_overlap_max"), outputs=_overlap_outputs, ks=[1, 2, 4, 8])
+@metric("embed_ov_overlap_max", label="embedding–OV matching (max cos of principal angles)", family="circuits", validate=_ks_pairs("embed_ov_overlap_max"), outputs=_overlap_outputs, ks=[1, 2, 4, 8])
 def embed_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
     """Largest singular value of V_E[:, :k]ᵀU_OV[:, :k] (embedding vs first-layer OV heads), with random baseline."""
     return _overlap_table(ctx, ctx.embed_ov_pairs(), "v", "u", ks, 0)
 
 
-@metric("embed_ov_overlap_rms", family="circuits", validate=_ks_pairs("embed_ov_overlap_rms"), outputs=_overlap_outputs, ks=[1, 2, 4, 8])
+@metric("embed_ov_overlap_rms", label="embedding–OV matching (rms cos of principal angles)", family="circuits", validate=_ks_pairs("embed_ov_overlap_rms"), outputs=_overlap_outputs, ks=[1, 2, 4, 8])
 def embed_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
     """sqrt(mean s²) of the singular values of V_E[:, :k]ᵀU_OV[:, :k], with random baseline."""
     return _overlap_table(ctx, ctx.embed_ov_pairs(), "v", "u", ks, 1)
@@ -476,7 +476,7 @@ def embed_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
 # ---------------------------------------------------------------- QK·OV products
 
 
-@metric("qk_ov_diag_zscore", family="circuits", validate=_pairs_only("qk_ov_diag_zscore"), pairs="all")
+@metric("qk_ov_diag_zscore", label="diagonal z-score of W_QK·W_OV", family="circuits", validate=_pairs_only("qk_ov_diag_zscore"), pairs="all")
 def qk_ov_diag_zscore(ctx: CircuitContext, pairs="all") -> dict:
     """Diagonal z-score of M = W_QK·W_OV in the residual basis."""
     out = {}
@@ -557,6 +557,7 @@ def _token_table(ctx: CircuitContext, pairs: str, ks, stat) -> dict:
 
 @metric(
     "qk_ov_token_diag_zscore",
+    label="token-space diagonal z-score",
     family="circuits",
     validate=_optional_ks_pairs("qk_ov_token_diag_zscore"),
     outputs=_per_k_outputs,
@@ -579,6 +580,7 @@ def token_rows(vocab: int, max_tokens) -> np.ndarray:
 
 @metric(
     "qk_ov_token_mismatch",
+    label="token mismatch ratio",
     family="circuits",
     validate=_optional_ks_pairs("qk_ov_token_mismatch"),
     outputs=_per_k_outputs,
@@ -603,28 +605,24 @@ def qk_ov_token_mismatch(ctx: CircuitContext, pairs="all", max_tokens=2048, ks=N
 # ---------------------------------------------------------------- rotary sweep
 
 
-def _warn(msg: str) -> None:
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
-    print(f"WARNING: {msg}", file=sys.stderr)
-
-
 def _rotary_head_svds(ctx: CircuitContext, q: str, k: str, offsets, base):
     """{r: (U, s, V) of W_QK(r)} for one head, or None where the pieces are unusable."""
     wq, wk = ctx.store[q], ctx.store[k]
     if wq is None or wk is None:  # NaN/Inf pieces: warned by the store
         return None
     if wq.ndim != 2 or wq.shape != wk.shape:
-        _warn(f"qk_ov_rotary_sweep: {q} {wq.shape} and {k} {wk.shape} are not matching [d_head, d_model] "
+        warn(f"qk_ov_rotary_sweep: {q} {wq.shape} and {k} {wk.shape} are not matching [d_head, d_model] "
               "matrices; recorded as NaN")
         return None
     if wq.shape[0] % 2:
-        _warn(f"qk_ov_rotary_sweep: {q} has an odd d_head ({wq.shape[0]}), no rotary pairs; recorded as NaN")
+        warn(f"qk_ov_rotary_sweep: {q} has an odd d_head ({wq.shape[0]}), no rotary pairs; recorded as NaN")
         return None
     return {r: rotary_qk_svd(wq, wk, r, base) for r in offsets}
 
 
 @metric(
     "qk_ov_rotary_sweep",
+    label="rotary QK–OV matching",
     family="circuits",
     validate=_rotary_params("qk_ov_rotary_sweep"),
     outputs=_rotary_outputs,
@@ -640,7 +638,7 @@ def qk_ov_rotary_sweep(ctx: CircuitContext, offsets=(0, 1, 2, 4, 8, 16), ks=(1, 
     heads, missing = ctx.rotary_heads()
     if missing:
         shown = ", ".join(missing[:6]) + (f", … ({len(missing)} in all)" if len(missing) > 6 else "")
-        _warn(f"qk_ov_rotary_sweep: the weights extraction lacks the per-head pieces {shown}; no rows for "
+        warn(f"qk_ov_rotary_sweep: the weights extraction lacks the per-head pieces {shown}; no rows for "
               "those heads (add '<attn>.head*.q' and '<attn>.head*.k' to targets.weights)")
     e = None if ctx.embed is None else ctx.matrix(ctx.embed)
     ev_cache: dict[str, np.ndarray] = {}  # ov name -> E·V₂ (the module before the current one)

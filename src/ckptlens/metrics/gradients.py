@@ -22,13 +22,13 @@ class GradientContext:
         return np.linalg.norm(self.g, axis=1)
 
 
-@metric("gradient_norm", family="gradient")
+@metric("gradient_norm", label="gradient norm ‖∇W‖_F", family="gradient")
 def gradient_norm(ctx: GradientContext) -> float:
     """Mean Frobenius norm of the layer's weight gradient over the probe batches."""
     return float(ctx.norms.mean())
 
 
-@metric("gradient_cosine", family="gradient")
+@metric("gradient_cosine", label="cosine of probe-batch gradients", family="gradient")
 def gradient_cosine(ctx: GradientContext) -> float:
     """Mean cosine similarity of the gradients of consecutive probe batches."""
     if ctx.g.shape[0] < 2:

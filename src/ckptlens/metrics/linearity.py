@@ -1,8 +1,8 @@
 """Metrics between consecutive layers' activations (family ``activation_pairs``, model scope,
 input: activations [n_samples, features] per module, the same probe samples for every module).
 
-Consecutive layers: the activation modules in :func:`_common.layer_order` (sorted by the first
-integer in the name; ties keep the given order), each paired with the next. Labels are
+Consecutive layers: the activation modules in depth order (:func:`ckptlens.store.layers.layer_order`),
+each paired with the next. Labels are
 ``"<layer i>~<layer i+1>"``.
 
 Linearity score (Razzhigaev et al. 2024, "Your Transformer is Secretly Linear", as their
@@ -36,7 +36,8 @@ import warnings
 
 import numpy as np
 
-from ._common import check_choice, check_quantiles, layer_order, pair_label, quantile_key, summarize
+from ..store.layers import layer_order, pair_label
+from ._common import check_choice, check_quantiles, quantile_key, summarize
 from .registry import family, metric
 
 DEFAULT_QUANTILES = [0.05, 0.25, 0.5, 0.75, 0.95]
@@ -119,7 +120,7 @@ def _check(name, with_scale=False):
     return check
 
 
-@metric("linearity_score", family="activation_pairs")
+@metric("linearity_score", label="linearity score", family="activation_pairs")
 def linearity_score(ctx: LayerPairContext) -> dict:
     """1 − ‖XA − Y‖²_F for centred, Frobenius-normalised consecutive layer outputs X, Y."""
     out = {}
@@ -129,7 +130,7 @@ def linearity_score(ctx: LayerPairContext) -> dict:
     return out
 
 
-@metric("linearity_score_no_residual", family="activation_pairs")
+@metric("linearity_score_no_residual", label="linearity score without the residual", family="activation_pairs")
 def linearity_score_no_residual(ctx: LayerPairContext) -> dict:
     """Linearity score of X against Y − X (the layer's contribution without the residual stream)."""
     out = {}
@@ -141,6 +142,7 @@ def linearity_score_no_residual(ctx: LayerPairContext) -> dict:
 
 @metric(
     "linearity_per_sample",
+    label="per-sample linearity score",
     family="activation_pairs",
     validate=_check("linearity_per_sample", with_scale=True),
     outputs=_summary_outputs,
@@ -170,6 +172,7 @@ def per_sample_cosine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @metric(
     "consecutive_cosine",
+    label="cosine of consecutive layers' outputs",
     family="activation_pairs",
     validate=_check("consecutive_cosine"),
     outputs=_summary_outputs,

@@ -1,55 +1,39 @@
-"""The metric registry.
+"""The metric registry: what a metric is, how metrics share work, and how a job runs them.
 
-A *metric* is one decorated function. Metrics that read the same input and share work form a
-*family*: the workflow runs one job per (run, checkpoint, family), builds one context object per
-layer (which caches shared work such as a matrix's singular values) and evaluates every enabled
-metric of the family on it. A metric that compares against another checkpoint declares that
-reference ("final", "previous", "initial" or "previous2" = two checkpoints back); the family job
-then receives that checkpoint's extraction too.
-
-Extensions (all backwards compatible; a plain ``@family(name, needs)`` / ``@metric(name, family)``
-behaves as before):
-
-* **Model scope** — ``@family(name, needs, scope="model")``: the context is built once per
-  checkpoint from the *whole* mapping of layers (wrapped in a :class:`LayerStore`, which reads
-  layers lazily and hands out ``None`` for a layer with NaN/Inf values, warning once), for
-  cross-layer metrics. Its metrics return ``{label: value}``; the label goes into the ``layer``
-  column (pairs are labelled ``"<a>~<b>"``, see ``_common.PAIR_SEP``).
-* **Several values per metric** — a metric may return ``{suffix: value}`` instead of a number (a
-  model-scope one ``{label: {suffix: value}}``); each becomes a row whose ``metric`` is
-  ``"<name>.<suffix>"`` (metric names contain no dot; :func:`split_metric_name` undoes it). A
-  layer-scope metric that does so declares its suffixes with ``outputs=`` (a function of its
-  resolved parameters) so that a layer with NaN/Inf input still gets one NaN row per suffix. A
-  model-scope one declares the suffixes it may give the same way; :func:`value_names` lists them,
-  so that the config can name one value (``qk_ov_overlap_max.k8``) and be checked when read.
-* **Several references** — ``reference=("previous", "previous2")``: the function receives one
-  reference context per entry, in that order; ``Metric.references`` is the tuple,
-  ``Metric.reference`` its first entry. The metric is skipped where any of them is missing.
-* **Parameter checks** — ``validate=`` (a function of the resolved parameters that raises
-  :class:`MetricConfigError`) runs in :func:`resolve_params`, i.e. when the config is read.
-* **New input kind** ``needs="activation_gradients"``: per-sample gradients of the model's
-  outputs with respect to hidden activations (layout in ``gradient_pca.py``).
-* **Unavailable references** — a reference given as :class:`Unavailable` (its checkpoint failed,
-  see :mod:`ckptlens.faults`): every metric comparing with it is NaN on every layer, with one
-  warning naming run, step, the reference and why.
-* A ``numpy.linalg.LinAlgError`` inside a metric (e.g. an SVD that does not converge) gives NaN
-  with a warning instead of aborting the job.
+* A *metric* is one function, registered with :func:`metric` under a unique name (no dot) with its
+  axis label, its parameters and their defaults (every other keyword of the decorator), an
+  optional ``validate`` (raises :class:`MetricConfigError` naming the config key; runs when the
+  config is read) and, for a metric giving several values, ``outputs`` (the suffixes it gives for
+  given parameters: ``{suffix: value}`` becomes rows ``"<name>.<suffix>"``).
+* Metrics that read the same input and share work form a *family* (:func:`family`): one job per
+  (run, checkpoints, family) builds one *context* per layer — which caches shared work such as a
+  matrix's singular values — and evaluates every enabled metric of the family on it. A family says
+  what it ``needs`` (one of :data:`NEEDS`, an extraction kind) and its ``scope``: ``"layer"`` (the
+  context sees one layer's array) or ``"model"`` (it sees every layer of the checkpoint at once,
+  through a lazy :class:`LayerStore`, for cross-layer metrics whose labels fill the ``layer``
+  column, pairs as ``"<a>~<b>"``).
+* A metric comparing with other checkpoints declares them: ``reference="final"``, ``"previous"``,
+  ``"initial"``, ``"previous2"`` (two back), or a tuple of them; it receives one reference context
+  per entry, and is skipped where one is missing (``previous`` at the first checkpoint).
+* Degenerate input never aborts a job: NaN/Inf input, a non-finite result, an SVD that does not
+  converge (``LinAlgError``) or an unavailable reference (its checkpoint failed:
+  :class:`Unavailable`) give NaN with a warning naming run, step, layer and metric.
+* :func:`family_code_hash` hashes the code that computes a family (its modules' import closure),
+  so that editing one metric reruns only its family's jobs.
 
 Only numpy is imported here: metric jobs must stay cheap to start (no torch).
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
-import sys
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from ..store.codehash import code_hash
+from ..store.joblog import warn
 
 NEEDS = ("weights", "activations", "gradients", "activation_gradients")
 REFERENCES = ("final", "previous", "initial", "previous2")
@@ -71,6 +55,7 @@ class Metric:
     name: str
     family: str
     fn: Callable
+    label: str  # axis label of its values in figures
     reference: str | None = None  # the first (usually only) reference
     defaults: Mapping = field(default_factory=dict)
     description: str = ""
@@ -113,6 +98,8 @@ def family(name: str, needs: str, description: str = "", scope: str = "layer"):
 def metric(
     name: str,
     family: str,
+    *,
+    label: str,
     reference: str | tuple | list | None = None,
     description: str = "",
     validate: Callable | None = None,
@@ -121,8 +108,9 @@ def metric(
 ):
     """Register ``fn(ctx, **params)`` (or ``fn(ctx, ref_ctx, ..., **params)`` with references).
 
-    ``reference``: None, one of REFERENCES, or a tuple of them. ``validate``/``outputs``: see the
-    module docstring. Every other keyword is a parameter with its default value."""
+    ``label``: how figures name its values on an axis ("Frobenius norm ‖W‖_F"). ``reference``:
+    None, one of REFERENCES, or a tuple of them. ``validate``/``outputs``: see the module
+    docstring. Every other keyword is a parameter with its default value."""
     if SUFFIX_SEP in name:
         raise ValueError(f"metric {name!r}: names may not contain {SUFFIX_SEP!r}")
     refs = () if reference is None else (reference,) if isinstance(reference, str) else tuple(reference)
@@ -137,7 +125,7 @@ def metric(
             raise ValueError(f"metric {name!r}: family {family!r} is not registered (define it first)")
         doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         METRICS[name] = Metric(
-            name, family, fn, refs[0] if refs else None, dict(defaults), doc, refs, validate, outputs
+            name, family, fn, label, refs[0] if refs else None, dict(defaults), doc, refs, validate, outputs
         )
         return fn
 
@@ -197,42 +185,12 @@ def references_of(metric_names) -> list[str]:
     return sorted({r for n in metric_names for r in get_metric(n).references})
 
 
-def _package_modules(fns) -> list:
-    """The modules defining ``fns`` plus, transitively, the sibling modules of this package whose
-    objects they import (shared helpers), so that editing a helper reruns its users' jobs."""
-    pkg = __name__.rpartition(".")[0]
-    todo = [sys.modules[f.__module__] for f in fns]
-    seen: dict[str, object] = {}
-    while todo:
-        mod = todo.pop()
-        if mod.__name__ in seen:
-            continue
-        seen[mod.__name__] = mod
-        for obj in vars(mod).values():
-            owner = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
-            if isinstance(owner, str) and owner.startswith(pkg + ".") and owner in sys.modules:
-                todo.append(sys.modules[owner])
-    return list(seen.values())
-
-
 def family_code_hash(family_name: str) -> str:
-    """Hash of the source that computes a family: the modules defining its context and metrics
-    (and the package modules they import helpers from), plus this registry (which runs them).
-    Given to Snakemake as a parameter so that editing a metric's code reruns that family's jobs,
-    and only those."""
+    """Hash of the code that computes a family: the import closure of the modules defining its
+    context and its metrics, and of this registry (which runs them)."""
     fam = FAMILIES[family_name]
     fns = [fam.context] + [m.fn for m in METRICS.values() if m.family == family_name]
-    files = sorted({inspect.getsourcefile(m) for m in _package_modules(fns)} | {__file__})
-    h = hashlib.sha256()
-    for f in files:
-        h.update(Path(f).name.encode())
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _warn(msg: str) -> None:
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
-    print(f"WARNING: {msg}", file=sys.stderr)
+    return code_hash(__name__, *sorted({f.__module__ for f in fns}))
 
 
 @dataclass(frozen=True)
@@ -247,7 +205,7 @@ def _warn_unavailable(references, chosen, where) -> None:
         if isinstance(store, Unavailable):
             users = [n for n in chosen if ref in METRICS[n].references]
             if users:
-                _warn(f"{where}: the {ref} reference is unavailable ({store.reason}); {', '.join(users)} "
+                warn(f"{where}: the {ref} reference is unavailable ({store.reason}); {', '.join(users)} "
                       f"recorded as NaN on every layer")
 
 
@@ -270,7 +228,7 @@ class LayerStore(Mapping):
         x = np.asarray(self._m[key])
         if x.dtype.kind in "fc" and not np.isfinite(x).all():
             self._bad.add(key)
-            _warn(f"{self.where}, layer {key!r}: input has NaN/Inf values; metrics reading it are NaN")
+            warn(f"{self.where}, layer {key!r}: input has NaN/Inf values; metrics reading it are NaN")
             return None
         return x
 
@@ -284,16 +242,17 @@ class LayerStore(Mapping):
         return key in self._key_set
 
 
-def _rows(run, step, layer, name, out, where, warn=True) -> list[dict]:
+def _rows(run, step, layer, name, out, where, warn_nonfinite=True) -> list[dict]:
     """Rows of one metric's result on one layer/label: a number, or {suffix: number}; non-finite
-    values become NaN, with a warning unless ``warn`` is False (the cause was warned already)."""
+    values become NaN, with a warning unless ``warn_nonfinite`` is False (the cause was warned
+    already)."""
     items = [(f"{name}{SUFFIX_SEP}{k}", v) for k, v in out.items()] if isinstance(out, Mapping) else [(name, out)]
     rows = []
     for metric_name, v in items:
         value = math.nan if v is None else float(v)
         if not math.isfinite(value):
-            if warn:
-                _warn(f"{where}: metric {metric_name!r} is not finite ({value}); recorded as NaN")
+            if warn_nonfinite:
+                warn(f"{where}: metric {metric_name!r} is not finite ({value}); recorded as NaN")
             value = math.nan
         rows.append({"run": run, "step": int(step), "layer": layer, "metric": metric_name, "value": value})
     return rows
@@ -304,7 +263,7 @@ def _call(m: Metric, args, params, where):
         with np.errstate(all="ignore"):
             return m.fn(*args, **params)
     except np.linalg.LinAlgError as exc:
-        _warn(f"{where}: metric {m.name!r} failed ({exc}); recorded as NaN")
+        warn(f"{where}: metric {m.name!r} failed ({exc}); recorded as NaN")
         return None
 
 
@@ -348,7 +307,7 @@ def compute_family(
         where = f"run {run!r}, step {step}, layer {layer!r}"
         finite = bool(np.isfinite(x).all())
         if not finite:
-            _warn(f"{where}: input has NaN/Inf values; its {family_name} metrics are NaN")
+            warn(f"{where}: input has NaN/Inf values; its {family_name} metrics are NaN")
         ctx = fam.context(x) if finite else None
         ref_ctx: dict[str, object] = {}
         for name, params in chosen.items():
@@ -365,7 +324,7 @@ def compute_family(
                     r = np.asarray(ref_store[layer])
                     ref_ctx[ref] = fam.context(r) if np.isfinite(r).all() else None
                     if ref_ctx[ref] is None:
-                        _warn(f"{where}: {ref} reference has NaN/Inf values; metrics comparing to it are NaN")
+                        warn(f"{where}: {ref} reference has NaN/Inf values; metrics comparing to it are NaN")
                 args.append(ref_ctx[ref])
             else:
                 out = None
@@ -374,7 +333,7 @@ def compute_family(
                 computed = out is not None
                 if not computed and m.outputs is not None:
                     out = {k: math.nan for k in m.outputs(params)}
-                rows += _rows(run, step, layer, name, out, where, warn=computed)
+                rows += _rows(run, step, layer, name, out, where, warn_nonfinite=computed)
     return rows
 
 

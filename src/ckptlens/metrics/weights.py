@@ -43,20 +43,20 @@ def _rank_denominator(ctx: WeightContext, r) -> float:
     return float(r)
 
 
-@metric("frobenius_norm", family="weight_spectrum")
+@metric("frobenius_norm", label="Frobenius norm ‖W‖_F", family="weight_spectrum")
 def frobenius_norm(ctx: WeightContext) -> float:
     """Frobenius norm ‖W‖_F."""
     return float(np.sqrt(np.sum(ctx.singular_values**2)))
 
 
-@metric("spectral_norm", family="weight_spectrum")
+@metric("spectral_norm", label="spectral norm ‖W‖₂", family="weight_spectrum")
 def spectral_norm(ctx: WeightContext) -> float:
     """Spectral norm ‖W‖₂, the largest singular value."""
     s = ctx.singular_values
     return float(s[0]) if s.size else 0.0
 
 
-@metric("stable_rank", family="weight_spectrum")
+@metric("stable_rank", label="stable rank ‖W‖²_F / ‖W‖²₂", family="weight_spectrum")
 def stable_rank(ctx: WeightContext) -> float:
     """Stable rank ‖W‖²_F / ‖W‖²₂ (0 for the zero matrix)."""
     s = ctx.singular_values
@@ -65,7 +65,7 @@ def stable_rank(ctx: WeightContext) -> float:
     return float(np.sum((s / s[0]) ** 2))
 
 
-@metric("effective_rank", family="weight_spectrum")
+@metric("effective_rank", label="effective rank", family="weight_spectrum")
 def effective_rank(ctx: WeightContext) -> float:
     """Effective rank exp(H(p)), p_i = σ_i / Σσ_j (Roy & Vetterli, 2007)."""
     s = ctx.singular_values
@@ -80,7 +80,7 @@ def _check_r(params):
     check_positive_int("proportional_effective_rank", "r", params["r"], allow=("min",))
 
 
-@metric("proportional_effective_rank", family="weight_spectrum", validate=_check_r, r="min")
+@metric("proportional_effective_rank", label="effective rank / dimension", family="weight_spectrum", validate=_check_r, r="min")
 def proportional_effective_rank(ctx: WeightContext, r="min") -> float:
     """Proportional effective rank ER / r, r = min(m, n) or a configured dimension."""
     return effective_rank(ctx) / _rank_denominator(ctx, r)
@@ -160,7 +160,7 @@ def _check_k(params):
     check_positive_int("screenot_rank", "k", params["k"], allow=("auto",))
 
 
-@metric("screenot_rank", family="weight_spectrum", validate=_check_k, k="auto")
+@metric("screenot_rank", label="ScreeNOT rank", family="weight_spectrum", validate=_check_k, k="auto")
 def screenot_rank(ctx: WeightContext, k="auto") -> float:
     """Rank estimated by ScreeNOT adaptive hard thresholding (k: upper bound on the signal rank)."""
     return float(screenot_rank_of(ctx.singular_values, ctx.w.shape, k))

@@ -1,1 +1,112 @@
-"""Where checkpoints come from: trained here (the demo), or a local folder of files."""
+"""Where checkpoints come from: one :class:`Source` per config ``source.type``, in :data:`SOURCES`.
+
+A source knows, from its config entry alone (no network, no torch: this runs while Snakemake
+parses the workflow, on every cluster job too):
+
+* ``schema``: the JSON schema of its config entry;
+* ``steps(spec)``: the run's checkpoint steps;
+* ``layer_names(spec)``: the names target patterns are matched against, where they can be known
+  without loading a model (None: the extraction job checks the patterns instead);
+* how its checkpoints are made, ``kind``:
+
+  - ``"train"``: one job trains the model and writes every checkpoint and a training log
+    (``train(spec, steps, paths, log_path)``);
+  - ``"fetch"``: one job per checkpoint brings it into the results folder as safetensors
+    (``materialise(spec, step, out, policy)``; ``inputs(spec, step)`` are the local files it reads
+    and ``step_params(spec, step)`` the rest of what decides that checkpoint, so that a change of
+    either fetches it again, and only it; ``temporary(spec)``: the copy is deleted once extracted);
+    the steps' weight digests are compared, since published revisions sometimes hold identical
+    weights;
+  - ``"table"``: no checkpoints, the run's metrics come as a finished table.
+
+Adding a source is one module here that registers a :class:`Source` (and its test); the workflow
+reads everything else from the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+KINDS = ("train", "fetch", "table")
+
+
+class SourceError(ValueError):
+    """A source entry that cannot be used; ``key`` is the offending key below ``source``
+    (``"path"``, ``"train"``; empty for the entry as a whole)."""
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key
+
+
+def _no_names(spec: Mapping) -> None:
+    return None
+
+
+def _not_temporary(spec: Mapping) -> bool:
+    return False
+
+
+def _no_inputs(spec: Mapping, step: int) -> list[str]:
+    return []
+
+
+def _no_params(spec: Mapping, step: int) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Source:
+    type: str
+    kind: str
+    description: str
+    schema: Mapping
+    steps: Callable[[Mapping], list[int]]
+    layer_names: Callable[[Mapping], dict | None] = _no_names
+    materialise: Callable | None = None
+    train: Callable | None = None
+    inputs: Callable[[Mapping, int], list[str]] = _no_inputs
+    step_params: Callable[[Mapping, int], dict] = _no_params
+    temporary: Callable[[Mapping], bool] = _not_temporary
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"source {self.type!r}: kind must be one of {KINDS}, not {self.kind!r}")
+        if self.kind == "fetch" and self.materialise is None:
+            raise ValueError(f"source {self.type!r}: a fetch source needs materialise()")
+        if self.kind == "train" and self.train is None:
+            raise ValueError(f"source {self.type!r}: a train source needs train()")
+
+
+SOURCES: dict[str, Source] = {}
+
+
+def register(source: Source) -> Source:
+    if source.type in SOURCES:
+        raise ValueError(f"source {source.type!r} is registered twice")
+    SOURCES[source.type] = source
+    return source
+
+
+def get_source(type_: str) -> Source:
+    try:
+        return SOURCES[type_]
+    except KeyError:
+        raise SourceError(f"unknown source type {type_!r}; known: {', '.join(SOURCES)}", "type") from None
+
+
+def names_from_keys(keys, metadata: Mapping | None = None, shapes: Mapping | None = None) -> dict[str, list[str]]:
+    """The names target patterns select from, known from a state dict's keys: weights as the
+    architecture adapter names them (per-head pieces included), modules for activations (every
+    dotted prefix) and weight owners for gradients."""
+    from ..adapters import get_adapter, module_names_from_keys
+
+    keys = list(keys)
+    arch = get_adapter("auto", keys, metadata or {}, shapes=shapes)
+    owners = [k[: -len(".weight")] for k in keys if k.endswith(".weight")]
+    return {"weights": arch.layer_names(keys, shapes), "activations": module_names_from_keys(keys), "gradients": owners}
+
+
+# the sources that ship with ckptlens register themselves
+from . import hub, local, table, trained  # noqa: E402,F401

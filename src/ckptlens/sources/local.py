@@ -1,4 +1,4 @@
-"""Checkpoints from a local folder or glob: which file holds which training step.
+"""Checkpoints from a local folder or glob (source ``type: local``): which file holds which step.
 
 ``discover(spec) -> {step: Path}``. ``spec`` is a mapping (or just the path):
 
@@ -14,23 +14,18 @@
 Candidates are ``.safetensors``/``.pt``/``.pth``/``.bin``/``.ckpt`` files and Hugging Face
 ``save_pretrained`` folders. Entries with no step are skipped with a warning; two candidates with the
 same step, or none at all, are errors naming the paths.
-
-``weights_digest(keys, get)``: a sha256 over the sorted tensor names, dtypes, shapes and bytes,
-so the workflow can warn when two steps hold identical weights.
 """
 
 from __future__ import annotations
 
 import glob as _glob
-import hashlib
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
-from ..checkpoint_io import CHECKPOINT_SUFFIXES, is_checkpoint_dir
+from . import Source, SourceError, register
+from .readers import CHECKPOINT_SUFFIXES, is_checkpoint_dir
 
 
 class DiscoveryError(ValueError):
@@ -152,16 +147,80 @@ def discover(spec: Mapping | str | Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def weights_digest(keys: Iterable[str], get: Callable[[str], np.ndarray]) -> str:
-    """sha256 over the sorted tensor names, dtypes, shapes and raw bytes (one tensor at a time)."""
-    h = hashlib.sha256()
-    for k in sorted(keys):
-        a = np.ascontiguousarray(get(k))
-        kb = k.encode()
-        h.update(len(kb).to_bytes(8, "little"))
-        h.update(kb)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.nbytes.to_bytes(8, "little"))
-        if a.size:
-            h.update(a.reshape(-1).view(np.uint8).data)
-    return h.hexdigest()
+# --------------------------------------------------------------------------------------------- source
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["path"],
+    "properties": {
+        "type": {"const": "local"},
+        "path": {"type": "string", "minLength": 1, "description": "a folder or a glob of checkpoint files"},
+        "step_pattern": {
+            "type": "string",
+            "description": "regex with one group capturing the step, searched in the path relative to the folder "
+                           "(default: the last integer in the name)",
+        },
+    },
+}
+
+
+def _found(spec: Mapping) -> dict[int, Path]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skipped entries are reported by the checks, not at every parse
+            return discover(spec)
+    except DiscoveryError as exc:
+        raise SourceError(str(exc), "path") from None
+
+
+def _steps(spec: Mapping) -> list[int]:
+    return list(_found(spec))
+
+
+def _header_only(path: Path) -> bool:
+    """A safetensors file or save_pretrained folder: keys readable without torch."""
+    return path.suffix == ".safetensors" or any(
+        (path / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json"))
+
+
+def _layer_names(spec: Mapping) -> dict | None:
+    """From the header of the first readable checkpoint; None for pickles (reading their keys needs
+    torch: the extraction job checks the patterns instead). A bad file is its own job's failure (or
+    gap): it must not stop the workflow while it is parsed."""
+    from ..store.records import CheckpointError
+    from . import names_from_keys
+    from .readers import open_checkpoint
+
+    files = list(_found(spec).values())
+    if not _header_only(files[0]):
+        return None
+    errors = []
+    for f in (f for f in files if _header_only(f)):
+        try:
+            with open_checkpoint(f) as ckpt:
+                return names_from_keys(ckpt.keys, ckpt.metadata, ckpt.shapes)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    raise SourceError(f"no checkpoint can be read: {'; '.join(errors[:3])}", "path")
+
+
+def _materialise(spec: Mapping, step: int, out, policy: str) -> dict | None:
+    from .importer import import_or_record
+
+    return import_or_record(_found(spec)[step], out, policy, step=step)
+
+
+def _inputs(spec: Mapping, step: int) -> list[str]:
+    return [str(_found(spec)[step])]
+
+
+register(Source(
+    type="local",
+    kind="fetch",
+    description="checkpoint files or save_pretrained folders in a local folder (or a glob)",
+    schema=SCHEMA,
+    steps=_steps,
+    layer_names=_layer_names,
+    materialise=_materialise,
+    inputs=_inputs,
+))

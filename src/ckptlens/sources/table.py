@@ -1,11 +1,11 @@
-"""Per-layer metrics computed elsewhere, as a tidy table: ``run, step, layer, metric, value``.
+"""Per-layer metrics computed elsewhere (source ``type: table``), as a tidy table: ``run, step, layer, metric, value``.
 
 ``load_table(path, runs=None, layers=None, metrics=None)`` reads a CSV (``.csv``, ``.csv.gz``, ``.tsv``)
 or Parquet (``.parquet``, ``.pq``) file with the columns ``step, layer, metric, value`` and either
 ``run`` or ``model`` (renamed ``run``; ``run`` wins if both are there). Filters:
 
 - ``runs``, ``metrics``: names (exact), a string or a list;
-- ``layers``: patterns with :mod:`ckptlens.patterns` semantics (``*`` stays within a dotted component,
+- ``layers``: patterns with :mod:`ckptlens.store.patterns` semantics (``*`` stays within a dotted component,
   ``**`` crosses dots, anchored at both ends), or a plain Python regular expression when the pattern
   starts with ``re:`` (``re.search`` semantics: anchor it with ``^``/``$`` yourself).
 
@@ -17,8 +17,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..io import TIDY_COLUMNS
-from ..patterns import matches
+from ..store.patterns import matches
+from ..store.tidy import TIDY_COLUMNS
+from . import Source, register
+
+#: Metrics of published tables that ckptlens reads (the Pythia learning-dynamics study,
+#: ../shared/data/pythia-learning-dynamics), with the axis labels figures give them.
+PUBLISHED_METRICS = {
+    "cka_scores": "linear CKA to the final checkpoint",
+    "grad_sim": "cosine of consecutive batches' gradients",
+    "grad_weight_magnitudes": "gradient norm ‖∇W‖_F",
+    "weight_magnitudes": "weight norm ‖W‖_F",
+}
 
 
 class TableError(ValueError):
@@ -119,3 +129,26 @@ def load_table(path, runs=None, layers=None, metrics=None):
             raise TableError(f"{path}: layer pattern(s) {dead} match no layer (e.g. {sorted(names)[:5]})")
         keep &= df["layer"].isin(chosen)
     return df[keep].reset_index(drop=True)
+
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["path"],
+    "description": "an already computed tidy metrics table (CSV/Parquet with run|model, metric, layer, step, value)",
+    "properties": {
+        "type": {"const": "table"},
+        "path": {"type": "string", "minLength": 1},
+        "select": {"type": "string", "description": "the value of the run/model column to take (default: the run's name)"},
+        "layers": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "metrics": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+register(Source(
+    type="table",
+    kind="table",
+    description="a tidy metrics table computed elsewhere (the published Pythia study)",
+    schema=SCHEMA,
+    steps=lambda spec: [],  # the table brings its own steps
+))

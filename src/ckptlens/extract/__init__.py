@@ -1,0 +1,11 @@
+"""Extraction: from a checkpoint to the per-layer tensors metrics read, only what the enabled
+metrics need.
+
+* weights (:mod:`.weights`): selected weight matrices and per-head circuits, numpy only;
+* activations, weight gradients and activation gradients (:mod:`.model`): one model built per
+  series of checkpoints, its weights swapped per checkpoint, run on fixed probe batches; hook
+  capture in :mod:`.capture`, the same for every model — the models trained here
+  (:mod:`.trained_model`) and Hugging Face ``transformers`` models (:mod:`.hf_model`).
+
+Importing :mod:`.weights` or :mod:`.model` does not import torch; running a model does.
+"""

@@ -1,0 +1,124 @@
+"""Hook capture, one implementation for every model: what a forward pass gives at named modules,
+and the gradients a loss gives to their weights or their outputs.
+
+Modules are given as ``{name in the outputs: module name in the model}`` (a checkpoint names modules
+as it was saved, the model built to run it may name them differently: see
+:class:`ckptlens.extract.hf_model.HFModel`). Everything runs in eval mode (no dropout), so that a
+value is a deterministic function of the weights and the probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+
+from ..store.tensors import GRADIENT_SEP, OUTPUT_SEP
+
+
+def _first_tensor(name: str, out) -> torch.Tensor:
+    """A module's output tensor: itself, the first element of a tuple, or of a ModelOutput."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    elif hasattr(out, "to_tuple"):
+        out = out.to_tuple()[0]
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"module {name}: its output is a {type(out).__name__}, not a tensor")
+    return out
+
+
+def _modules(model: torch.nn.Module, modules: Mapping[str, str]) -> dict[str, torch.nn.Module]:
+    found = dict(model.named_modules())
+    missing = [n for n in modules.values() if n not in found]
+    if missing:
+        raise ValueError(f"modules not found in the model: {missing}")
+    return {name: found[m] for name, m in modules.items()}
+
+
+def capture_outputs(model: torch.nn.Module, forward: Callable[[], object], modules: Mapping[str, str],
+                    mask: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """The output of each module during ``forward()`` (no gradients), as float32
+    [rows, features]: outputs with a [batch, position] layout matching ``mask`` keep only the
+    positions where it is true (the real, non-padding tokens, so that the rows are the same tokens
+    at every checkpoint); everything else is flattened over its leading dimensions."""
+    captured: dict[str, np.ndarray] = {}
+
+    def hook(name):
+        def fn(_module, _inp, out):
+            out = _first_tensor(name, out).detach().float().cpu()
+            if mask is not None and out.dim() >= 3 and tuple(out.shape[:2]) == tuple(mask.shape):
+                out = out[mask.cpu()]
+            captured[name] = out.reshape(-1, out.shape[-1]).numpy()
+
+        return fn
+
+    hooks = [m.register_forward_hook(hook(name)) for name, m in _modules(model, modules).items()]
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for h in hooks:
+            h.remove()
+    return captured
+
+
+def weight_gradients(model: torch.nn.Module, losses: Callable[[int], torch.Tensor], n_batches: int,
+                     modules: Mapping[str, str], transposed: Callable[[str], bool] = lambda m: False
+                     ) -> dict[str, np.ndarray]:
+    """``{"<name>#<i>": d loss_i / d weight}`` of each module's ``weight`` (or the parameter of that
+    name) for every probe batch i; ``losses(i)`` computes loss i. Only these weights require a
+    gradient meanwhile. Weights stored [in, out] (``transposed(module)``) get [out, in] gradients."""
+    params = dict(model.named_parameters())
+    keys = {}
+    for name, m in modules.items():
+        key = f"{m}.weight" if f"{m}.weight" in params else m
+        if key not in params:
+            raise ValueError(f"module {name} has no weight parameter to take a gradient of")
+        keys[name] = key
+    wanted = set(keys.values())
+    old = {n: p.requires_grad for n, p in params.items()}
+    for n, p in params.items():
+        p.requires_grad_(n in wanted)
+    out = {}
+    model.eval()
+    try:
+        for i in range(n_batches):
+            model.zero_grad(set_to_none=True)
+            losses(i).backward()
+            for name, key in keys.items():
+                g = params[key].grad
+                if g is None:
+                    raise ValueError(f"module {name} gets no gradient from the loss")
+                g = g.detach().float().cpu()
+                if transposed(key.rpartition(".")[0]):
+                    g = g.T
+                out[f"{name}{GRADIENT_SEP}{i}"] = g.contiguous().numpy()
+    finally:
+        model.zero_grad(set_to_none=True)
+        for n, p in params.items():
+            p.requires_grad_(old[n])
+    return out
+
+
+def output_gradients(model: torch.nn.Module, forward: Callable[[], torch.Tensor], modules: Mapping[str, str],
+                     n_outputs: int) -> dict[str, np.ndarray]:
+    """Per-sample gradient of each model output with respect to each module's output:
+    ``{"<name>|out<k>": [n_samples, features]}``. Samples are independent, so the gradient of the
+    summed output gives every sample's row."""
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, n=name: captured.__setitem__(n, out))
+             for name, m in _modules(model, modules).items()]
+    try:
+        out = forward()
+    finally:
+        for h in hooks:
+            h.remove()
+    names = list(modules)
+    hidden = [captured[n] for n in names]
+    result = {}
+    for k in range(n_outputs):
+        grads = torch.autograd.grad(out[:, k].sum(), hidden, retain_graph=k < n_outputs - 1)
+        for n, g in zip(names, grads):
+            result[f"{n}{OUTPUT_SEP}out{k}"] = g.detach().float().reshape(g.shape[0], -1).cpu().numpy()
+    return result

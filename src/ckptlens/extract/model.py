@@ -1,0 +1,112 @@
+"""Activations, gradients and activation gradients of checkpoints: one model, built once, the
+checkpoints' weights loaded in turn, each run on the same fixed probe batches.
+
+:class:`ProbedModel` is what extraction needs of a model, whatever it is: the model, the names of
+its modules as the checkpoint calls them, the probe batches, how to run a batch, its training loss
+on batch i, which rows of a [batch, position] output are real tokens, and how many outputs it has.
+:func:`open_model` builds one from a checkpoint — a model trained here (:mod:`.trained_model`) or a
+Hugging Face ``transformers`` model (:mod:`.hf_model`), told apart by the checkpoint's metadata.
+:func:`extract_model` is the job: one checkpoint's extractions, or (:func:`extract_models`) a series
+of checkpoints of one model, which is then built once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ..store.patterns import select
+from ..store.tensors import SafetensorsFile, write_tensors
+
+KINDS = ("activations", "gradients", "activation_gradients")
+
+
+class ExtractionError(ValueError):
+    """A checkpoint, config, probe or target that cannot be turned into a model run; the message
+    names it."""
+
+
+@dataclass
+class ProbedModel:
+    model: object  # torch.nn.Module
+    modules: dict[str, str]  # checkpoint module name -> model module name
+    params: list[str]  # checkpoint names of the modules that own a weight (gradient targets)
+    batches: list  # probe batches, on the model's device
+    forward: Callable[[object], object]  # run one batch; returns the model's output
+    loss: Callable[[int], object] | None  # training loss on probe batch i (None: the model has none)
+    no_loss_reason: str
+    mask: Callable[[object], object]  # batch -> [batch, position] bool mask of real tokens, or None
+    n_outputs: int | None  # separate outputs (activation gradients), or None
+    transposed: Callable[[str], bool]  # model module name -> weight stored [in, out]
+    load: Callable[[str], None]  # put a checkpoint's weights into the model
+    kind: str  # what kind of model (for the files' metadata)
+
+
+def open_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | None = None) -> ProbedModel:
+    """The model of ``checkpoint`` with its probe, weights not yet loaded (:attr:`ProbedModel.load`)."""
+    arch = SafetensorsFile(checkpoint).metadata.get("ckptlens_arch") if str(checkpoint).endswith(".safetensors") else None
+    if arch in ("toy", "mlp") and hf_config is None:
+        from .trained_model import open_trained_model
+
+        return open_trained_model(checkpoint, probe, device)
+    from .hf_model import open_hf_model
+
+    return open_hf_model(checkpoint, probe, device, hf_config)
+
+
+def _chosen(targets: Mapping, kind: str, names: Sequence[str], checkpoint) -> list[str]:
+    found = select(targets.get(kind, []), list(names))
+    if not found:
+        raise ExtractionError(f"{checkpoint}: no module matches targets.{kind} {list(targets.get(kind, []))}")
+    return found
+
+
+def run_extractions(pm: ProbedModel, checkpoint, targets: Mapping, probe: Mapping, outputs: Mapping[str, str]) -> None:
+    """The extractions ``outputs`` names (kind -> path) of the checkpoint whose weights ``pm`` holds."""
+    from .capture import capture_outputs, output_gradients, weight_gradients
+
+    if "gradients" in outputs and pm.loss is None:  # before anything is written
+        raise ExtractionError(f"{checkpoint}: {pm.no_loss_reason}")
+    meta = {"source": str(checkpoint), "probe": json.dumps(dict(probe), sort_keys=True), "model_kind": pm.kind}
+    first = pm.batches[0]
+    if "activations" in outputs:
+        mods = {c: pm.modules[c] for c in _chosen(targets, "activations", pm.modules, checkpoint)}
+        acts = capture_outputs(pm.model, lambda: pm.forward(first), mods, pm.mask(first))
+        write_tensors(acts, outputs["activations"], meta)
+    if "gradients" in outputs:
+        mods = {c: pm.modules[c] for c in _chosen(targets, "gradients", pm.params, checkpoint)}
+        grads = weight_gradients(pm.model, pm.loss, len(pm.batches), mods, pm.transposed)
+        write_tensors(grads, outputs["gradients"], meta)
+    if "activation_gradients" in outputs:
+        if not pm.n_outputs:
+            raise ExtractionError(f"{checkpoint}: activation gradients need a model with several outputs (the two-forces MLP)")
+        mods = {c: pm.modules[c] for c in _chosen(targets, "activation_gradients", pm.modules, checkpoint)}
+        write_tensors(output_gradients(pm.model, lambda: pm.forward(first), mods, pm.n_outputs),
+                      outputs["activation_gradients"], meta)
+
+
+def extract_models(checkpoints: Sequence, targets: Mapping, probe: Mapping, outputs: Sequence[Mapping[str, str]],
+                   device=None, hf_config: Mapping | None = None) -> None:
+    """:func:`run_extractions` for a series of checkpoints of one model (``outputs[i]`` for
+    ``checkpoints[i]``): the model and the probe are built once, from the first checkpoint."""
+    import torch
+
+    from ..sources.devices import pick_device
+
+    if not checkpoints:
+        return
+    torch.manual_seed(0)
+    dev = torch.device(device) if device is not None else pick_device()
+    pm = open_model(checkpoints[0], probe, dev, hf_config)
+    for checkpoint, outs in zip(checkpoints, outputs):
+        pm.load(checkpoint)
+        run_extractions(pm, checkpoint, targets, probe, outs)
+
+
+def extract_model(checkpoint, targets: Mapping, probe: Mapping, outputs: Mapping[str, str], device=None,
+                  hf_config: Mapping | None = None) -> None:
+    """Activations, gradients and/or activation gradients (whichever ``outputs`` names: kind ->
+    path) of one checkpoint, from one model load. ``hf_config``: a Hugging Face config to build the
+    model from, instead of the one in the checkpoint's metadata."""
+    extract_models([checkpoint], targets, probe, [outputs], device, hf_config)

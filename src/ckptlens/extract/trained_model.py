@@ -1,0 +1,65 @@
+"""The models trained here (the demo transformer, the two-output MLP) as probed models: rebuilt
+from a checkpoint's own metadata, probed with batches of their own task."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from ..store.tensors import SafetensorsFile
+from .model import ExtractionError, ProbedModel
+
+
+def load_trained(checkpoint, device=None):
+    """``(model, task)`` of a checkpoint trained by ckptlens, its weights loaded, in eval mode."""
+    model, task = _build(checkpoint)
+    _load(model, checkpoint, device)
+    return model, task
+
+
+def _build(checkpoint):
+    meta = SafetensorsFile(checkpoint).metadata
+    arch = meta.get("ckptlens_arch")
+    if arch == "toy":
+        from ..sources.trained.induction import InductionTask, InductionTaskConfig
+        from ..sources.trained.transformer import AttnOnlyTransformer, ToyModelConfig
+
+        model = AttnOnlyTransformer(ToyModelConfig(**json.loads(meta["ckptlens_model"])))
+        task = InductionTask(InductionTaskConfig(**json.loads(meta["ckptlens_task"])))
+    elif arch == "mlp":
+        from ..sources.trained.mlp import TwoForcesConfig, TwoForcesTask, TwoOutputMLP
+
+        cfg = TwoForcesConfig(**json.loads(meta["ckptlens_model"]))
+        model, task = TwoOutputMLP(cfg), TwoForcesTask(cfg)
+    else:
+        raise ExtractionError(f"{checkpoint}: not a checkpoint trained by ckptlens (metadata 'ckptlens_arch' is {arch!r})")
+    return model, task
+
+
+def _load(model, checkpoint, device) -> None:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(checkpoint)))
+    model.to(device or "cpu").eval()
+
+
+def open_trained_model(checkpoint, probe: Mapping, device=None) -> ProbedModel:
+    model, task = _build(checkpoint)
+    model.to(device or "cpu").eval()
+    batches = [b.to(device or "cpu") for b in task.probe_batches(probe["n_batches"], probe["batch_size"], probe["seed"])]
+    modules = {n: n for n, _ in model.named_modules() if n}
+    params = [n[: -len(".weight")] for n, _ in model.named_parameters() if n.endswith(".weight")]
+    return ProbedModel(
+        model=model,
+        modules=modules,
+        params=params,
+        batches=batches,
+        forward=lambda batch: model(task.inputs(batch)),
+        loss=lambda i: task.loss(model, batches[i]),
+        no_loss_reason="",
+        mask=lambda batch: None,
+        n_outputs=getattr(task, "n_outputs", None),
+        transposed=lambda module: False,
+        load=lambda ckpt: _load(model, ckpt, device),
+        kind=SafetensorsFile(checkpoint).metadata.get("ckptlens_arch", ""),
+    )

@@ -1,0 +1,50 @@
+"""Aggregation: a run's per-(checkpoints, family) metric CSVs -> its tidy table and missing steps.
+
+Failed checkpoints' table records (:mod:`ckptlens.store.records`) are never read as data: under
+``on_bad_checkpoint: fail`` they are an error listing every failed step with its file and reason;
+under ``skip`` their steps are left out of the table and listed (columns ``step, file, reason``,
+one row per step). Every step failing is an error either way.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..store.records import MISSING_COLUMNS, check_policy, describe_missing
+from ..store.tidy import TIDY_COLUMNS, empty_table, read_rows_csv, table_record
+
+
+class MissingStepsError(ValueError):
+    """Aggregation under ``on_bad_checkpoint: fail`` found failed steps (or every step failed)."""
+
+
+def collect_run_tables(paths, on_bad_checkpoint: str = "fail") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(tidy table sorted by metric, layer, step; missing steps)`` from a run's metric CSVs."""
+    check_policy(on_bad_checkpoint)
+    frames, missing = [], {}
+    for p in paths:
+        rec = table_record(p)
+        if rec is not None:
+            missing.setdefault(int(rec["step"]), rec)
+            continue
+        frames.append(read_rows_csv(p))
+    missing_df = pd.DataFrame(
+        [{"step": s, "file": missing[s]["file"], "reason": missing[s]["reason"]} for s in sorted(missing)],
+        columns=MISSING_COLUMNS,
+    ).astype({"step": int})
+    if missing:
+        listing = describe_missing(missing_df.to_dict("records"))
+        if on_bad_checkpoint == "fail":
+            raise MissingStepsError(
+                f"{len(missing)} checkpoint(s) failed and on_bad_checkpoint is 'fail': {listing}. Fix or remove "
+                "them, or set on_bad_checkpoint: skip to analyse the other steps and list these as gaps"
+            )
+        if not frames:
+            raise MissingStepsError(f"every checkpoint failed, nothing to aggregate: {listing}")
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_table(), missing_df
+    table = pd.concat(frames, ignore_index=True)[TIDY_COLUMNS]
+    table["step"] = table["step"].astype(int)
+    table["value"] = table["value"].astype(float)
+    return table.sort_values(["metric", "layer", "step"], kind="stable").reset_index(drop=True), missing_df

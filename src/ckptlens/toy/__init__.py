@@ -1,1 +1,0 @@
-"""The embedded demo: a small attention-only transformer trained on an induction (copying) task."""

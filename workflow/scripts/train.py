@@ -1,0 +1,14 @@
+"""Train one run's model and save its checkpoints (a GPU-tagged job; runs on CPU without one)."""
+import json
+
+from ckptlens.store.joblog import job_log
+
+with job_log(snakemake.log[0]):
+    import torch
+
+    from ckptlens.sources import get_source
+
+    torch.set_num_threads(snakemake.threads)
+    spec = json.loads(snakemake.params.source)
+    get_source(spec["type"]).train(spec, snakemake.params.steps, list(snakemake.output.checkpoints),
+                                   snakemake.output.log_csv)
