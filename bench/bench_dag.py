@@ -22,10 +22,18 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ["pythia-70m-deduped", "pythia-160m-deduped", "pythia-410m-deduped", "pythia-1.4b-deduped",
-          "pythia-2.8b-deduped"]
-MODULES = ["gpt_neox.layers.*.attention.query_key_value", "gpt_neox.layers.*.attention.dense",
-           "gpt_neox.layers.*.mlp.dense_4h_to_h"]
+MODELS = [
+    "pythia-70m-deduped",
+    "pythia-160m-deduped",
+    "pythia-410m-deduped",
+    "pythia-1.4b-deduped",
+    "pythia-2.8b-deduped",
+]
+MODULES = [
+    "gpt_neox.layers.*.attention.query_key_value",
+    "gpt_neox.layers.*.attention.dense",
+    "gpt_neox.layers.*.mlp.dense_4h_to_h",
+]
 
 
 def suite_config() -> dict:
@@ -37,8 +45,18 @@ def suite_config() -> dict:
         }
         for m in MODELS
     }
-    metrics = ["frobenius_norm", "spectral_norm", "stable_rank", "effective_rank", "update_norm_previous",
-               "cka_to_final", "cka_to_previous", "activation_norm", "gradient_norm", "gradient_cosine"]
+    metrics = [
+        "frobenius_norm",
+        "spectral_norm",
+        "stable_rank",
+        "effective_rank",
+        "update_norm_previous",
+        "cka_to_final",
+        "cka_to_previous",
+        "activation_norm",
+        "gradient_norm",
+        "gradient_cosine",
+    ]
     return {"runs": runs, "metrics": {m: {} for m in metrics}}
 
 
@@ -64,15 +82,15 @@ def main() -> None:
         times, jobs = [], None
         for _ in range(3):
             t = time.perf_counter()
-            proc = subprocess.run([snakemake, "-n", "--configfile", "suite.yaml"], cwd=project, env=env,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [snakemake, "-n", "--configfile", "suite.yaml"], cwd=project, env=env, capture_output=True, text=True
+            )
             times.append(time.perf_counter() - t)
             if proc.returncode:
                 raise SystemExit(proc.stderr[-4000:])
             m = re.search(r"^total\s+(\d+)$", proc.stdout + proc.stderr, re.M)
             jobs = int(m.group(1)) if m else None
-    print(f"Pythia suite dry run ({checkout}): {jobs} jobs; {min(times):.1f} s best of 3 "
-          f"(first {times[0]:.1f} s)")
+    print(f"Pythia suite dry run ({checkout}): {jobs} jobs; {min(times):.1f} s best of 3 (first {times[0]:.1f} s)")
 
 
 if __name__ == "__main__":

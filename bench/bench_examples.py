@@ -27,8 +27,12 @@ FINETUNE = ["--seeds", "0", "1", "2", "--head-seed", "0", "--steps", "60", "--sa
 
 def finetune(data: Path) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "examples/minilm/finetune.py"), "--out", str(data), *FINETUNE],
-                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    subprocess.run(
+        [sys.executable, str(REPO / "examples/minilm/finetune.py"), "--out", str(data), *FINETUNE],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     return time.perf_counter() - t
 
 

@@ -33,14 +33,28 @@ def main() -> int:
         env = {**os.environ, "CKPTLENS_FAULT_REPORT": str(report), "CKPTLENS_PROPERTY_EXAMPLES": str(args.examples)}
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
-             "tests/test_faults.py", "tests/test_properties.py"],
-            cwd=REPO, env=env, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={junit}",
+                "tests/test_faults.py",
+                "tests/test_properties.py",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         wall = time.perf_counter() - started
         rows = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
         testcases = list(ET.parse(junit).getroot().iter("testcase")) if junit.exists() else []
-    passed = [c for c in testcases if c.find("failure") is None and c.find("error") is None and c.find("skipped") is None]
+    passed = [
+        c for c in testcases if c.find("failure") is None and c.find("error") is None and c.find("skipped") is None
+    ]
     properties = [c for c in passed if c.get("classname", "").endswith("test_properties")]
 
     groups: OrderedDict[str, list[dict]] = OrderedDict()
@@ -51,11 +65,15 @@ def main() -> int:
     for category, items in groups.items():
         outcomes = sorted({r["outcome"] for r in items})
         print(f"| {category} | {len(items)} | {'; '.join(outcomes)} |")
-    print(f"| property tests (hypothesis), random shapes and values | {len(properties)} properties × up to "
-          f"{args.examples} examples | finite where defined, NaN only with a warning; CKA symmetric and invariant; "
-          f"rank metrics scale-invariant; analysis never crashes |")
+    print(
+        f"| property tests (hypothesis), random shapes and values | {len(properties)} properties × up to "
+        f"{args.examples} examples | finite where defined, NaN only with a warning; CKA symmetric and invariant; "
+        f"rank metrics scale-invariant; analysis never crashes |"
+    )
     print()
-    print(f"pytest: {'all passed' if proc.returncode == 0 else 'FAILURES'} ({len(passed)} of {len(testcases)} tests passed, {wall:.0f} s)")
+    print(
+        f"pytest: {'all passed' if proc.returncode == 0 else 'FAILURES'} ({len(passed)} of {len(testcases)} tests passed, {wall:.0f} s)"
+    )
     if proc.returncode != 0:
         print(proc.stdout[-4000:])
     print("cases by name:")

@@ -34,14 +34,24 @@ def synthetic_neox(path: Path) -> tuple[int, int]:
     for i in range(LAYERS):
         p = f"gpt_neox.layers.{i}"
         shapes |= {
-            f"{p}.input_layernorm.weight": (D,), f"{p}.input_layernorm.bias": (D,),
-            f"{p}.post_attention_layernorm.weight": (D,), f"{p}.post_attention_layernorm.bias": (D,),
-            f"{p}.attention.query_key_value.weight": (3 * D, D), f"{p}.attention.query_key_value.bias": (3 * D,),
-            f"{p}.attention.dense.weight": (D, D), f"{p}.attention.dense.bias": (D,),
-            f"{p}.mlp.dense_h_to_4h.weight": (FF, D), f"{p}.mlp.dense_h_to_4h.bias": (FF,),
-            f"{p}.mlp.dense_4h_to_h.weight": (D, FF), f"{p}.mlp.dense_4h_to_h.bias": (D,),
+            f"{p}.input_layernorm.weight": (D,),
+            f"{p}.input_layernorm.bias": (D,),
+            f"{p}.post_attention_layernorm.weight": (D,),
+            f"{p}.post_attention_layernorm.bias": (D,),
+            f"{p}.attention.query_key_value.weight": (3 * D, D),
+            f"{p}.attention.query_key_value.bias": (3 * D,),
+            f"{p}.attention.dense.weight": (D, D),
+            f"{p}.attention.dense.bias": (D,),
+            f"{p}.mlp.dense_h_to_4h.weight": (FF, D),
+            f"{p}.mlp.dense_h_to_4h.bias": (FF,),
+            f"{p}.mlp.dense_4h_to_h.weight": (D, FF),
+            f"{p}.mlp.dense_4h_to_h.bias": (D,),
         }
-    shapes |= {"gpt_neox.final_layer_norm.weight": (D,), "gpt_neox.final_layer_norm.bias": (D,), "embed_out.weight": (VOCAB, D)}
+    shapes |= {
+        "gpt_neox.final_layer_norm.weight": (D,),
+        "gpt_neox.final_layer_norm.bias": (D,),
+        "embed_out.weight": (VOCAB, D),
+    }
     rng = np.random.default_rng(0)
     config = {"model_type": "gpt_neox", "num_attention_heads": HEADS, "hidden_size": D, "num_hidden_layers": LAYERS}
     items = ((k, (rng.standard_normal(s, dtype=np.float32) * 0.02)) for k, s in shapes.items())
@@ -51,8 +61,13 @@ def synthetic_neox(path: Path) -> tuple[int, int]:
     return n_params, largest
 
 
-PLAIN = ["gpt_neox.embed_in", "gpt_neox.layers.*.attention.query_key_value", "gpt_neox.layers.*.attention.dense",
-         "gpt_neox.layers.*.mlp.*", "embed_out"]
+PLAIN = [
+    "gpt_neox.embed_in",
+    "gpt_neox.layers.*.attention.query_key_value",
+    "gpt_neox.layers.*.attention.dense",
+    "gpt_neox.layers.*.mlp.*",
+    "embed_out",
+]
 
 
 def _anon_mib() -> float:
@@ -93,11 +108,17 @@ def child(task: str, src: str, dst: str) -> None:
     seconds = time.perf_counter() - t
     done.set()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_mib": peak, "peak_anon_mib": peak_anon[0], "baseline_mib": base, "items": n, "seconds": seconds}))
+    print(
+        json.dumps(
+            {"peak_mib": peak, "peak_anon_mib": peak_anon[0], "baseline_mib": base, "items": n, "seconds": seconds}
+        )
+    )
 
 
 def run_child(task, src, dst) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", task, src, dst], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", task, src, dst], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -124,9 +145,15 @@ def main() -> None:
             ("largest single tensor", f"{largest / 2**20:,.0f} MiB"),
             ("largest float64 working copy (SVD input)", f"{2 * largest / 2**20:,.0f} MiB"),
             ("python + numpy baseline (anonymous RSS)", f"{ex['baseline_mib']:,.0f} MiB"),
-            (f"weight extraction, {ex['items']} matrices, {ex['seconds']:.0f} s: peak anonymous RSS", f"{ex['peak_anon_mib']:,.0f} MiB"),
+            (
+                f"weight extraction, {ex['items']} matrices, {ex['seconds']:.0f} s: peak anonymous RSS",
+                f"{ex['peak_anon_mib']:,.0f} MiB",
+            ),
             ("   (peak RSS incl. resident pages of the memory-mapped checkpoint)", f"{ex['peak_mib']:,.0f} MiB"),
-            (f"weight_spectrum metrics, {me['items']} values, {me['seconds']:.0f} s: peak anonymous RSS", f"{me['peak_anon_mib']:,.0f} MiB"),
+            (
+                f"weight_spectrum metrics, {me['items']} values, {me['seconds']:.0f} s: peak anonymous RSS",
+                f"{me['peak_anon_mib']:,.0f} MiB",
+            ),
             ("   (peak RSS incl. resident pages of the memory-mapped extraction)", f"{me['peak_mib']:,.0f} MiB"),
         ]
         width = max(len(k) for k, _ in rows)

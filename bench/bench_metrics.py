@@ -55,9 +55,7 @@ def case_linearity(n, d, rng):
         return np.mean(scores)
 
     def ours():
-        rows = M.compute_family(
-            "activation_pairs", {"linearity_per_sample": {"scale": "none"}}, {"l.0": x, "l.1": y}
-        )
+        rows = M.compute_family("activation_pairs", {"linearity_per_sample": {"scale": "none"}}, {"l.0": x, "l.1": y})
         return next(r["value"] for r in rows if r["metric"] == "linearity_per_sample.mean")
 
     return f"linearity_per_sample (n={n}, d={d})", study, ours
@@ -79,7 +77,14 @@ def case_baseline(d, k, rng):
 
 def case_spectral(shape, layers, rng):
     ws = {f"l{i}": rng.standard_normal(shape) for i in range(layers)}
-    names = ["frobenius_norm", "spectral_norm", "stable_rank", "effective_rank", "proportional_effective_rank", "screenot_rank"]
+    names = [
+        "frobenius_norm",
+        "spectral_norm",
+        "stable_rank",
+        "effective_rank",
+        "proportional_effective_rank",
+        "screenot_rank",
+    ]
 
     def study():
         out = []
@@ -171,7 +176,9 @@ def main(quick=False):
         t_study, v_study = timed(study)
         t_ours, v_ours = timed(ours, repeat=2)
         if len(case) == 4:
-            t_ours = timed(lambda: [ours() for _ in range(10000)])[0] / 10000  # per cached call  # cached: report the first (uncached) call as well
+            t_ours = (
+                timed(lambda: [ours() for _ in range(10000)])[0] / 10000
+            )  # per cached call  # cached: report the first (uncached) call as well
             first = case[3]
             print(f"{name + ' first call':44s} {t_study:14.4f}s {first:11.2e}s {t_study / first:8.3g}x {'':>9s}")
             name += " cached"

@@ -52,8 +52,15 @@ def study_config(steps: int, save_every: int, layout: str) -> dict:
         "model": {"vocab_size": 64, "d_model": 64, "n_layers": 2, "n_heads": 1},
         "train": {"steps": steps, "save_every": save_every, "batch_size": 64, "lr": 0.002, "log_every": 10, "seed": 0},
     }
-    targets = {"weights": ["embed", "blocks.*.attn.head*.qk", "blocks.*.attn.head*.ov", "blocks.*.attn.head*.q",
-                           "blocks.*.attn.head*.k"]}
+    targets = {
+        "weights": [
+            "embed",
+            "blocks.*.attn.head*.qk",
+            "blocks.*.attn.head*.ov",
+            "blocks.*.attn.head*.q",
+            "blocks.*.attn.head*.k",
+        ]
+    }
     runs = {}
     for name, pool in POOLS.items():
         task = {"seq_len": 32, "min_segment": 4, "max_segment": 12, "ood_segment": 16, "pool_size": pool, "seed": 0}
@@ -82,8 +89,10 @@ def _heads(w: dict, layer: int, n_heads: int):
     """[(W_Q, W_K, W_V, W_O)] per head of one layer of the demo model ([d_head, d], ..., [d, d_head])."""
     q, k, v, o = (w[f"blocks.{layer}.attn.{p}_proj.weight"].astype(np.float64) for p in "qkvo")
     dh = q.shape[0] // n_heads
-    return [(q[h * dh:(h + 1) * dh], k[h * dh:(h + 1) * dh], v[h * dh:(h + 1) * dh], o[:, h * dh:(h + 1) * dh])
-            for h in range(n_heads)]
+    return [
+        (q[h * dh : (h + 1) * dh], k[h * dh : (h + 1) * dh], v[h * dh : (h + 1) * dh], o[:, h * dh : (h + 1) * dh])
+        for h in range(n_heads)
+    ]
 
 
 def _random_baseline(d: int, k: int, rng) -> float:
@@ -126,8 +135,8 @@ def study_measurements(w: dict, offset: int, rng) -> dict[str, float]:
 
     out = {}
     e = w["embed.weight"].astype(np.float64)
-    (q1, k1, _, _), = _heads(w, 1, 1)
-    (q0, k0, v0, o0), = _heads(w, 0, 1)
+    ((q1, k1, _, _),) = _heads(w, 1, 1)
+    ((q0, k0, v0, o0),) = _heads(w, 0, 1)
     dh = q1.shape[0]
     qk1 = q1.T @ k1 / math.sqrt(dh)
     ov0 = o0 @ v0
@@ -147,11 +156,11 @@ def study_measurements(w: dict, offset: int, rng) -> dict[str, float]:
     out["qk_ov_token_diag_zscore.full"] = _zscore(t)
     out["qk_ov_token_mismatch.full"] = _mismatch(t)
     pieces = {"embed": e, "blocks.1.attn.head0.qk": qk1, "blocks.0.attn.head0.ov": ov0}
-    (q, kk, v, o), = _heads(w, 0, 1)
+    ((q, kk, v, o),) = _heads(w, 0, 1)
     pieces["blocks.0.attn.head0.qk"] = q.T @ kk / math.sqrt(dh)
     pieces["blocks.1.attn.head0.ov"] = _heads(w, 1, 1)[0][3] @ _heads(w, 1, 1)[0][2]
     for layer in (0, 1):
-        (q, kk, _, _), = _heads(w, layer, 1)
+        ((q, kk, _, _),) = _heads(w, layer, 1)
         pieces[f"blocks.{layer}.attn.head0.q"], pieces[f"blocks.{layer}.attn.head0.k"] = q, kk
     for name, m in pieces.items():
         p = min(m.shape)
@@ -185,10 +194,12 @@ def run_loop(checkpoints: dict[str, list[tuple[int, str]]], out_dir: Path) -> di
                 values[setting].setdefault(step, {}).update(m)
                 rows.append((step, m))
             steps = [s for s, _ in rows]
-            for name, keys in (("matching", [f"qk_ov_overlap_max.k{k}" for k in KS]),
-                               ("zscore", [f"qk_ov_token_diag_zscore.k{k}" for k in KS]),
-                               ("mismatch", [f"qk_ov_token_mismatch.k{k}" for k in KS]),
-                               ("rotary", [f"qk_ov_rotary_sweep.k{k}_r{offset}" for k in KS])):
+            for name, keys in (
+                ("matching", [f"qk_ov_overlap_max.k{k}" for k in KS]),
+                ("zscore", [f"qk_ov_token_diag_zscore.k{k}" for k in KS]),
+                ("mismatch", [f"qk_ov_token_mismatch.k{k}" for k in KS]),
+                ("rotary", [f"qk_ov_rotary_sweep.k{k}_r{offset}" for k in KS]),
+            ):
                 fig, ax = plt.subplots(figsize=(5, 3.5))
                 for key in keys:
                     ax.plot(steps, [m[key] for _, m in rows], label=key)
@@ -217,8 +228,11 @@ class PeakMemory(threading.Thread):
                     m = rx.search(cmd)
                     if not m:
                         continue
-                    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                               if line.startswith("VmRSS:"))
+                    rss = next(
+                        int(line.split()[1])
+                        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                        if line.startswith("VmRSS:")
+                    )
                 except (OSError, StopIteration, ValueError):
                     continue
                 self.peak[m.group(1)] = max(self.peak.get(m.group(1), 0), rss)
@@ -281,24 +295,46 @@ def main() -> None:
     monitor.stop.set()
     jobs = re.findall(r"(\d+) of (\d+) steps \(100%\) done", out)
     noop = min(_snakemake(project, "--cores", args.cores)[0] for _ in range(3))
-    result = {"ckptlens": {"wall_s": wall, "cpu_s": cpu, "jobs": int(jobs[-1][1]) if jobs else None,
-                           "noop_s": noop, "peak_rss_mib": {k: v / 1024 for k, v in sorted(monitor.peak.items())}}}
+    result = {
+        "ckptlens": {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "jobs": int(jobs[-1][1]) if jobs else None,
+            "noop_s": noop,
+            "peak_rss_mib": {k: v / 1024 for k, v in sorted(monitor.peak.items())},
+        }
+    }
     print(json.dumps(result["ckptlens"], indent=1), flush=True)
 
     if not args.skip_loop:
-        ckpts = {r: sorted((int(m.group(1)), str(p)) for p in run_dir(r).rglob("step*.safetensors")
-                           if "checkpoints" in p.parts and (m := re.search(r"step(\d+)\.safetensors$", p.name)))
-                 for r in POOLS}
-        code = ("import sys, json, resource, time; sys.path.insert(0, %r); import bench_scale as b; "
-                "from pathlib import Path; t=time.perf_counter(); v=b.run_loop(json.load(open(%r)), Path(%r)); "
-                "w=time.perf_counter()-t; json.dump({'wall_s': w, 'values': v}, open(%r, 'w')); "
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        ckpts = {
+            r: sorted(
+                (int(m.group(1)), str(p))
+                for p in run_dir(r).rglob("step*.safetensors")
+                if "checkpoints" in p.parts and (m := re.search(r"step(\d+)\.safetensors$", p.name))
+            )
+            for r in POOLS
+        }
+        code = (
+            "import sys, json, resource, time; sys.path.insert(0, %r); import bench_scale as b; "
+            "from pathlib import Path; t=time.perf_counter(); v=b.run_loop(json.load(open(%r)), Path(%r)); "
+            "w=time.perf_counter()-t; json.dump({'wall_s': w, 'values': v}, open(%r, 'w')); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
         (tmp / "ckpts.json").write_text(json.dumps(ckpts))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         cpu0, t0 = _children_cpu(), time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code % (str(REPO / "bench"), str(tmp / "ckpts.json"),
-                                                            str(tmp / "loop_figures"), str(tmp / "loop.json"))],
-                              env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code
+                % (str(REPO / "bench"), str(tmp / "ckpts.json"), str(tmp / "loop_figures"), str(tmp / "loop.json")),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode:
             raise SystemExit(proc.stderr[-4000:])
         loop_wall, loop_cpu = time.perf_counter() - t0, _children_cpu() - cpu0

@@ -27,7 +27,10 @@ def run(project: Path, profile: Path) -> tuple[int, int, float]:
     t = time.perf_counter()
     proc = subprocess.run(
         ["timeout", "-s", "INT", "1800", SNAKEMAKE, "--workflow-profile", str(profile), "--cores", "2"],
-        cwd=project, capture_output=True, text=True, env={"PYTHONPATH": str(project / "src"), "PATH": "/usr/bin:/bin"},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(project / "src"), "PATH": "/usr/bin:/bin"},
     )
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
@@ -49,7 +52,10 @@ def main() -> None:
                 cfg.pop(key, None)
             (plain / "config/config.yaml").write_text(yaml.safe_dump(cfg))
             rows = []
-            for name, profile in (("bundled (profile as shipped)", REPO / "workflow/profiles/slurm"), ("one sbatch per job", plain)):
+            for name, profile in (
+                ("bundled (profile as shipped)", REPO / "workflow/profiles/slurm"),
+                ("one sbatch per job", plain),
+            ):
                 project = copy_project(Path(tmp) / name.split()[0])
                 rows.append((name, *run(project, profile)))
         print(f"{'demo on the one-node test cluster':<32} {'jobs':>5} {'sbatch':>7} {'wall':>8}")

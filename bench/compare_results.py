@@ -27,8 +27,14 @@ import pandas as pd
 
 STUDIES = ("demo", "induction", "two_tasks", "pythia_table", "linearity", "minilm")
 FINETUNE = ["--seeds", "0", "1", "2", "--head-seed", "0", "--steps", "60", "--save-every", "10"]
-TABLES = ("metrics.parquet", "analysis/pca.csv", "analysis/pca_loadings.csv", "analysis/correlation.csv",
-          "analysis/dynamics.csv", "missing_steps.csv")
+TABLES = (
+    "metrics.parquet",
+    "analysis/pca.csv",
+    "analysis/pca_loadings.csv",
+    "analysis/correlation.csv",
+    "analysis/dynamics.csv",
+    "missing_steps.csv",
+)
 
 
 def _copy_checkout(checkout: Path, dest: Path) -> Path:
@@ -89,8 +95,13 @@ def snapshot(checkout: Path, out: Path, studies, minilm_data: Path | None, cores
                 (project / "data").mkdir(exist_ok=True)
                 os.symlink(minilm_data.resolve(), project / "data" / "minilm")
             env = {**os.environ, "PYTHONPATH": str(project / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
-            proc = subprocess.run([snakemake, "--cores", cores, *_config_of(project, study)], cwd=project, env=env,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [snakemake, "--cores", cores, *_config_of(project, study)],
+                cwd=project,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode:
                 raise SystemExit(f"{study} failed in {project}:\n{proc.stderr[-5000:]}")
             n = _collect(project / "results", out / study)
@@ -115,8 +126,10 @@ def _same(a: pd.DataFrame, b: pd.DataFrame, atol: float = 0.0) -> str | None:
             if bad.any():
                 i = int(np.argmax(bad))
                 worst = float(np.nanmax(np.abs(xv - yv)))
-                return (f"column {c}: {int(bad.sum())} values differ (largest |difference| {worst:.1e}), "
-                        f"e.g. row {i}: {xv[i]!r} vs {yv[i]!r}")
+                return (
+                    f"column {c}: {int(bad.sum())} values differ (largest |difference| {worst:.1e}), "
+                    f"e.g. row {i}: {xv[i]!r} vs {yv[i]!r}"
+                )
         elif not (x.astype(str).to_numpy() == y.astype(str).to_numpy()).all():
             return f"column {c}: values differ"
     return None
@@ -131,8 +144,10 @@ def compare(a: Path, b: Path, atol: float = 0.0) -> int:
         why = _same(_frame(a / rel), _frame(b / rel), atol)
         if why:
             problems.append(f"{rel}: {why}")
-    print(f"{len(files_a & files_b)} tables compared ({'exactly' if not atol else f'to {atol:g}'}); "
-          f"{len(problems)} difference(s)")
+    print(
+        f"{len(files_a & files_b)} tables compared ({'exactly' if not atol else f'to {atol:g}'}); "
+        f"{len(problems)} difference(s)"
+    )
     for p in problems:
         print("  " + p)
     return 1 if problems else 0
@@ -159,8 +174,11 @@ def main() -> None:
         snapshot(args.checkout.resolve(), args.out, args.only, args.minilm_data, args.cores)
     elif args.cmd == "finetune":
         env = {**os.environ, "PYTHONPATH": str(args.checkout.resolve() / "src")}
-        subprocess.run([sys.executable, str(args.checkout / "examples/minilm/finetune.py"), "--out", str(args.out),
-                        *FINETUNE], check=True, env=env)
+        subprocess.run(
+            [sys.executable, str(args.checkout / "examples/minilm/finetune.py"), "--out", str(args.out), *FINETUNE],
+            check=True,
+            env=env,
+        )
     else:
         sys.exit(compare(args.a, args.b, args.atol))
 

@@ -17,8 +17,12 @@ def local_checkpoints(tmp_path_factory) -> Path:
     train_induction(
         ToyModelConfig(vocab_size=16, d_model=16, n_layers=2, n_heads=2),
         InductionTaskConfig(vocab_size=16, seq_len=16, min_segment=2, max_segment=6, ood_segment=8),
-        total_steps=60, save_steps=[0, 20, 40, 60], batch_size=16, lr=3e-3,
-        checkpoint_path=lambda s: root / "ckpts" / f"ckpt_{s}.safetensors", log_path=root / "log.csv",
+        total_steps=60,
+        save_steps=[0, 20, 40, 60],
+        batch_size=16,
+        lr=3e-3,
+        checkpoint_path=lambda s: root / "ckpts" / f"ckpt_{s}.safetensors",
+        log_path=root / "log.csv",
     )
     (root / "spare").mkdir()
     shutil.move(root / "ckpts" / "ckpt_40.safetensors", root / "spare" / "ckpt_40.safetensors")

@@ -103,9 +103,11 @@ def _rebuild(p, aw, x, causal, rope=None):
     """Attention output from per-head pieces p[(h, q|k|v|o)] and biases aw.b_* on x [T, d]."""
     out = torch.zeros(x.shape[0], p[0, "o"].shape[0], dtype=torch.float64)
     for h in range(H):
+
         def lin(w, b):
             y = x @ w.T
             return y if b is None else y + torch.from_numpy(b[h]).double()
+
         z = _attend(lin(p[h, "q"], aw.b_Q), lin(p[h, "k"], aw.b_K), lin(p[h, "v"], aw.b_V), causal, rope)
         out += z @ p[h, "o"].T
     if aw.b_O is not None:
@@ -159,8 +161,9 @@ def _check_layer_names(adapter, keys, get):
 # GPT-NeoX (Pythia)
 @pytest.fixture(scope="module")
 def neox():
-    cfg = transformers.GPTNeoXConfig(hidden_size=D, num_attention_heads=H, num_hidden_layers=L,
-                                      intermediate_size=64, vocab_size=V, rotary_pct=0.5)
+    cfg = transformers.GPTNeoXConfig(
+        hidden_size=D, num_attention_heads=H, num_hidden_layers=L, intermediate_size=64, vocab_size=V, rotary_pct=0.5
+    )
     cfg._attn_implementation = "eager"
     model = _randomize(transformers.GPTNeoXForCausalLM(cfg))
     return model, cfg
@@ -229,15 +232,18 @@ def test_gpt_neox_plain_weights_names_and_layout(neox):
     listed = _check_layer_names(adapter, keys, get)
     assert "gpt_neox.layers.1.attention.head3.ov" in listed and "embed" in listed
     assert adapter.activation_modules([n for n, _ in model.named_modules()]) == [
-        "gpt_neox.layers.0", "gpt_neox.layers.1"]
+        "gpt_neox.layers.0",
+        "gpt_neox.layers.1",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # GPT-2
 @pytest.fixture(scope="module")
 def gpt2():
-    cfg = transformers.GPT2Config(n_embd=D, n_head=H, n_layer=L, vocab_size=V, n_positions=16,
-                                  bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_embd=D, n_head=H, n_layer=L, vocab_size=V, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
     cfg._attn_implementation = "eager"
     return _randomize(transformers.GPT2LMHeadModel(cfg), seed=1), cfg
 
@@ -291,8 +297,9 @@ def test_gpt2_conv1d_weights_are_transposed_to_out_in(gpt2):
 # BERT
 @pytest.fixture(scope="module")
 def bert():
-    cfg = transformers.BertConfig(hidden_size=D, num_attention_heads=H, num_hidden_layers=L,
-                                  intermediate_size=64, vocab_size=V)
+    cfg = transformers.BertConfig(
+        hidden_size=D, num_attention_heads=H, num_hidden_layers=L, intermediate_size=64, vocab_size=V
+    )
     cfg._attn_implementation = "eager"
     return _randomize(transformers.BertModel(cfg), seed=2), cfg
 
@@ -320,8 +327,9 @@ def test_bert_heads_rebuild_attention_output(bert):
 
 def test_bert_prefixed_keys_roberta_style():
     """Task models prefix the encoder (``bert.encoder...``); names keep the prefix."""
-    cfg = transformers.BertConfig(hidden_size=D, num_attention_heads=H, num_hidden_layers=1,
-                                  intermediate_size=64, vocab_size=V)
+    cfg = transformers.BertConfig(
+        hidden_size=D, num_attention_heads=H, num_hidden_layers=1, intermediate_size=64, vocab_size=V
+    )
     model = transformers.BertForMaskedLM(cfg)
     keys, get, _ = _state(model)
     adapter = get_adapter(None, keys, metadata=cfg.to_dict())
@@ -369,8 +377,10 @@ class _Toy(torch.nn.Module):
         return self.unembed(x)
 
 
-TOY_META = {"ckptlens_arch": "toy",
-            "ckptlens_model": json.dumps({"n_heads": H, "d_model": D, "n_layers": L, "vocab_size": V})}
+TOY_META = {
+    "ckptlens_arch": "toy",
+    "ckptlens_model": json.dumps({"n_heads": H, "d_model": D, "n_layers": L, "vocab_size": V}),
+}
 
 
 def test_toy_heads_rebuild_attention_output(tmp_path):
@@ -422,8 +432,14 @@ def test_toy_real_model_if_available(tmp_path):
 
 
 def test_toy_without_n_heads_warns_and_gives_no_heads():
-    keys = ["embed.weight", "blocks.0.attn.q_proj.weight", "blocks.0.attn.k_proj.weight",
-            "blocks.0.attn.v_proj.weight", "blocks.0.attn.o_proj.weight", "unembed.weight"]
+    keys = [
+        "embed.weight",
+        "blocks.0.attn.q_proj.weight",
+        "blocks.0.attn.k_proj.weight",
+        "blocks.0.attn.v_proj.weight",
+        "blocks.0.attn.o_proj.weight",
+        "unembed.weight",
+    ]
     with pytest.warns(UserWarning, match="number of attention heads unknown"):
         adapter = get_adapter("toy", keys, metadata={})
     assert not any(".head" in n for n in adapter.layer_names(keys))
@@ -445,12 +461,17 @@ def test_patterns_read_only_what_is_needed(neox):
     g, calls = _counting(get)
     out = dict(adapter.weight_matrices(keys, g, ["gpt_neox.layers.1.attention.head2.ov"]))
     assert list(out) == ["gpt_neox.layers.1.attention.head2.ov"]
-    assert sorted(set(calls)) == ["gpt_neox.layers.1.attention.dense.bias", "gpt_neox.layers.1.attention.dense.weight",
-                                  "gpt_neox.layers.1.attention.query_key_value.bias",
-                                  "gpt_neox.layers.1.attention.query_key_value.weight"]
+    assert sorted(set(calls)) == [
+        "gpt_neox.layers.1.attention.dense.bias",
+        "gpt_neox.layers.1.attention.dense.weight",
+        "gpt_neox.layers.1.attention.query_key_value.bias",
+        "gpt_neox.layers.1.attention.query_key_value.weight",
+    ]
     g, calls = _counting(get)
     out = dict(adapter.weight_matrices(keys, g, ["*.mlp.*"]))
-    assert sorted(out) == sorted(f"gpt_neox.layers.{i}.mlp.{m}" for i in range(L) for m in ("dense_h_to_4h", "dense_4h_to_h"))
+    assert sorted(out) == sorted(
+        f"gpt_neox.layers.{i}.mlp.{m}" for i in range(L) for m in ("dense_h_to_4h", "dense_4h_to_h")
+    )
     assert all(".mlp." in c for c in calls)
     # a predicate works as well as globs
     assert list(dict(adapter.weight_matrices(keys, get, lambda n: n == "embed"))) == ["embed"]
@@ -472,15 +493,18 @@ def test_project_pattern_semantics_can_be_plugged_in(neox):
     model, cfg = neox
     keys, get, _ = _state(model)
     adapter = get_adapter("auto", keys, metadata=cfg.to_dict())
-    got = [n for n, _ in adapter.weight_matrices(keys, get, ["gpt_neox.layers.*.attention.dense"], match=patterns.matches)]
+    got = [
+        n for n, _ in adapter.weight_matrices(keys, get, ["gpt_neox.layers.*.attention.dense"], match=patterns.matches)
+    ]
     assert got == ["gpt_neox.layers.0.attention.dense", "gpt_neox.layers.1.attention.dense"]
 
 
 # ---------------------------------------------------------------------------------------------
 # generic fallback and get_adapter
 def test_generic_every_2d_plus_parameter_no_heads():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Flatten(),
-                              torch.nn.Linear(8, 4))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Flatten(), torch.nn.Linear(8, 4)
+    )
     sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
     keys = list(sd)
     shapes = {k: v.shape for k, v in sd.items()}

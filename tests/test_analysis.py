@@ -138,8 +138,7 @@ def test_pca_too_few_columns_gives_no_rows_and_note():
 
 
 def test_pca_too_few_steps_and_empty_table():
-    table = make_table({"a": np.array([[1.0, 2.0]]), "b": np.array([[3.0, 1.0]])},
-                       layers=["l.0", "l.1"], steps=[5])
+    table = make_table({"a": np.array([[1.0, 2.0]]), "b": np.array([[3.0, 1.0]])}, layers=["l.0", "l.1"], steps=[5])
     explained, _, notes = pca_explained_variance(table)
     assert explained.empty and any("no PCA" in n for n in notes)
     explained, loadings, notes = pca_explained_variance(table.iloc[0:0])
@@ -222,8 +221,7 @@ def test_correlations_degenerate_layers_are_nan_with_note(synthetic):
     nanpair = corr[(corr.x_metric == "hasnan") & (corr.layer != "mean")]
     assert (nanpair.n_steps == len(STEPS) - 1).all() and nanpair.pearson_r.notna().all()
 
-    short = make_table({"a": np.array([[1.0], [2.0]]), "b": np.array([[2.0], [5.0]])},
-                       layers=["l.0"], steps=[0, 1])
+    short = make_table({"a": np.array([[1.0], [2.0]]), "b": np.array([[2.0], [5.0]])}, layers=["l.0"], steps=[0, 1])
     corr, notes = metric_correlations(short, [("a", "b")])
     row = corr[corr.layer == "l.0"].iloc[0]
     assert np.isnan(row.pearson_r) and np.isnan(row.r_squared) and row.n_steps == 2
@@ -233,16 +231,17 @@ def test_correlations_degenerate_layers_are_nan_with_note(synthetic):
 def test_correlations_disjoint_layers_and_unknown_metric_give_notes():
     rng = np.random.default_rng(3)
     acts = make_table({"act_norm": rng.normal(size=(len(STEPS), 2))}, layers=["blocks.0", "blocks.1"])
-    weights = make_table({"w_norm": rng.normal(size=(len(STEPS), 2))},
-                         layers=["blocks.0.attn.q_proj", "blocks.1"])
+    weights = make_table({"w_norm": rng.normal(size=(len(STEPS), 2))}, layers=["blocks.0.attn.q_proj", "blocks.1"])
     table = pd.concat([acts, weights], ignore_index=True)
     corr, notes = metric_correlations(table, [("act_norm", "w_norm"), ("act_norm", "nope")])
     # exact-name matching: only "blocks.1" is shared
     assert corr[corr.layer != "mean"].layer.tolist() == ["blocks.1"]
     assert any("nope" in n for n in notes)
 
-    valued = make_table({"evr.pc1": rng.normal(size=(len(STEPS), 2)), "evr.pc2": rng.normal(size=(len(STEPS), 2))},
-                        layers=["blocks.0", "blocks.1"])
+    valued = make_table(
+        {"evr.pc1": rng.normal(size=(len(STEPS), 2)), "evr.pc2": rng.normal(size=(len(STEPS), 2))},
+        layers=["blocks.0", "blocks.1"],
+    )
     _, notes = metric_correlations(pd.concat([acts, valued]), [("act_norm", "evr")])
     assert any("['evr'] not in the table (multi-valued: name one of ['evr.pc1', 'evr.pc2'])" in n for n in notes)
 
@@ -266,8 +265,13 @@ def test_mean_trajectory_leaves_out_layers_not_finite_at_every_step():
     a = rng.normal(size=(len(STEPS), 2))
     b = rng.normal(size=(len(STEPS), 3))
     b[5, 2] = np.nan  # head 2 drops out at one step: left out of the mean at every step
-    table = pd.concat([make_table({"cka": a}, layers=["blocks.0", "blocks.1"]),
-                       make_table({"overlap": b}, layers=["h0~h1", "h0~h2", "h1~h2"])], ignore_index=True)
+    table = pd.concat(
+        [
+            make_table({"cka": a}, layers=["blocks.0", "blocks.1"]),
+            make_table({"overlap": b}, layers=["h0~h1", "h0~h2", "h1~h2"]),
+        ],
+        ignore_index=True,
+    )
     corr, _ = metric_correlations(table, [("cka", "overlap")])
     want = np.corrcoef(a.mean(axis=1), b[:, :2].mean(axis=1))[0, 1]
     assert corr.layer.tolist() == ["layer_mean"]

@@ -38,8 +38,9 @@ def catalogue_config() -> dict:
     cfg["metrics"] = {name: PARAMS.get(name, {}) for name in METRICS}
     mlp = [m for m in METRICS if FAMILIES[METRICS[m].family].needs in MLP_NEEDS]
     for run, entry in cfg["runs"].items():
-        entry["metrics"] = mlp + ["frobenius_norm", "cka_to_final"] if run.startswith("mlp") else [
-            m for m in METRICS if m not in mlp]
+        entry["metrics"] = (
+            mlp + ["frobenius_norm", "cka_to_final"] if run.startswith("mlp") else [m for m in METRICS if m not in mlp]
+        )
     return cfg
 
 
@@ -93,7 +94,9 @@ def test_weight_update_and_spectral_values(project):
     name = "blocks.0.attn.q_proj"
     d_prev, d_prev2 = w[40][name] - w[20][name], w[20][name] - w[0][name]
     assert value(t, 40, name, "update_norm_previous") == pytest.approx(np.linalg.norm(d_prev), rel=1e-5)
-    assert value(t, 40, name, "update_norm_initial") == pytest.approx(np.linalg.norm(w[40][name] - w[0][name]), rel=1e-5)
+    assert value(t, 40, name, "update_norm_initial") == pytest.approx(
+        np.linalg.norm(w[40][name] - w[0][name]), rel=1e-5
+    )
     cos = (d_prev * d_prev2).sum() / (np.linalg.norm(d_prev) * np.linalg.norm(d_prev2))
     assert value(t, 40, name, "update_cosine") == pytest.approx(cos, rel=1e-4)
     ov = w[40]["blocks.1.attn.head1.ov"].astype(np.float64)
@@ -147,11 +150,15 @@ def test_gradient_pca_against_sklearn(project):
 
 
 def test_task_vectors_across_runs_sharing_a_base(project):
-    base = {r: load_file(project / f"results/runs/{r}/checkpoints/step0.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")}
+    base = {
+        r: load_file(project / f"results/runs/{r}/checkpoints/step0.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")
+    }
     assert all(np.array_equal(base["mlp_a"][k], base["mlp_b"][k]) for k in base["mlp_a"])  # shared init
     tv = pd.read_csv(project / "results/task_vectors/mlp_seeds/task_vectors.csv")
     w0 = load_file(project / "results/runs/mlp_a/extract/weights/step0.safetensors")
-    finals = [load_file(project / f"results/runs/{r}/extract/weights/step60.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")]
+    finals = [
+        load_file(project / f"results/runs/{r}/extract/weights/step60.safetensors") for r in ("mlp_a", "mlp_b", "mlp_c")
+    ]
     layer = "blocks.1.linear"
     taus = np.stack([(f[layer] - w0[layer]).ravel() for f in finals]).astype(np.float64)
     evr = PCA(n_components=2).fit(taus).explained_variance_ratio_
@@ -167,7 +174,9 @@ def test_dynamics_table_matches_the_library_on_the_tidy_table(project):
     for run in ("tf", "mlp_a"):
         got = pd.read_csv(project / f"results/runs/{run}/analysis/dynamics.csv")
         assert list(got.columns) == DYNAMICS_COLUMNS
-        want, _ = detect_dynamics(table(project, run), thresholds={"cka_to_final": {"value": 0.9, "direction": "above"}})
+        want, _ = detect_dynamics(
+            table(project, run), thresholds={"cka_to_final": {"value": 0.9, "direction": "above"}}
+        )
         log, _ = training_log_dynamics(pd.read_csv(project / f"results/runs/{run}/train_log.csv"), run)
         want = pd.concat([want, log], ignore_index=True)
         assert len(got) == len(want) > 0

@@ -27,8 +27,11 @@ from ckptlens.sources.readers import (  # noqa: E402
 
 def _sd(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"embed.weight": torch.randn(10, 4, generator=g), "blocks.0.attn.q_proj.weight": torch.randn(4, 4, generator=g),
-            "norm.bias": torch.randn(4, generator=g)}
+    return {
+        "embed.weight": torch.randn(10, 4, generator=g),
+        "blocks.0.attn.q_proj.weight": torch.randn(4, 4, generator=g),
+        "norm.bias": torch.randn(4, generator=g),
+    }
 
 
 def _assert_same(ckpt: Checkpoint, sd):
@@ -80,9 +83,15 @@ def test_torch_training_checkpoint_is_unwrapped(tmp_path):
     """{"model": state_dict, "optimizer": ..., "step": ...} with DDP's "module." prefix."""
     sd = _sd()
     p = tmp_path / "train.pt"
-    torch.save({"model": {f"module.{k}": v for k, v in sd.items()}, "step": 1200,
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
-                "ckptlens_model": {"n_heads": 2}}, p)
+    torch.save(
+        {
+            "model": {f"module.{k}": v for k, v in sd.items()},
+            "step": 1200,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
+            "ckptlens_model": {"n_heads": 2},
+        },
+        p,
+    )
     ckpt = open_checkpoint(p)
     _assert_same(ckpt, sd)
     assert ckpt.metadata["step"] == 1200 and ckpt.metadata["ckptlens_model"] == {"n_heads": 2}
@@ -195,11 +204,13 @@ def test_broken_files_name_the_file_and_the_reason(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Hugging Face save_pretrained folders
 
+
 @pytest.fixture(scope="module")
 def tiny_neox():
     tr = pytest.importorskip("transformers")
-    cfg = tr.GPTNeoXConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2,
-                           intermediate_size=64, vocab_size=50)
+    cfg = tr.GPTNeoXConfig(
+        hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64, vocab_size=50
+    )
     return tr.GPTNeoXForCausalLM(cfg).eval()
 
 
@@ -310,16 +321,22 @@ def test_discover_globs(tmp_path):
     for s in (5, 15):
         (run / f"step{s}").mkdir()
         _touch_ckpt(run / f"step{s}" / "model.safetensors")
-    assert discover(str(run / "step*" / "model.safetensors")) == {s: run / f"step{s}" / "model.safetensors" for s in (5, 15)}
+    assert discover(str(run / "step*" / "model.safetensors")) == {
+        s: run / f"step{s}" / "model.safetensors" for s in (5, 15)
+    }
 
 
 def test_discover_step_pattern(tmp_path):
     for e, s in ((1, 100), (2, 50)):
         _touch_ckpt(tmp_path / f"epoch{e}_step{s}.pt")
     assert discover({"path": str(tmp_path), "step_pattern": r"step(\d+)"}) == {
-        50: tmp_path / "epoch2_step50.pt", 100: tmp_path / "epoch1_step100.pt"}
+        50: tmp_path / "epoch2_step50.pt",
+        100: tmp_path / "epoch1_step100.pt",
+    }
     assert discover({"path": str(tmp_path), "step_pattern": r"epoch(\d+)_"}) == {
-        1: tmp_path / "epoch1_step100.pt", 2: tmp_path / "epoch2_step50.pt"}
+        1: tmp_path / "epoch1_step100.pt",
+        2: tmp_path / "epoch2_step50.pt",
+    }
     with pytest.raises(DiscoveryError, match="exactly one group"):
         discover({"path": str(tmp_path), "step_pattern": r"step\d+"})
 

@@ -26,7 +26,10 @@ def test_the_demo_config_is_valid(demo):
         (lambda c: c["metrics"].update(effective_rnak={}), "metrics.effective_rnak"),
         (lambda c: c["metrics"].update(proportional_effective_rank={"q": 1}), "metrics.proportional_effective_rank.q"),
         (lambda c: c["runs"]["demo"]["targets"].update(weights=["blocks.*.mlp.*"]), "runs.demo.targets.weights[0]"),
-        (lambda c: c["runs"]["demo"]["targets"].update(activations=["blocks.*", "layers.*"]), "runs.demo.targets.activations[1]"),
+        (
+            lambda c: c["runs"]["demo"]["targets"].update(activations=["blocks.*", "layers.*"]),
+            "runs.demo.targets.activations[1]",
+        ),
         (lambda c: c["runs"]["demo"]["source"]["train"].update(steps="many"), "runs.demo.source.train.steps"),
         (lambda c: c["runs"]["demo"]["source"].pop("train"), "runs.demo.source"),
         (lambda c: c["runs"]["demo"].update(colour="red"), "runs.demo"),
@@ -34,8 +37,14 @@ def test_the_demo_config_is_valid(demo):
         (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[]), "runs.demo.source.train.save_steps"),
         (lambda c: c["runs"]["demo"]["source"]["train"].update(save_steps=[0, 5000]), "runs.demo.source.train"),
         (lambda c: c["runs"].update({"../escape": c["runs"]["demo"]}), "runs"),
-        (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "stable_rank"]), "analysis.correlation_pairs[4]"),
-        (lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "effective_rank.k8"]), "analysis.correlation_pairs[4]"),
+        (
+            lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "stable_rank"]),
+            "analysis.correlation_pairs[4]",
+        ),
+        (
+            lambda c: c["analysis"]["correlation_pairs"].append(["cka_to_final", "effective_rank.k8"]),
+            "analysis.correlation_pairs[4]",
+        ),
         (lambda c: c.update(on_bad_checkpoint="ignore"), "on_bad_checkpoint"),
         (lambda c: c.update(on_bad_checkpoint=True), "on_bad_checkpoint"),
         (lambda c: c.update(task_vectors={"../../x": {"base_run": "demo", "runs": ["demo", "demo"]}}), "task_vectors"),
@@ -53,19 +62,30 @@ def test_correlation_pairs_may_name_one_value_of_a_multi_valued_metric(demo):
     cfg = copy.deepcopy(demo)
     cfg["metrics"]["activation_pca_evr"] = {}
     cfg["metrics"]["consecutive_cosine"] = {"quantiles": [0.1, 0.9]}
-    cfg["analysis"]["correlation_pairs"] += [["cka_to_final", "activation_pca_evr.pc1"],
-                                             ["consecutive_cosine.p10", "consecutive_cosine.mean"]]
+    cfg["analysis"]["correlation_pairs"] += [
+        ["cka_to_final", "activation_pca_evr.pc1"],
+        ["consecutive_cosine.p10", "consecutive_cosine.mean"],
+    ]
     validate(cfg)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("consecutive_cosine", "metric 'consecutive_cosine' gives several values; name one of consecutive_cosine.mean, "
-                           "consecutive_cosine.p10, consecutive_cosine.p90"),
-    ("consecutive_cosine.p50", "'consecutive_cosine.p50' is not a value of metric 'consecutive_cosine' (its values: "
-                               "consecutive_cosine.mean, consecutive_cosine.p10, consecutive_cosine.p90)"),
-    ("cka_to_final.mean", "'cka_to_final.mean' is not a value of metric 'cka_to_final' (it gives one value"),
-    ("qk_ov_overlap_max", "name one of qk_ov_overlap_max.k2, qk_ov_overlap_max.k2_random"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        (
+            "consecutive_cosine",
+            "metric 'consecutive_cosine' gives several values; name one of consecutive_cosine.mean, "
+            "consecutive_cosine.p10, consecutive_cosine.p90",
+        ),
+        (
+            "consecutive_cosine.p50",
+            "'consecutive_cosine.p50' is not a value of metric 'consecutive_cosine' (its values: "
+            "consecutive_cosine.mean, consecutive_cosine.p10, consecutive_cosine.p90)",
+        ),
+        ("cka_to_final.mean", "'cka_to_final.mean' is not a value of metric 'cka_to_final' (it gives one value"),
+        ("qk_ov_overlap_max", "name one of qk_ov_overlap_max.k2, qk_ov_overlap_max.k2_random"),
+    ],
+)
 def test_a_metric_value_that_no_row_will_carry_is_refused(demo, name, message):
     cfg = copy.deepcopy(demo)
     cfg["metrics"]["consecutive_cosine"] = {"quantiles": [0.1, 0.9]}
@@ -124,5 +144,7 @@ def test_targets_of_a_save_pretrained_folder_are_checked_before_any_job(example_
     monkeypatch.chdir(example_data)
     cfg = yaml.safe_load((REPO / "examples" / "linearity.yaml").read_text())
     cfg["runs"]["minilm_linearity"]["targets"]["chain"] = ["bert.embeddings", "bert.encodr.layer.*"]
-    with pytest.raises(ConfigError, match=r"runs.minilm_linearity.targets.chain\[1\].*'bert.encodr.layer.\*' matches no module"):
+    with pytest.raises(
+        ConfigError, match=r"runs.minilm_linearity.targets.chain\[1\].*'bert.encodr.layer.\*' matches no module"
+    ):
         validate(cfg)

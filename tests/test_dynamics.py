@@ -21,9 +21,7 @@ from ckptlens.analysis.dynamics import (
 )
 
 #: Pythia's log-spaced checkpoint steps (27).
-LOG_STEPS = np.array(
-    [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000] + list(range(3000, 143001, 10000))
-)
+LOG_STEPS = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000] + list(range(3000, 143001, 10000)))
 EVEN_STEPS = np.arange(0, 40 * 50, 50)  # 0, 50, ..., 1950 (40 checkpoints)
 
 
@@ -236,9 +234,7 @@ def smooth_and_flat_trajectories():
         out[f"constant-{name}"] = np.full(n, 0.7)
         for k in (1.0, 3.0, 5.0):
             out[f"exp{k:g}-{name}"] = 0.5 + 3 * np.exp(-k * t)
-        out[f"exp-noisy-{name}"] = (
-            0.5 + 3 * np.exp(-3 * t) + np.random.default_rng(0).normal(0, 0.02, n)
-        )
+        out[f"exp-noisy-{name}"] = 0.5 + 3 * np.exp(-3 * t) + np.random.default_rng(0).normal(0, 0.02, n)
         # power laws in the step itself (as a loss against steps)
         for a in (0.3, 0.5, 1.0) if name == "even" else (0.3, 0.5):
             scale = 1000.0 if name == "even" else 1.0
@@ -258,9 +254,7 @@ GEOMETRIC_STEPS = 2 ** np.arange(21)
 @pytest.mark.parametrize("name", sorted(smooth_and_flat_trajectories()))
 def test_no_change_on_smooth_or_flat_trajectories(name):
     x = smooth_and_flat_trajectories()[name]
-    steps = {"even": EVEN_STEPS, "log": LOG_STEPS, "geometric": GEOMETRIC_STEPS}[
-        name.rsplit("-", 1)[1]
-    ]
+    steps = {"even": EVEN_STEPS, "log": LOG_STEPS, "geometric": GEOMETRIC_STEPS}[name.rsplit("-", 1)[1]]
     assert change_points(steps, x) == []
 
 
@@ -307,9 +301,7 @@ def test_degenerate_inputs():
 
 def ruptures_changes(x, n_bkps, min_size=2):
     rpt = pytest.importorskip("ruptures")
-    bkps = (
-        rpt.Dynp(model="l2", min_size=min_size, jump=1).fit(x.reshape(-1, 1)).predict(n_bkps=n_bkps)
-    )
+    bkps = rpt.Dynp(model="l2", min_size=min_size, jump=1).fit(x.reshape(-1, 1)).predict(n_bkps=n_bkps)
     return bkps[:-1]  # the last breakpoint is the signal's end
 
 
@@ -318,9 +310,7 @@ def test_same_locations_as_ruptures_one_jump(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(20, 60))
     at = int(rng.integers(2, n - 1))  # anywhere, segments of at least 2
-    x = noisy_step(
-        n, at, jump=float(rng.choice([-1, 1]) * rng.uniform(1, 5)), sigma=0.05, seed=seed
-    )
+    x = noisy_step(n, at, jump=float(rng.choice([-1, 1]) * rng.uniform(1, 5)), sigma=0.05, seed=seed)
     expected = ruptures_changes(x, 1)
     assert expected == [at]
     assert [c["index"] for c in change_points(np.arange(n), x)] == expected
@@ -349,9 +339,7 @@ def test_same_locations_as_ruptures_two_jumps(seed):
 
 
 def tidy(run, metric, layer, steps, values):
-    return pd.DataFrame(
-        {"run": run, "step": steps, "layer": layer, "metric": metric, "value": values}
-    )
+    return pd.DataFrame({"run": run, "step": steps, "layer": layer, "metric": metric, "value": values})
 
 
 @pytest.fixture
@@ -374,9 +362,7 @@ def table():
             steps,
             np.where(i >= 8, 1.0, 4.0) + np.where(np.isin(i, [2, 15]), np.nan, 0.0),
         ),
-        tidy(
-            "r1", "loss_inf", "model", steps, np.where(i == 5, np.inf, np.where(i >= 8, 1.0, 4.0))
-        ),
+        tidy("r1", "loss_inf", "model", steps, np.where(i == 5, np.inf, np.where(i >= 8, 1.0, 4.0))),
         # never settles above 0.9
         tidy("r1", "cka_to_final", "blocks.3", steps, 0.5 * rising),
         # too few finite points
@@ -411,9 +397,7 @@ def test_threshold_lookup():
 def test_detect_dynamics_values(table):
     events, notes = detect_dynamics(table, thresholds=THRESHOLDS)
     assert list(events.columns) == DYNAMICS_COLUMNS
-    rows = [
-        tuple(r) for r in events[["run", "metric", "layer", "kind", "step"]].itertuples(index=False)
-    ]
+    rows = [tuple(r) for r in events[["run", "metric", "layer", "kind", "step"]].itertuples(index=False)]
     assert rows == [
         ("r0", "acc", "model", "converged", 500),
         ("r0", "acc", "model", "change_point", 500),
@@ -522,9 +506,7 @@ def test_training_log_sigmoid_loss_drop():
     direct, _ = detect_dynamics(tidy_log)
     pd.testing.assert_frame_equal(direct, events[events.metric == "loss"].reset_index(drop=True))
     # ood_error: no change point; converged or a note, never both
-    assert ("ood_error" in conv.index) != any(
-        "'ood_error'" in n and "never settles" in n for n in notes
-    )
+    assert ("ood_error" in conv.index) != any("'ood_error'" in n and "never settles" in n for n in notes)
 
 
 def test_training_log_missing_column_and_options():

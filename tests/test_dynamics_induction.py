@@ -16,8 +16,18 @@ pytestmark = pytest.mark.slow  # trains the demo model
 def test_loss_change_point_of_the_demo_induction_run(tmp_path):
     model = ToyModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=1)
     task = InductionTaskConfig(vocab_size=64, seq_len=32, min_segment=4, max_segment=12, ood_segment=16)
-    rows = train_induction(model, task, total_steps=700, save_steps=[], checkpoint_path=lambda s: tmp_path / f"{s}",
-                           log_path=tmp_path / "log.csv", batch_size=64, lr=0.002, log_every=10, seed=0)
+    rows = train_induction(
+        model,
+        task,
+        total_steps=700,
+        save_steps=[],
+        checkpoint_path=lambda s: tmp_path / f"{s}",
+        log_path=tmp_path / "log.csv",
+        batch_size=64,
+        lr=0.002,
+        log_every=10,
+        seed=0,
+    )
     log = pd.DataFrame(rows)
     events, _ = training_log_dynamics(log, "demo")
     cps = events.query("kind == 'change_point' and metric == 'loss'")

@@ -22,9 +22,7 @@ def shrunken(name: str) -> dict:
             continue
         source["train"] = {**source["train"], "steps": 60, "save_every": 20, "log_every": 5}
         cfg["runs"][run]["probe"] = {**cfg["runs"][run].get("probe", {}), "n_batches": 2}
-    cfg["figures"] = {
-        f: spec for f, spec in cfg.get("figures", {}).items() if set(spec["runs"]) <= set(cfg["runs"])
-    }
+    cfg["figures"] = {f: spec for f, spec in cfg.get("figures", {}).items() if set(spec["runs"]) <= set(cfg["runs"])}
     return cfg
 
 

@@ -50,7 +50,9 @@ def test_activation_hooks_capture_block_outputs(checkpoint):
 def test_gradients_per_probe_batch(checkpoint):
     model, task = load_trained(checkpoint)
     batches = task.probe_batches(2, 4, 0)
-    g = weight_gradients(model, lambda i: task.loss(model, batches[i]), 2, {"blocks.0.attn.q_proj": "blocks.0.attn.q_proj"})
+    g = weight_gradients(
+        model, lambda i: task.loss(model, batches[i]), 2, {"blocks.0.attn.q_proj": "blocks.0.attn.q_proj"}
+    )
     for i, b in enumerate(batches):
         w = model.blocks[0].attn.q_proj.weight
         (expected,) = torch.autograd.grad(task.loss(model, b), w)
@@ -76,8 +78,12 @@ def test_streamed_safetensors_equal_the_reference_writer(tmp_path):
     from ckptlens.store.tensors import write_tensors
 
     rng = np.random.default_rng(0)
-    arrays = {"a": rng.normal(size=(3, 5)).astype(np.float32), "b.c": rng.normal(size=(7,)), "empty": np.zeros((0, 4), np.float32),
-              "i": np.arange(6, dtype=np.int64).reshape(2, 3)}
+    arrays = {
+        "a": rng.normal(size=(3, 5)).astype(np.float32),
+        "b.c": rng.normal(size=(7,)),
+        "empty": np.zeros((0, 4), np.float32),
+        "i": np.arange(6, dtype=np.int64).reshape(2, 3),
+    }
     names = write_tensors(iter(arrays.items()), tmp_path / "s.safetensors", {"k": "v"})
     assert names == list(arrays)
     back = load(tmp_path / "s.safetensors")

@@ -140,9 +140,16 @@ def test_records_pass_through_extraction_and_references_become_nan(tmp_path):
     x = np.random.default_rng(0).standard_normal((12, 4))
     with pytest.warns(RuntimeWarning, match=r"run 'r', step 20: the final reference is unavailable \(step 60 failed"):
         rows = M.compute_family(
-            "activation_similarity", {"cka_to_final": {}, "cka_to_previous": {}}, {"l0": x, "l1": x},
-            {"final": M.Unavailable("step 60 failed: /d/ckpt_60.safetensors: not valid"), "previous": {"l0": x, "l1": x}},
-            run="r", step=20)
+            "activation_similarity",
+            {"cka_to_final": {}, "cka_to_previous": {}},
+            {"l0": x, "l1": x},
+            {
+                "final": M.Unavailable("step 60 failed: /d/ckpt_60.safetensors: not valid"),
+                "previous": {"l0": x, "l1": x},
+            },
+            run="r",
+            step=20,
+        )
     got = {(r["layer"], r["metric"]): r["value"] for r in rows}
     assert math.isnan(got[("l0", "cka_to_final")]) and math.isnan(got[("l1", "cka_to_final")])
     assert got[("l0", "cka_to_previous")] == pytest.approx(1.0)
@@ -231,7 +238,11 @@ def test_cleanup_never_deletes_what_it_did_not_create(tmp_path):
     with pytest.warns(UserWarning, match="not deleted"):
         assert cleanup(user) is False
     assert precious.exists()
-    figure("disk", "download cleanup: links to user files, a link to our folder, a forged marker", "nothing of the user's deleted")
+    figure(
+        "disk",
+        "download cleanup: links to user files, a link to our folder, a forged marker",
+        "nothing of the user's deleted",
+    )
 
 
 def test_parse_time_checks_skip_a_corrupt_first_checkpoint(tmp_path):
@@ -247,14 +258,33 @@ def test_parse_time_checks_skip_a_corrupt_first_checkpoint(tmp_path):
 
 
 # --------------------------------------------------------------------- degenerate inputs, library
-WEIGHT_METRICS = {"weight_spectrum": ["frobenius_norm", "spectral_norm", "stable_rank", "effective_rank",
-                                      "proportional_effective_rank", "screenot_rank"],
-                  "weight_update": ["update_norm_previous", "update_norm_initial", "relative_update_norm_previous",
-                                    "relative_update_norm_initial", "update_cosine"]}
-ACT_METRICS = {"activation_similarity": ["cka_to_final", "cka_to_previous", "cka_to_initial"],
-               "activation_spectrum": ["activation_norm", "activation_pca_evr"],
-               "activation_pairs": ["linearity_score", "linearity_score_no_residual", "linearity_per_sample",
-                                    "consecutive_cosine"]}
+WEIGHT_METRICS = {
+    "weight_spectrum": [
+        "frobenius_norm",
+        "spectral_norm",
+        "stable_rank",
+        "effective_rank",
+        "proportional_effective_rank",
+        "screenot_rank",
+    ],
+    "weight_update": [
+        "update_norm_previous",
+        "update_norm_initial",
+        "relative_update_norm_previous",
+        "relative_update_norm_initial",
+        "update_cosine",
+    ],
+}
+ACT_METRICS = {
+    "activation_similarity": ["cka_to_final", "cka_to_previous", "cka_to_initial"],
+    "activation_spectrum": ["activation_norm", "activation_pca_evr"],
+    "activation_pairs": [
+        "linearity_score",
+        "linearity_score_no_residual",
+        "linearity_per_sample",
+        "consecutive_cosine",
+    ],
+}
 
 
 def _circuits(rng, zero=False):
@@ -282,8 +312,13 @@ def _defined_or_warned(rows, messages):
             assert math.isfinite(r["value"]), r
 
 
-DEGENERATE = ["all-zero weights", "constant activation column", "probe batch of one sample",
-              "two identical checkpoints", "a single checkpoint"]
+DEGENERATE = [
+    "all-zero weights",
+    "constant activation column",
+    "probe batch of one sample",
+    "two identical checkpoints",
+    "a single checkpoint",
+]
 
 
 @pytest.mark.parametrize("case", DEGENERATE)
@@ -307,7 +342,9 @@ def test_every_metric_on_degenerate_input_is_defined_or_nan_with_warning(case):
     results = {}
     for family, names in WEIGHT_METRICS.items():
         results[family] = _run_all(family, names, weights, wref)
-    results["circuits"] = _run_all("circuits", ["qk_ov_overlap_max", "qk_ov_diag_zscore", "embed_ov_overlap_max"], weights, {})
+    results["circuits"] = _run_all(
+        "circuits", ["qk_ov_overlap_max", "qk_ov_diag_zscore", "embed_ov_overlap_max"], weights, {}
+    )
     for family, names in ACT_METRICS.items():
         results[family] = _run_all(family, names, acts, aref)
     results["gradient"] = _run_all("gradient", ["gradient_norm", "gradient_cosine"], grads, {})
@@ -317,7 +354,9 @@ def test_every_metric_on_degenerate_input_is_defined_or_nan_with_warning(case):
     v = {(r["layer"], r["metric"]): r["value"] for rows, _ in results.values() for r in rows}
     layer = "blocks.1.attn.head0.ov"
     if case == "all-zero weights":
-        assert v[(layer, "frobenius_norm")] == 0 and v[(layer, "effective_rank")] == 0 and v[(layer, "stable_rank")] == 0
+        assert (
+            v[(layer, "frobenius_norm")] == 0 and v[(layer, "effective_rank")] == 0 and v[(layer, "stable_rank")] == 0
+        )
         assert v[(layer, "update_norm_previous")] == 0 and v[(layer, "update_cosine")] == 0
     if case == "two identical checkpoints":
         assert v[(layer, "update_norm_previous")] == 0 and v[(layer, "relative_update_norm_initial")] == 0
@@ -330,7 +369,9 @@ def test_every_metric_on_degenerate_input_is_defined_or_nan_with_warning(case):
         assert math.isnan(v[("w", "gradient_cosine")])  # one probe batch: no pair to compare
     if case == "constant activation column":  # a constant feature centres to zero: it changes nothing
         plain = {k: np.delete(a, 2, axis=1) for k, a in acts.items()}
-        rows, _ = _run_all("activation_similarity", ["cka_to_final"], acts, {"final": {k: a * 2 for k, a in plain.items()}})
+        rows, _ = _run_all(
+            "activation_similarity", ["cka_to_final"], acts, {"final": {k: a * 2 for k, a in plain.items()}}
+        )
         assert rows[1]["value"] == pytest.approx(1.0)
     figure("degenerate input", case, "defined values, or NaN with a warning naming run, step, layer")
 
@@ -367,8 +408,12 @@ def good_checkpoints(tmp_path_factory) -> Path:
     train_induction(
         ToyModelConfig(vocab_size=16, d_model=16, n_layers=2, n_heads=2),
         InductionTaskConfig(vocab_size=16, seq_len=16, min_segment=2, max_segment=6, ood_segment=8),
-        total_steps=60, save_steps=GOOD_STEPS, batch_size=16, lr=3e-3,
-        checkpoint_path=lambda s: root / "ckpts" / f"ckpt_{s}.safetensors", log_path=root / "log.csv",
+        total_steps=60,
+        save_steps=GOOD_STEPS,
+        batch_size=16,
+        lr=3e-3,
+        checkpoint_path=lambda s: root / "ckpts" / f"ckpt_{s}.safetensors",
+        log_path=root / "log.csv",
     )
     return root / "ckpts"
 
@@ -391,8 +436,11 @@ def reference(tmp_path_factory, good_checkpoints) -> Path:
 
 def result_files(project: Path, run="lab") -> dict[str, Path]:
     root = project / "results" / "runs" / run
-    return {str(p.relative_to(root)): p for p in root.rglob("*")
-            if p.is_file() and "logs" not in p.relative_to(root).parts and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(root)): p
+        for p in root.rglob("*")
+        if p.is_file() and "logs" not in p.relative_to(root).parts and not p.name.startswith(".")
+    }
 
 
 def same_content(a: Path, b: Path) -> bool:
@@ -423,17 +471,29 @@ def run_until_paused(project: Path, pause_at: str, *args: str, timeout=1800):
     the rename (CKPTLENS_TEST_PAUSE_AT, see ckptlens.store.atomic), then SIGKILL the whole group."""
     sig = project / "paused.signal"
     sig.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(project / "src"), "PYTHONDONTWRITEBYTECODE": "1",
-           "CKPTLENS_TEST_PAUSE_AT": pause_at, "CKPTLENS_TEST_PAUSE_SIGNAL": str(sig)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(project / "src"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "CKPTLENS_TEST_PAUSE_AT": pause_at,
+        "CKPTLENS_TEST_PAUSE_SIGNAL": str(sig),
+    }
     log = open(project / "interrupted_run.txt", "w")
-    proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", *args], cwd=project, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [SNAKEMAKE, "--cores", "2", *args],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not sig.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the run never reached {pause_at}:\n"
-                                     + (project / "interrupted_run.txt").read_text()[-3000:])
+                raise AssertionError(
+                    f"the run never reached {pause_at}:\n" + (project / "interrupted_run.txt").read_text()[-3000:]
+                )
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -447,9 +507,16 @@ INTERRUPTIONS = [
     ("checkpoint import", "checkpoints/step20.safetensors", ["results/runs/lab/checkpoints/step20.safetensors"]),
     ("weights digest", "digests/step40.txt", ["results/runs/lab/digests/step40.txt"]),
     ("identical-steps check", "identical_steps.csv", ["results/runs/lab/identical_steps.csv"]),
-    ("weight extraction (streamed)", "extract/weights/step60.safetensors", ["results/runs/lab/extract/weights/step60.safetensors"]),
-    ("model extraction, between its two outputs", "extract/gradients/step0.safetensors",
-     ["results/runs/lab/extract/gradients/step0.safetensors"]),
+    (
+        "weight extraction (streamed)",
+        "extract/weights/step60.safetensors",
+        ["results/runs/lab/extract/weights/step60.safetensors"],
+    ),
+    (
+        "model extraction, between its two outputs",
+        "extract/gradients/step0.safetensors",
+        ["results/runs/lab/extract/gradients/step0.safetensors"],
+    ),
     ("metric job, with the rest of the run in flight", "metrics/activation_similarity/step40.csv", TARGETS),
     ("aggregation", "metrics.parquet", ["results/runs/lab/metrics.parquet"]),
     ("analysis, after two of its four outputs", "analysis/correlation.csv", TARGETS),
@@ -474,7 +541,10 @@ def test_sigkill_at_every_stage_then_rerun_gives_identical_results(tmp_path, goo
             if f"results/runs/lab/{rel}" not in incomplete:
                 assert rel in ref and same_content(path, ref[rel]), (stage, rel)
         if stage.startswith(("model extraction", "analysis")):  # outputs written before the kill
-            assert incomplete & {"results/runs/lab/extract/activations/step0.safetensors", "results/runs/lab/analysis/pca.csv"}
+            assert incomplete & {
+                "results/runs/lab/extract/activations/step0.safetensors",
+                "results/runs/lab/analysis/pca.csv",
+            }
     snakemake(project, "--unlock")
     # a plain rerun: the default profile sets rerun-incomplete, so incomplete outputs are redone
     snakemake(project, "--cores", "2", *TARGETS)
@@ -507,23 +577,36 @@ def make_bad_folder(good: Path, dest: Path, marker: Path) -> dict[int, tuple[str
         shutil.copy(good / f"ckpt_{s}.safetensors", dest / f"ckpt_{s}.safetensors")
     raw = (good / "ckpt_20.safetensors").read_bytes()
     n = int.from_bytes(raw[:8], "little")
-    header = raw[8: 8 + n].replace(b'"shape":[', b'"shape":{', 1)
+    header = raw[8 : 8 + n].replace(b'"shape":[', b'"shape":{', 1)
     torch.save({"w": torch.zeros(3)}, dest / "tmp.pt")
     zipped = (dest / "tmp.pt").read_bytes()
     (dest / "tmp.pt").unlink()
     cases = {
         0: ("zero-byte file", "ckpt_0.safetensors", b"", "empty file (0 bytes)"),
         5: ("safetensors header cut", "ckpt_5.safetensors", raw[:20], "not a valid safetensors file"),
-        10: ("wrong magic: an HTML error page", "ckpt_10.safetensors",
-             b"<!DOCTYPE html><html><body>504 Gateway Time-out</body></html>\n", "HTML"),
+        10: (
+            "wrong magic: an HTML error page",
+            "ckpt_10.safetensors",
+            b"<!DOCTYPE html><html><body>504 Gateway Time-out</body></html>\n",
+            "HTML",
+        ),
         15: ("tensor data truncated", "ckpt_15.safetensors", raw[:-100], "not a valid safetensors file"),
-        25: ("corrupt header JSON", "ckpt_25.safetensors", raw[:8] + header + raw[8 + n:], "not a valid safetensors file"),
+        25: (
+            "corrupt header JSON",
+            "ckpt_25.safetensors",
+            raw[:8] + header + raw[8 + n :],
+            "not a valid safetensors file",
+        ),
         30: ("pickle carrying code", "ckpt_30.pt", None, "refused"),
         35: ("truncated torch zip", "ckpt_35.pt", zipped[: len(zipped) // 2], "corrupt or truncated torch checkpoint"),
         45: ("garbage .bin", "ckpt_45.bin", b"\x80\x02" + bytes(range(256)) * 2, "torch checkpoint"),
         55: ("wrong magic: a torch zip named .safetensors", "ckpt_55.safetensors", zipped, "zip archive"),
-        57: ("Git LFS pointer instead of the file", "ckpt_57.safetensors",
-             b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 11432\n", "Git LFS pointer"),
+        57: (
+            "Git LFS pointer instead of the file",
+            "ckpt_57.safetensors",
+            b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 11432\n",
+            "Git LFS pointer",
+        ),
     }
     for step, (case, name, data, reason) in cases.items():
         if data is None:
@@ -593,8 +676,11 @@ def test_bad_checkpoints_fail_naming_file_and_reason_and_keep_going_finishes_the
     assert not bad_runs["fail_table"]  # the run's aggregation could not run under fail: Snakemake said so
     assert "At least one job did not complete successfully" in text or "Exiting because a job execution failed" in text
     for step, (case, _, _) in bad.items():
-        figure("bad checkpoint, on_bad_checkpoint: fail (--keep-going)", case,
-               "its import fails naming the file and reason; every other checkpoint processed")
+        figure(
+            "bad checkpoint, on_bad_checkpoint: fail (--keep-going)",
+            case,
+            "its import fails naming the file and reason; every other checkpoint processed",
+        )
 
 
 @pytest.mark.slow
@@ -631,14 +717,24 @@ def test_skip_lists_the_gaps_and_analyses_the_rest_with_the_same_values(bad_runs
     assert "'blocks.1.attn.v_proj|frobenius_norm' dropped: contains NaN/Inf" in notes
     assert pd.read_csv(res / "analysis" / "pca.csv")["explained_variance_ratio"].notna().all()
     for step, (case, _, _) in bad.items():
-        figure("bad checkpoint, on_bad_checkpoint: skip", case, "listed in missing_steps.csv and the notes; good steps identical")
-    figure("NaN/Inf (workflow)", "one NaN weight in a checkpoint",
-           "values NaN with a warning naming run, step, layer; analysis drops and reports the columns")
+        figure(
+            "bad checkpoint, on_bad_checkpoint: skip",
+            case,
+            "listed in missing_steps.csv and the notes; good steps identical",
+        )
+    figure(
+        "NaN/Inf (workflow)",
+        "one NaN weight in a checkpoint",
+        "values NaN with a warning naming run, step, layer; analysis drops and reports the columns",
+    )
     assert table.query("step == 50 and layer == 'blocks.1' and metric == 'cka_to_final'")["value"].isna().all()
     log = (res / "logs/metrics/activation_similarity/step50.log").read_text()
     assert "run 'lab', step 50, layer 'blocks.1': input has NaN/Inf values" in log
-    figure("NaN/Inf (workflow)", "NaN activations downstream of it (CKA to final)",
-           "values NaN with a warning naming run, step, layer; analysis drops and reports the columns")
+    figure(
+        "NaN/Inf (workflow)",
+        "NaN activations downstream of it (CKA to final)",
+        "values NaN with a warning naming run, step, layer; analysis drops and reports the columns",
+    )
 
 
 @pytest.mark.slow
@@ -669,12 +765,25 @@ def test_degenerate_runs_single_checkpoint_identical_checkpoints_zero_layer_one_
     project = copy_project(tmp_path / "p")
     run = yaml.safe_load(CONFIG)["runs"]["lab"]
     run["probe"] = {"batch_size": 1, "n_batches": 1, "seed": 7}  # one probe sample, one batch
-    cfg = {"runs": {"single": {**run, "source": {"type": "local", "path": str(single)}},
-                    "twins": {**run, "source": {"type": "local", "path": str(twins)}}},
-           "metrics": {"frobenius_norm": {}, "effective_rank": {}, "cka_to_final": {}, "cka_to_previous": {},
-                       "update_norm_previous": {}, "gradient_norm": {}, "gradient_cosine": {}}}
+    cfg = {
+        "runs": {
+            "single": {**run, "source": {"type": "local", "path": str(single)}},
+            "twins": {**run, "source": {"type": "local", "path": str(twins)}},
+        },
+        "metrics": {
+            "frobenius_norm": {},
+            "effective_rank": {},
+            "cka_to_final": {},
+            "cka_to_previous": {},
+            "update_norm_previous": {},
+            "gradient_norm": {},
+            "gradient_cosine": {},
+        },
+    }
     (project / "config/config.yaml").write_text(yaml.safe_dump(cfg))
-    targets = [f"results/runs/{r}/{f}" for r in ("single", "twins") for f in ("analysis/pca.csv", "identical_steps.csv")]
+    targets = [
+        f"results/runs/{r}/{f}" for r in ("single", "twins") for f in ("analysis/pca.csv", "identical_steps.csv")
+    ]
     snakemake(project, "--cores", "2", *targets)
 
     one = pd.read_parquet(project / "results/runs/single/metrics.parquet").set_index(["layer", "metric"])["value"]
@@ -695,19 +804,32 @@ def test_degenerate_runs_single_checkpoint_identical_checkpoints_zero_layer_one_
     assert pd.read_csv(project / "results/runs/twins/identical_steps.csv").values.tolist() == [[1, 0]]
     notes = (project / "results/runs/twins/analysis/notes.txt").read_text()
     assert "constant over steps" in notes  # identical steps: every column constant, reported, no crash
-    for case in ("a single checkpoint (with an all-zero weight layer)", "two identical checkpoints",
-                 "a probe batch of one sample, one probe batch"):
+    for case in (
+        "a single checkpoint (with an all-zero weight layer)",
+        "two identical checkpoints",
+        "a probe batch of one sample, one probe batch",
+    ):
         figure("degenerate input (workflow)", case, "defined values or NaN with a warning; analysis notes, no crash")
 
 
 # ------------------------------------------------------------------------------------ config errors
 @pytest.mark.slow
-@pytest.mark.parametrize("case, change, key", [
-    ("on_bad_checkpoint not fail/skip", {"on_bad_checkpoint": "ignore"}, "on_bad_checkpoint"),
-    ("task-vector name escaping results/ (../../outside)",
-     {"task_vectors": {"../../outside": {"base_run": "lab", "runs": ["lab", "lab"]}}}, "task_vectors"),
-    ("run name escaping results/ (../x)", {"runs": {"../x": {"source": {"type": "local", "path": "/nonexistent"}}}}, "runs"),
-])
+@pytest.mark.parametrize(
+    "case, change, key",
+    [
+        ("on_bad_checkpoint not fail/skip", {"on_bad_checkpoint": "ignore"}, "on_bad_checkpoint"),
+        (
+            "task-vector name escaping results/ (../../outside)",
+            {"task_vectors": {"../../outside": {"base_run": "lab", "runs": ["lab", "lab"]}}},
+            "task_vectors",
+        ),
+        (
+            "run name escaping results/ (../x)",
+            {"runs": {"../x": {"source": {"type": "local", "path": "/nonexistent"}}}},
+            "runs",
+        ),
+    ],
+)
 def test_invalid_config_fails_before_any_job_naming_the_key(tmp_path, good_checkpoints, case, change, key):
     project = make_project(tmp_path / "p", good_checkpoints, **change)
     proc = snakemake(project, "--cores", "1", *TARGETS, check=False)

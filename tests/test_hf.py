@@ -50,10 +50,17 @@ def tokenizer_dir(tmp_path_factory):
     tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
     d = tmp_path_factory.mktemp("tok")
-    PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(str(d))
+    PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(str(d))
     return d
 
 
@@ -76,12 +83,21 @@ def neox(tmp_path_factory):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(0)
-    cfg = GPTNeoXConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32, tie_word_embeddings=False)
+    cfg = GPTNeoXConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+    )
     model = GPTNeoXForCausalLM(cfg).eval()
     d = tmp_path_factory.mktemp("neox")
-    extra = {"gpt_neox.layers.0.attention.bias": torch.ones(1, 1, 4, 4, dtype=torch.bool),
-             "gpt_neox.layers.0.attention.rotary_emb.inv_freq": torch.ones(2)}
+    extra = {
+        "gpt_neox.layers.0.attention.bias": torch.ones(1, 1, 4, 4, dtype=torch.bool),
+        "gpt_neox.layers.0.attention.rotary_emb.inv_freq": torch.ones(2),
+    }
     path = _save(model, d / "step10.safetensors", rename={"lm_head.weight": "embed_out.weight"}, extra=extra)
     ids = np.random.default_rng(1).integers(0, 40, size=(20, 12))
     np.save(d / "ids.npy", ids)
@@ -113,15 +129,24 @@ def test_neox_activations_equal_direct_forward(neox, tmp_path):
     extract_model(path, targets, probe, {"activations": str(out)}, device="cpu", hf_config=cfg)
     acts = load_np(out)
     # the checkpoint's own names: 'embed_out' (transformers 5 calls the module lm_head)
-    assert sorted(acts) == ["embed_out", "gpt_neox.layers.0", "gpt_neox.layers.0.mlp.dense_h_to_4h", "gpt_neox.layers.1"]
+    assert sorted(acts) == [
+        "embed_out",
+        "gpt_neox.layers.0",
+        "gpt_neox.layers.0.mlp.dense_h_to_4h",
+        "gpt_neox.layers.1",
+    ]
     batch0 = np.load(ids_path)[_indices(20, 4, 2, 3, "")[0]]
     ref = _forward_ids(model, batch0)
-    np.testing.assert_allclose(acts["gpt_neox.layers.0"], ref.hidden_states[1].reshape(-1, 16).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        acts["gpt_neox.layers.0"], ref.hidden_states[1].reshape(-1, 16).numpy(), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(acts["embed_out"], ref.logits.reshape(-1, 40).numpy(), rtol=1e-5, atol=1e-6)
     layer = model.gpt_neox.layers[0]  # parallel residual: mlp(post_attention_layernorm(layer input))
     with torch.no_grad():
         h4 = layer.mlp.dense_h_to_4h(layer.post_attention_layernorm(ref.hidden_states[0]))
-    np.testing.assert_allclose(acts["gpt_neox.layers.0.mlp.dense_h_to_4h"], h4.reshape(-1, 32).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        acts["gpt_neox.layers.0.mlp.dense_h_to_4h"], h4.reshape(-1, 32).numpy(), rtol=1e-5, atol=1e-6
+    )
     assert acts["gpt_neox.layers.1"].shape == (4 * 12, 16)
 
 
@@ -132,8 +157,11 @@ def test_neox_gradients_equal_autograd_of_hf_loss(neox, tmp_path):
     out = tmp_path / "g.safetensors"
     extract_model(path, targets, probe, {"gradients": str(out)}, device="cpu", hf_config=cfg)
     grads = TensorFile(out, group_gradients=True)
-    assert sorted(grads) == ["embed_out", "gpt_neox.layers.0.attention.query_key_value",
-                             "gpt_neox.layers.1.attention.query_key_value"]
+    assert sorted(grads) == [
+        "embed_out",
+        "gpt_neox.layers.0.attention.query_key_value",
+        "gpt_neox.layers.1.attention.query_key_value",
+    ]
     assert grads["embed_out"].shape == (2, 40, 16)
     ids = np.load(ids_path)
     for i, idx in enumerate(_indices(20, 4, 2, 3, "")):
@@ -141,7 +169,9 @@ def test_neox_gradients_equal_autograd_of_hf_loss(neox, tmp_path):
         loss = model(x, labels=x).loss  # transformers' own shifted next-token loss
         w = [model.gpt_neox.layers[1].attention.query_key_value.weight, model.lm_head.weight]
         g_qkv, g_out = torch.autograd.grad(loss, w)
-        np.testing.assert_allclose(grads["gpt_neox.layers.1.attention.query_key_value"][i], g_qkv.numpy(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(
+            grads["gpt_neox.layers.1.attention.query_key_value"][i], g_qkv.numpy(), rtol=1e-4, atol=1e-7
+        )
         np.testing.assert_allclose(grads["embed_out"][i], g_out.numpy(), rtol=1e-4, atol=1e-7)
 
 
@@ -150,8 +180,9 @@ def test_gpt2_prefixless_checkpoint_tied_head_conv1d_transposed(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(1)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=30, n_embd=16, n_layer=2, n_head=2, n_positions=16,
-                                       bos_token_id=0, eos_token_id=0)).eval()
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=30, n_embd=16, n_layer=2, n_head=2, n_positions=16, bos_token_id=0, eos_token_id=0)
+    ).eval()
     sd = {k.removeprefix("transformer."): v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     path = tmp_path / "gpt2.safetensors"
     save_file(sd, str(path))
@@ -177,8 +208,15 @@ def bert_cls(tmp_path_factory):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(2)
-    cfg = BertConfig(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=16, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=len(SPECIAL) + len(WORDS),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
     model = BertForSequenceClassification(cfg).eval()
     path = _save(model, tmp_path_factory.mktemp("bert") / "bert.safetensors")
     return model, path, _config(model)
@@ -187,8 +225,14 @@ def bert_cls(tmp_path_factory):
 def test_text_probe_is_tokenized_deterministically(tokenizer_dir, probe_text):
     from transformers import AutoTokenizer
 
-    probe = {"text": str(probe_text), "tokenizer": str(tokenizer_dir), "seq_len": 10,
-             "batch_size": 4, "n_batches": 3, "seed": 7}
+    probe = {
+        "text": str(probe_text),
+        "tokenizer": str(tokenizer_dir),
+        "seq_len": 10,
+        "batch_size": 4,
+        "n_batches": 3,
+        "seed": 7,
+    }
     a, b = probe_batches(probe), probe_batches(probe)
     lines = probe_text.read_text().splitlines()
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -208,10 +252,18 @@ def test_text_probe_is_tokenized_deterministically(tokenizer_dir, probe_text):
 def test_bert_classifier_activations_skip_padding_and_gradients(bert_cls, tokenizer_dir, probe_text, tmp_path):
     model, path, cfg = bert_cls
     assert model_kind(cfg, ["classifier.weight", "bert.embeddings.word_embeddings.weight"]) == "sequence_classification"
-    probe = {"text": str(probe_text), "tokenizer": str(tokenizer_dir), "seq_len": 10,
-             "batch_size": 6, "n_batches": 2, "seed": 1}
-    targets = {"activations": ["bert.encoder.layer.*", "classifier"],
-               "gradients": ["bert.encoder.layer.*.attention.self.query", "classifier"]}
+    probe = {
+        "text": str(probe_text),
+        "tokenizer": str(tokenizer_dir),
+        "seq_len": 10,
+        "batch_size": 6,
+        "n_batches": 2,
+        "seed": 1,
+    }
+    targets = {
+        "activations": ["bert.encoder.layer.*", "classifier"],
+        "gradients": ["bert.encoder.layer.*.attention.self.query", "classifier"],
+    }
     outs = {"activations": str(tmp_path / "a.safetensors"), "gradients": str(tmp_path / "g.safetensors")}
     extract_model(path, targets, probe, outs, device="cpu", hf_config=cfg)
     acts, grads = load_np(outs["activations"]), TensorFile(outs["gradients"], group_gradients=True)
@@ -227,7 +279,9 @@ def test_bert_classifier_activations_skip_padding_and_gradients(bert_cls, tokeni
         loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
         w = [model.bert.encoder.layer[0].attention.self.query.weight, model.classifier.weight]
         gq, gc = torch.autograd.grad(loss, w)
-        np.testing.assert_allclose(grads["bert.encoder.layer.0.attention.self.query"][i], gq.numpy(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(
+            grads["bert.encoder.layer.0.attention.self.query"][i], gq.numpy(), rtol=1e-4, atol=1e-7
+        )
         np.testing.assert_allclose(grads["classifier"][i], gc.numpy(), rtol=1e-4, atol=1e-7)
 
 
@@ -235,12 +289,25 @@ def test_bert_masked_lm_and_headless(tokenizer_dir, probe_text, tmp_path):
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
     torch.manual_seed(3)
-    cfg = BertConfig(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=16, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    cfg = BertConfig(
+        vocab_size=len(SPECIAL) + len(WORDS),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     mlm = BertForMaskedLM(cfg).eval()
     path = _save(mlm, tmp_path / "mlm.safetensors", drop=["cls.predictions.decoder.weight"])  # tied to the embedding
-    probe = {"text": str(probe_text), "tokenizer": str(tokenizer_dir), "text_format": "plain", "seq_len": 10,
-             "batch_size": 4, "n_batches": 2, "seed": 0}
+    probe = {
+        "text": str(probe_text),
+        "tokenizer": str(tokenizer_dir),
+        "text_format": "plain",
+        "seq_len": 10,
+        "batch_size": 4,
+        "n_batches": 2,
+        "seed": 0,
+    }
     targets = {"gradients": ["bert.encoder.layer.0.attention.self.value"]}
     g1, g2 = tmp_path / "g1.safetensors", tmp_path / "g2.safetensors"
     extract_model(path, targets, probe, {"gradients": str(g1)}, device="cpu", hf_config=_config(mlm))
@@ -256,11 +323,24 @@ def test_bert_masked_lm_and_headless(tokenizer_dir, probe_text, tmp_path):
     bare = BertModel(cfg).eval()
     bpath = _save(bare, tmp_path / "bare.safetensors")
     out = tmp_path / "a.safetensors"
-    extract_model(bpath, {"activations": ["encoder.layer.0"]}, probe, {"activations": str(out)}, device="cpu", hf_config=_config(bare))
+    extract_model(
+        bpath,
+        {"activations": ["encoder.layer.0"]},
+        probe,
+        {"activations": str(out)},
+        device="cpu",
+        hf_config=_config(bare),
+    )
     assert list(load_np(out)) == ["encoder.layer.0"]
     with pytest.raises(ExtractionError, match="no task head"):
-        extract_model(bpath, {"gradients": ["encoder.layer.0.output.dense"]}, probe,
-                   {"gradients": str(tmp_path / "g.safetensors")}, device="cpu", hf_config=_config(bare))
+        extract_model(
+            bpath,
+            {"gradients": ["encoder.layer.0.output.dense"]},
+            probe,
+            {"gradients": str(tmp_path / "g.safetensors")},
+            device="cpu",
+            hf_config=_config(bare),
+        )
 
 
 def test_strict_loading_and_clear_errors(neox, tmp_path):
@@ -280,6 +360,13 @@ def test_strict_loading_and_clear_errors(neox, tmp_path):
         load_hf_model(path, wrong)
     probe = {"tokens": str(ids_path), "batch_size": 2, "n_batches": 1}
     with pytest.raises(ExtractionError, match="no module matches"):
-        extract_model(path, {"activations": ["nothing.*"]}, probe, {"activations": str(tmp_path / "x")}, device="cpu", hf_config=cfg)
+        extract_model(
+            path,
+            {"activations": ["nothing.*"]},
+            probe,
+            {"activations": str(tmp_path / "x")},
+            device="cpu",
+            hf_config=cfg,
+        )
     with pytest.raises(ExtractionError, match="exactly one of"):
         probe_batches({"batch_size": 2})

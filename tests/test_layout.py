@@ -79,7 +79,11 @@ def test_every_stage_package_exists_and_no_module_is_left_at_the_top():
     for stage in STAGES[:-1]:
         assert (SRC / stage / "__init__.py").is_file(), stage
     top = sorted(p.name for p in SRC.glob("*.py"))
-    assert top == ["__init__.py", "cli.py", "config.py", "results.py"] or top == ["__init__.py", "config.py", "results.py"]
+    assert top == ["__init__.py", "cli.py", "config.py", "results.py"] or top == [
+        "__init__.py",
+        "config.py",
+        "results.py",
+    ]
 
 
 def _rules() -> dict[str, str]:
@@ -119,7 +123,7 @@ def test_every_rule_has_a_log_and_the_environment():
             if name == "all":
                 continue
             assert re.search(r"^\s+log:", body, re.M), f"{smk.name}: rule {name} has no log"
-            assert 'conda:\n' in body and '"../envs/ckptlens.yaml"' in body, f"{smk.name}: rule {name} has no conda env"
+            assert "conda:\n" in body and '"../envs/ckptlens.yaml"' in body, f"{smk.name}: rule {name} has no conda env"
 
 
 def test_the_rules_environment_mirrors_the_package_dependencies():
@@ -131,8 +135,16 @@ def test_the_rules_environment_mirrors_the_package_dependencies():
     assert python == "python=3.11"
 
 
-@pytest.mark.parametrize("path", [".snakemake-workflow-catalog.yml", "config/README.md", "config/config.yaml",
-                                  "workflow/Snakefile", "workflow/schemas/config.schema.yaml"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".snakemake-workflow-catalog.yml",
+        "config/README.md",
+        "config/config.yaml",
+        "workflow/Snakefile",
+        "workflow/schemas/config.schema.yaml",
+    ],
+)
 def test_the_catalog_layout(path):
     assert (REPO / path).is_file()
     assert not (REPO / "Snakefile").exists() and not (REPO / "profiles").exists()
@@ -150,5 +162,7 @@ def test_each_rule_hashes_the_code_its_script_imports():
         return {p.relative_to(SRC).as_posix() for p in closure([scripts / f"{script}.py"]) if SRC in p.parents}
 
     assert "plots/_style.py" in names("plot_task_vector_samples") and "plots/_style.py" in names("plot_task_vectors")
-    assert {"adapters/base.py", "adapters/gpt2.py", "sources/readers.py", "store/tensors.py"} <= names("extract_weights")
+    assert {"adapters/base.py", "adapters/gpt2.py", "sources/readers.py", "store/tensors.py"} <= names(
+        "extract_weights"
+    )
     assert "metrics/weights.py" not in names("extract_weights")

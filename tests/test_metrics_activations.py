@@ -75,7 +75,10 @@ def test_cka_metrics_against_each_reference():
 def test_cka_of_constant_activations_is_nan_with_warning():
     with pytest.warns(RuntimeWarning, match="cka_to_previous"):
         rows = M.compute_family(
-            "activation_similarity", {"cka_to_previous": {}}, {"l": np.ones((10, 3))}, {"previous": {"l": np.eye(10)[:, :3]}}
+            "activation_similarity",
+            {"cka_to_previous": {}},
+            {"l": np.ones((10, 3))},
+            {"previous": {"l": np.eye(10)[:, :3]}},
         )
     assert math.isnan(rows[0]["value"])
 
@@ -87,7 +90,9 @@ def test_cka_of_constant_activations_is_nan_with_warning():
 def test_pca_spectrum_matches_sklearn(n, d):
     rng = np.random.default_rng(d)
     x = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) + 5.0
-    rows = M.compute_family("activation_spectrum", {"activation_pca_evr": {"n_components": 6}, "activation_norm": {}}, {"l": x})
+    rows = M.compute_family(
+        "activation_spectrum", {"activation_pca_evr": {"n_components": 6}, "activation_norm": {}}, {"l": x}
+    )
     got = {r["metric"]: r["value"] for r in rows}
     ref = PCA().fit(x).explained_variance_ratio_
     for i in range(6):
@@ -102,7 +107,9 @@ def test_pca_components_beyond_rank_explain_nothing_and_constant_is_nan():
     assert sum(got) == pytest.approx(1.0) and got[3] == pytest.approx(0.0, abs=1e-12) and got[4:] == [0.0, 0.0]
     with pytest.warns(RuntimeWarning):
         rows = M.compute_family(
-            "activation_spectrum", {"activation_pca_evr": {"n_components": 2}, "activation_norm": {}}, {"l": np.full((5, 3), 2.0)}
+            "activation_spectrum",
+            {"activation_pca_evr": {"n_components": 2}, "activation_norm": {}},
+            {"l": np.full((5, 3), 2.0)},
         )
     got = {r["metric"]: r["value"] for r in rows}
     assert math.isnan(got["activation_pca_evr.pc1"]) and got["activation_norm"] == pytest.approx(math.sqrt(12))
@@ -187,7 +194,11 @@ def test_consecutive_cosine_matches_loop():
     for i in range(3):
         x, y = layers[f"blocks.{i}"], layers[f"blocks.{i + 1}"]
         cos = np.array(
-            [a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in zip(x, y) if np.linalg.norm(a) and np.linalg.norm(b)]
+            [
+                a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+                for a, b in zip(x, y)
+                if np.linalg.norm(a) and np.linalg.norm(b)
+            ]
         )
         label = f"blocks.{i}~blocks.{i + 1}"
         assert got[(label, "consecutive_cosine.mean")] == pytest.approx(cos.mean())
@@ -199,7 +210,9 @@ def test_degenerate_pairs_are_nan_with_warning():
     rng = np.random.default_rng(6)
     layers = {"l.0": np.ones((20, 4)), "l.1": rng.standard_normal((20, 4)), "l.2": rng.standard_normal((20, 5))}
     with pytest.warns(RuntimeWarning):
-        got = pair_rows(layers, {"linearity_score": {}, "linearity_score_no_residual": {}, "consecutive_cosine": {"quantiles": []}})
+        got = pair_rows(
+            layers, {"linearity_score": {}, "linearity_score_no_residual": {}, "consecutive_cosine": {"quantiles": []}}
+        )
     assert math.isnan(got[("l.0~l.1", "linearity_score")])  # constant layer
     assert not math.isnan(got[("l.1~l.2", "linearity_score")])
     assert math.isnan(got[("l.1~l.2", "linearity_score_no_residual")])  # widths differ: no Y − X

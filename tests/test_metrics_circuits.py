@@ -55,7 +55,9 @@ def test_labels_and_pairs():
     )
     assert labels == expected
     same = run(w, {"qk_ov_diag_zscore": {"pairs": "same"}})
-    assert sorted({layer for layer, _ in same}) == [x for x in expected if x.split(".head")[1][0] == x.split(".head")[2][0]]
+    assert sorted({layer for layer, _ in same}) == [
+        x for x in expected if x.split(".head")[1][0] == x.split(".head")[2][0]
+    ]
 
 
 @pytest.mark.parametrize("ks", [[1, 3, 6]])
@@ -104,7 +106,9 @@ def test_embed_ov_overlap_matches_full_svds():
         ov = w[f"blocks.0.attn.head{h}.ov"]
         for k in (2, 5):
             s = plain_overlap(w["embed"], ov, k)
-            assert got[(f"embed~blocks.0.attn.head{h}.ov", f"embed_ov_overlap_max.k{k}")] == pytest.approx(s.max(), abs=1e-9)
+            assert got[(f"embed~blocks.0.attn.head{h}.ov", f"embed_ov_overlap_max.k{k}")] == pytest.approx(
+                s.max(), abs=1e-9
+            )
             assert got[(f"embed~blocks.0.attn.head{h}.ov", f"embed_ov_overlap_rms.k{k}")] == pytest.approx(
                 math.sqrt((s**2).mean()), abs=1e-9
             )
@@ -147,7 +151,9 @@ def test_identity_like_circuit_matches_every_token():
     w = {"embed": e, "b.0.head0.ov": np.eye(D), "b.1.head0.qk": np.eye(D)}
     got = run(w, {"qk_ov_token_mismatch": {}, "qk_ov_token_diag_zscore": {}})
     t = e @ e.T
-    assert got[("b.1.head0.qk~b.0.head0.ov", "qk_ov_token_mismatch")] == pytest.approx(np.mean(t.argmax(1) != np.arange(30)))
+    assert got[("b.1.head0.qk~b.0.head0.ov", "qk_ov_token_mismatch")] == pytest.approx(
+        np.mean(t.argmax(1) != np.arange(30))
+    )
     assert got[("b.1.head0.qk~b.0.head0.ov", "qk_ov_token_diag_zscore")] == pytest.approx(plain_zscore(t))
 
 
@@ -288,6 +294,7 @@ def test_rotary_qk_reproduces_the_toy_models_attention_scores():
     b, t, d = x.shape
     nh, dh = cfg.n_heads, cfg.d_head
     with torch.no_grad():
+
         def heads(y):
             return y.view(b, t, nh, dh).transpose(1, 2)
 
@@ -305,7 +312,10 @@ def test_rotary_qk_reproduces_the_toy_models_attention_scores():
         wq, wk = pieces[f"blocks.1.attn.head{h}.q"], pieces[f"blocks.1.attn.head{h}.k"]
         assert wq.shape == (dh, d)
         for r in (0, 1, 2, 5, 11, 19):
-            ours, plain = rotary_qk(wq, wk, r, cfg.rotary_base), plain_rotary_qk(wq.astype(float), wk.astype(float), r, cfg.rotary_base)
+            ours, plain = (
+                rotary_qk(wq, wk, r, cfg.rotary_base),
+                plain_rotary_qk(wq.astype(float), wk.astype(float), r, cfg.rotary_base),
+            )
             wrong_sign = rotary_qk(wq, wk, -r, cfg.rotary_base)
             for p in range(r, t, 3):
                 for batch in range(b):
@@ -322,7 +332,9 @@ def test_rotary_qk_reproduces_the_toy_models_attention_scores():
     assert labels == {layer for layer, m in got if m.startswith("qk_ov_overlap_max.")} and len(labels) == nh * nh
     for label in labels:
         for k in (1, 2, 4):
-            assert got[(label, f"qk_ov_rotary_sweep.k{k}_r0")] == pytest.approx(got[(label, f"qk_ov_overlap_max.k{k}")], abs=1e-5)
+            assert got[(label, f"qk_ov_rotary_sweep.k{k}_r0")] == pytest.approx(
+                got[(label, f"qk_ov_overlap_max.k{k}")], abs=1e-5
+            )
 
 
 @pytest.mark.parametrize("base", [10000.0, 100])
@@ -400,7 +412,9 @@ def test_rotary_sweep_missing_pieces_embedding_and_bad_inputs():
     with pytest.warns(RuntimeWarning, match=r"blocks\.1\.attn\.head1\.k") as rec:
         got = run(partial, {"qk_ov_rotary_sweep": {"offsets": [1], "ks": [1]}})
     assert "blocks.1.attn.head0.k" not in " ".join(str(r.message) for r in rec)
-    assert sorted({layer for layer, _ in got}) == [f"blocks.1.attn.head0.qk~blocks.0.attn.head{h2}.ov" for h2 in range(HEADS)]
+    assert sorted({layer for layer, _ in got}) == [
+        f"blocks.1.attn.head0.qk~blocks.0.attn.head{h2}.ov" for h2 in range(HEADS)
+    ]
     # layer 0 has no previous layer: its .q/.k are not needed
     no_first = {n: x for n, x in w.items() if not n.startswith("blocks.0.attn.head0.q")}
     got = run(no_first, {"qk_ov_rotary_sweep": {"offsets": [1], "ks": [1]}})
@@ -423,8 +437,12 @@ def test_rotary_sweep_missing_pieces_embedding_and_bad_inputs():
         got = run(odd, {"qk_ov_rotary_sweep": {"offsets": [0, 1], "ks": [1]}})
     assert got and all(math.isnan(v) for v in got.values())
     # zero circuits: defined values as for the position-free metrics (overlap NaN: rank 0)
-    zero = {"embed": np.ones((10, D)), "b.0.head0.ov": np.zeros((D, D)), "b.1.head0.q": np.zeros((DH, D)),
-            "b.1.head0.k": np.zeros((DH, D))}
+    zero = {
+        "embed": np.ones((10, D)),
+        "b.0.head0.ov": np.zeros((D, D)),
+        "b.1.head0.q": np.zeros((DH, D)),
+        "b.1.head0.k": np.zeros((DH, D)),
+    }
     got = run(zero, {"qk_ov_rotary_sweep": {"offsets": [3], "ks": [1]}})
     assert got[("b.1.head0.qk~b.0.head0.ov", "qk_ov_rotary_sweep.zscore_r3")] == 0.0
     assert math.isnan(got[("b.1.head0.qk~b.0.head0.ov", "qk_ov_rotary_sweep.k1_r3")])
@@ -433,8 +451,12 @@ def test_rotary_sweep_missing_pieces_embedding_and_bad_inputs():
 def test_rotary_sweep_does_not_change_the_other_circuit_metrics():
     w = make_rotary_model(15)
     plain = {n: x for n, x in w.items() if not n.endswith((".q", ".k"))}
-    metrics = {"qk_ov_overlap_max": {"ks": [1, 3]}, "qk_ov_diag_zscore": {}, "qk_ov_token_mismatch": {},
-               "embed_ov_overlap_rms": {"ks": [2]}}
+    metrics = {
+        "qk_ov_overlap_max": {"ks": [1, 3]},
+        "qk_ov_diag_zscore": {},
+        "qk_ov_token_mismatch": {},
+        "embed_ov_overlap_rms": {"ks": [2]},
+    }
     assert run(w, metrics) == run(plain, metrics)
     # a module with only .q/.k pieces does not enter the position-free metrics' layer order
     extra = dict(plain)
@@ -445,15 +467,30 @@ def test_rotary_sweep_does_not_change_the_other_circuit_metrics():
 
 def test_rotary_sweep_defaults_and_parameter_errors():
     assert M.resolve_params("qk_ov_rotary_sweep", {}) == {
-        "offsets": [0, 1, 2, 4, 8, 16], "ks": [1, 2, 4], "rotary_base": 10000.0, "pairs": "all"
+        "offsets": [0, 1, 2, 4, 8, 16],
+        "ks": [1, 2, 4],
+        "rotary_base": 10000.0,
+        "pairs": "all",
     }
     assert M.get_metric("qk_ov_rotary_sweep").family == "circuits"
     assert M.get_metric("qk_ov_rotary_sweep").references == ()
     assert M.resolve_params("qk_ov_rotary_sweep", {"offsets": [0, 7], "rotary_base": 500})["rotary_base"] == 500
     bad = [
-        ("offsets", []), ("offsets", [-1]), ("offsets", [1.5]), ("offsets", "0,1"), ("offsets", [True]),
-        ("offsets", 4), ("ks", []), ("ks", [0]), ("ks", [2.0]), ("rotary_base", 0), ("rotary_base", -1.0),
-        ("rotary_base", "1e4"), ("rotary_base", math.inf), ("rotary_base", math.nan), ("rotary_base", True),
+        ("offsets", []),
+        ("offsets", [-1]),
+        ("offsets", [1.5]),
+        ("offsets", "0,1"),
+        ("offsets", [True]),
+        ("offsets", 4),
+        ("ks", []),
+        ("ks", [0]),
+        ("ks", [2.0]),
+        ("rotary_base", 0),
+        ("rotary_base", -1.0),
+        ("rotary_base", "1e4"),
+        ("rotary_base", math.inf),
+        ("rotary_base", math.nan),
+        ("rotary_base", True),
         ("pairs", "some"),
     ]
     for key, value in bad:
@@ -493,7 +530,9 @@ def test_token_metrics_per_rank_match_explicit_truncations(dtype, tol):
     labels = sorted({layer for layer, _ in got})
     assert len(labels) == 2 * HEADS * HEADS
     suffixes = [f"k{k}" for k in ks] + ["full"]
-    assert sorted(m for lab, m in got if lab == labels[0]) == sorted(f"{n}.{s}" for n in TOKEN_METRICS for s in suffixes)
+    assert sorted(m for lab, m in got if lab == labels[0]) == sorted(
+        f"{n}.{s}" for n in TOKEN_METRICS for s in suffixes
+    )
     for label in labels:
         qk_name, ov_name = label.split("~")
         for k in [*ks, None]:
@@ -502,8 +541,10 @@ def test_token_metrics_per_rank_match_explicit_truncations(dtype, tol):
             assert got[(label, f"qk_ov_token_diag_zscore.{suffix}")] == pytest.approx(z, abs=tol)
             assert got[(label, f"qk_ov_token_mismatch.{suffix}")] == pytest.approx(mismatch)
     # the truncation matters: rank 1 differs from the full circuits somewhere
-    assert any(abs(got[(lab, "qk_ov_token_diag_zscore.k1")] - got[(lab, "qk_ov_token_diag_zscore.full")]) > 1e-3
-               for lab in labels)
+    assert any(
+        abs(got[(lab, "qk_ov_token_diag_zscore.k1")] - got[(lab, "qk_ov_token_diag_zscore.full")]) > 1e-3
+        for lab in labels
+    )
     assert any(got[(lab, "qk_ov_token_mismatch.k1")] != got[(lab, "qk_ov_token_mismatch.full")] for lab in labels)
 
 
@@ -524,9 +565,11 @@ def test_token_metrics_full_is_the_unsuffixed_value_and_ks_absent_is_unchanged()
     params = {"max_tokens": 50, "pairs": "same"}
     plain = run(w, {"qk_ov_token_mismatch": params})
     per_rank = run(w, {"qk_ov_token_mismatch": {**params, "ks": [1, 5]}})
-    assert sorted({lab for lab, _ in per_rank}) == sorted({lab for lab, _ in plain}) == [
-        f"blocks.1.attn.head{h}.qk~blocks.0.attn.head{h}.ov" for h in range(HEADS)
-    ]
+    assert (
+        sorted({lab for lab, _ in per_rank})
+        == sorted({lab for lab, _ in plain})
+        == [f"blocks.1.attn.head{h}.qk~blocks.0.attn.head{h}.ov" for h in range(HEADS)]
+    )
     rows = token_rows(300, 50)
     for (label, _), v in plain.items():
         assert per_rank[(label, "qk_ov_token_mismatch.full")] == v

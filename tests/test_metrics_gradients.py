@@ -25,7 +25,9 @@ def two_outputs(n, d, seed):
     rng = np.random.default_rng(seed)
     shared = rng.standard_normal((d, 2))
     ga = rng.standard_normal((n, 2)) @ shared.T * [3.0] + 0.3 * rng.standard_normal((n, d)) + 1.0
-    gb = rng.standard_normal((n, 2)) @ (shared + 0.5 * rng.standard_normal((d, 2))).T + 0.3 * rng.standard_normal((n, d))
+    gb = rng.standard_normal((n, 2)) @ (shared + 0.5 * rng.standard_normal((d, 2))).T + 0.3 * rng.standard_normal(
+        (n, d)
+    )
     return ga, gb
 
 
@@ -47,7 +49,9 @@ def test_registered_gradient_pca_metrics():
     gc = np.random.default_rng(2).standard_normal((200, 8))
     store = {"blocks.1.mlp|out0": ga, "blocks.1.mlp|out1": gb, "blocks.2.mlp|out0": gc, "blocks.2.mlp|out1": gc}
     rows = M.compute_family(
-        "gradient_pca", {"gradient_pca_evr": {}, "gradient_pca_variance": {}, "gradient_pca_cosine": {"n_components": 2}}, store
+        "gradient_pca",
+        {"gradient_pca_evr": {}, "gradient_pca_variance": {}, "gradient_pca_cosine": {"n_components": 2}},
+        store,
     )
     got = {(r["layer"], r["metric"]): r["value"] for r in rows}
     ref = gradient_pca(ga, gb, 3)
@@ -55,7 +59,9 @@ def test_registered_gradient_pca_metrics():
         assert got[("blocks.1.mlp|out0", f"gradient_pca_evr.pc{i + 1}")] == pytest.approx(ref["evr_a"][i])
         assert got[("blocks.1.mlp|out1", f"gradient_pca_variance.pc{i + 1}")] == pytest.approx(ref["variance_b"][i])
     for i in range(2):
-        assert got[("blocks.1.mlp|out0~blocks.1.mlp|out1", f"gradient_pca_cosine.pc{i + 1}")] == pytest.approx(ref["cosine"][i])
+        assert got[("blocks.1.mlp|out0~blocks.1.mlp|out1", f"gradient_pca_cosine.pc{i + 1}")] == pytest.approx(
+            ref["cosine"][i]
+        )
         assert got[("blocks.2.mlp|out0~blocks.2.mlp|out1", f"gradient_pca_cosine.pc{i + 1}")] == pytest.approx(1.0)
     assert ("blocks.1.mlp|out0~blocks.2.mlp|out0", "gradient_pca_cosine.pc1") not in got  # pairs within a layer only
 

@@ -37,8 +37,12 @@ def test_matches_sklearn_pca_per_layer():
         taus = np.stack([(f[layer] - base[layer]).ravel() for f in ft])
         pca = PCA(n_components=3).fit(taus)
         for i in range(3):
-            assert got[(layer, f"task_vector_pca_evr.pc{i + 1}")] == pytest.approx(pca.explained_variance_ratio_[i], rel=1e-9)
-            assert got[(layer, f"task_vector_pca_variance.pc{i + 1}")] == pytest.approx(pca.explained_variance_[i], rel=1e-9)
+            assert got[(layer, f"task_vector_pca_evr.pc{i + 1}")] == pytest.approx(
+                pca.explained_variance_ratio_[i], rel=1e-9
+            )
+            assert got[(layer, f"task_vector_pca_variance.pc{i + 1}")] == pytest.approx(
+                pca.explained_variance_[i], rel=1e-9
+            )
         assert got[(layer, "task_vector_pca_evr.sum")] == pytest.approx(pca.explained_variance_ratio_.sum(), rel=1e-9)
         assert got[(layer, "task_vector_pca_variance.sum")] == pytest.approx(pca.explained_variance_.sum(), rel=1e-9)
     # all-zero task vectors: zeros, not NaN

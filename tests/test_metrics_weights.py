@@ -9,7 +9,14 @@ import pytest
 from ckptlens import metrics as M
 from ckptlens.metrics.weights import screenot_k, screenot_rank_of, screenot_threshold
 
-SPECTRAL = ["frobenius_norm", "spectral_norm", "stable_rank", "effective_rank", "proportional_effective_rank", "screenot_rank"]
+SPECTRAL = [
+    "frobenius_norm",
+    "spectral_norm",
+    "stable_rank",
+    "effective_rank",
+    "proportional_effective_rank",
+    "screenot_rank",
+]
 
 
 def values(w, metrics, **params):

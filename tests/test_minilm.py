@@ -71,8 +71,12 @@ def test_same_seed_same_weights_other_seed_other_head_unless_head_seed(run, tmp_
     _, saved = run
     again = minilm.finetune(tmp_path / "a", seed=0, steps=3, save_every=3, lr=1e-4)
     other = minilm.finetune(tmp_path / "b", seed=1, steps=0, save_every=3)
-    with open_checkpoint(saved[3]) as a, open_checkpoint(again[3]) as b, open_checkpoint(other[0]) as c, \
-            open_checkpoint(saved[0]) as a0:
+    with (
+        open_checkpoint(saved[3]) as a,
+        open_checkpoint(again[3]) as b,
+        open_checkpoint(other[0]) as c,
+        open_checkpoint(saved[0]) as a0,
+    ):
         assert a.keys == b.keys
         for k in a.keys:
             np.testing.assert_array_equal(a.get(k), b.get(k), err_msg=k)
@@ -98,8 +102,14 @@ def test_workflow_extraction_on_a_minilm_step(run, tmp_path):
     out, saved = run
     ckpt = tmp_path / "step6.safetensors"
     import_checkpoint(saved[6], ckpt)  # as the workflow's import rule does
-    probe = {"text": str(out / "probe.txt"), "tokenizer": str(out / "tokenizer"), "seq_len": 32,
-             "batch_size": 16, "n_batches": 2, "seed": 0}
+    probe = {
+        "text": str(out / "probe.txt"),
+        "tokenizer": str(out / "tokenizer"),
+        "seq_len": 32,
+        "batch_size": 16,
+        "n_batches": 2,
+        "seed": 0,
+    }
     targets = {"activations": ["bert.encoder.layer.*"], "gradients": ["bert.encoder.layer.*.attention.output.dense"]}
     outs = {"activations": str(tmp_path / "a.safetensors"), "gradients": str(tmp_path / "g.safetensors")}
     extract_model(ckpt, targets, probe, outs, device="cpu")

@@ -62,8 +62,15 @@ def tidy(runs=("run-a",), metrics=("weight_norm", "grad/cos sim"), layers=4, ste
             for i in range(layers):
                 for kind in ("attn.q_proj", "mlp.fc1"):
                     for s in steps:
-                        rows.append({"run": run, "step": s, "layer": f"blocks.{i}.{kind}",
-                                     "metric": m, "value": rng.normal() + np.log1p(s)})
+                        rows.append(
+                            {
+                                "run": run,
+                                "step": s,
+                                "layer": f"blocks.{i}.{kind}",
+                                "metric": m,
+                                "value": rng.normal() + np.log1p(s),
+                            }
+                        )
     df = pd.DataFrame(rows)
     df.loc[5, "value"] = np.nan  # a gap
     return df
@@ -108,8 +115,7 @@ def test_trajectories_one_png_per_metric_with_runs_as_panels(tmp_path, no_data_c
 
 def test_trajectories_legend_for_few_layers_and_colorbar_for_many(tmp_path):
     few = plot_metric_trajectories(tidy(metrics=("m",), layers=2), tmp_path / "few")
-    many = plot_metric_trajectories(tidy(metrics=("m",), layers=12, steps=range(0, 500, 25)),
-                                    tmp_path / "many")
+    many = plot_metric_trajectories(tidy(metrics=("m",), layers=12, steps=range(0, 500, 25)), tmp_path / "many")
     assert_png(few[0])
     assert_png(many[0])
     assert_no_leftovers(tmp_path)
@@ -117,15 +123,19 @@ def test_trajectories_legend_for_few_layers_and_colorbar_for_many(tmp_path):
 
 def test_training_curves(tmp_path, no_data_calls):
     steps = np.array(PYTHIA_STEPS)
-    log = pd.DataFrame({"step": steps, "loss": 5 * np.exp(-steps / 3e4) + 1,
-                        "id_error": np.linspace(0.9, 0.1, steps.size),
-                        "ood_error": np.linspace(0.95, 0.4, steps.size)})
+    log = pd.DataFrame(
+        {
+            "step": steps,
+            "loss": 5 * np.exp(-steps / 3e4) + 1,
+            "id_error": np.linspace(0.9, 0.1, steps.size),
+            "ood_error": np.linspace(0.95, 0.4, steps.size),
+        }
+    )
     log.loc[2, "ood_error"] = np.nan
     both = assert_png(plot_training_curves(log, tmp_path / "curves.png"))
     # errors missing or all NaN: only the loss panel (a narrower figure)
     loss_only = assert_png(plot_training_curves(log[["step", "loss"]], tmp_path / "loss.png"))
-    nan_err = assert_png(plot_training_curves(log.assign(id_error=np.nan, ood_error=np.nan),
-                                              tmp_path / "nan.png"))
+    nan_err = assert_png(plot_training_curves(log.assign(id_error=np.nan, ood_error=np.nan), tmp_path / "nan.png"))
     assert loss_only.shape[1] < both.shape[1] and nan_err.shape == loss_only.shape
     assert not no_data_calls
     assert_no_leftovers(tmp_path)
@@ -135,8 +145,9 @@ def test_pca_plot(tmp_path):
     rows = []
     for matrix, ratios in (("layer_mean", [0.7, 0.2, 0.1]), ("layer_metric", [0.5, 0.3, 0.1, 0.06, 0.04])):
         for k, (r, c) in enumerate(zip(ratios, np.cumsum(ratios))):
-            rows.append({"run": "r", "matrix": matrix, "component": k + 1,
-                         "explained_variance_ratio": r, "cumulative": c})
+            rows.append(
+                {"run": "r", "matrix": matrix, "component": k + 1, "explained_variance_ratio": r, "cumulative": c}
+            )
     assert_png(plot_pca(pd.DataFrame(rows), tmp_path / "sub" / "pca.png"))
     assert_no_leftovers(tmp_path)
 
@@ -150,12 +161,33 @@ def test_correlation_plot_small_and_large(tmp_path):
             rs = rng.uniform(-1, 1, n_layers)
             rs[0] = np.nan  # an undefined cell
             for i, r in enumerate(rs):
-                rows.append({"run": "r", "x_metric": x, "y_metric": y, "layer": f"gpt_neox.layers.{i}.mlp",
-                             "pearson_r": r, "r_squared": r * r, "slope": 1.0, "intercept": 0.0,
-                             "n_steps": 27})
-            rows.insert(0, {"run": "r", "x_metric": x, "y_metric": y, "layer": "mean",
-                            "pearson_r": np.nanmean(rs), "r_squared": np.nan, "slope": np.nan,
-                            "intercept": np.nan, "n_steps": pd.NA})
+                rows.append(
+                    {
+                        "run": "r",
+                        "x_metric": x,
+                        "y_metric": y,
+                        "layer": f"gpt_neox.layers.{i}.mlp",
+                        "pearson_r": r,
+                        "r_squared": r * r,
+                        "slope": 1.0,
+                        "intercept": 0.0,
+                        "n_steps": 27,
+                    }
+                )
+            rows.insert(
+                0,
+                {
+                    "run": "r",
+                    "x_metric": x,
+                    "y_metric": y,
+                    "layer": "mean",
+                    "pearson_r": np.nanmean(rs),
+                    "r_squared": np.nan,
+                    "slope": np.nan,
+                    "intercept": np.nan,
+                    "n_steps": pd.NA,
+                },
+            )
         return pd.DataFrame(rows)
 
     small = assert_png(plot_correlation(corr(4), tmp_path / "small.png"))
@@ -173,10 +205,13 @@ def test_empty_inputs_give_no_data_pngs(tmp_path, no_data_calls):
     assert [p.name for p in paths] == ["trajectory_no_data.png"]
     written = paths + [
         plot_training_curves(pd.DataFrame(columns=["step", "loss"]), tmp_path / "curves.png"),
-        plot_pca(pd.DataFrame(columns=["run", "matrix", "component", "explained_variance_ratio",
-                                       "cumulative"]), tmp_path / "pca.png"),
-        plot_correlation(pd.DataFrame(columns=["run", "x_metric", "y_metric", "layer", "pearson_r"]),
-                         tmp_path / "corr.png"),
+        plot_pca(
+            pd.DataFrame(columns=["run", "matrix", "component", "explained_variance_ratio", "cumulative"]),
+            tmp_path / "pca.png",
+        ),
+        plot_correlation(
+            pd.DataFrame(columns=["run", "x_metric", "y_metric", "layer", "pearson_r"]), tmp_path / "corr.png"
+        ),
     ]
     assert no_data_calls == written
     for p in written:
@@ -217,8 +252,10 @@ def test_existing_png_is_replaced_whole(tmp_path):
 def test_correlation_plot_summary_rows_last_and_labelled(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(_style, "save", lambda fig, path: seen.append(fig) or Path(path))
-    rows = [{"run": "r", "x_metric": "a", "y_metric": "b", "layer": layer, "pearson_r": r}
-            for layer, r in (("mean", 0.5), ("blocks.1", 0.4), ("blocks.0", 0.6))]
+    rows = [
+        {"run": "r", "x_metric": "a", "y_metric": "b", "layer": layer, "pearson_r": r}
+        for layer, r in (("mean", 0.5), ("blocks.1", 0.4), ("blocks.0", 0.6))
+    ]
     rows.append({"run": "r", "x_metric": "a", "y_metric": "c", "layer": "layer_mean", "pearson_r": -0.3})
     plot_correlation(pd.DataFrame(rows), tmp_path / "c.png")
     ax = seen[0].axes[0]
@@ -232,10 +269,13 @@ def test_correlation_plot_summary_rows_last_and_labelled(tmp_path, monkeypatch):
     assert [t.get_text() for t in seen[0].axes[0].get_yticklabels()] == ["layer-mean trajectories"]
 
 
-@pytest.mark.parametrize("low, high, labels", [
-    (0.15, 4.2, {"0.2", "0.5", "1", "2"}),      # one to two decades: 2 and 5 times powers of ten
-    (0.3, 0.9, {"0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"}),  # within a decade: every tick
-])
+@pytest.mark.parametrize(
+    "low, high, labels",
+    [
+        (0.15, 4.2, {"0.2", "0.5", "1", "2"}),  # one to two decades: 2 and 5 times powers of ten
+        (0.3, 0.9, {"0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"}),  # within a decade: every tick
+    ],
+)
 def test_log_y_labels_enough_ticks_over_few_decades(low, high, labels):
     fig = Figure()
     ax = fig.subplots()
@@ -243,8 +283,11 @@ def test_log_y_labels_enough_ticks_over_few_decades(low, high, labels):
     ax.plot(np.arange(20), values)
     _style.log_y(ax, values)
     fig.canvas.draw()
-    shown = {t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_text()
-             and low <= t.get_position()[1] <= high}
+    shown = {
+        t.get_text()
+        for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels()
+        if t.get_text() and low <= t.get_position()[1] <= high
+    }
     assert labels <= shown
 
 
@@ -260,9 +303,19 @@ def test_every_registered_metric_has_a_readable_axis_label():
     assert all(len(line) <= 40 for line in axis_label("relative_update_norm_initial", True).splitlines())
 
 
-@pytest.mark.parametrize("name, size", [("pythia-70m-deduped", 70e6), ("pythia-1.4b-deduped", 1.4e9),
-                                        ("EleutherAI/pythia-2.8b", 2.8e9), ("bert-110M", 110e6), ("gpt2-1t", 1e12),
-                                        ("minilm_seed0", None), ("resnet50", None), ("model-v1.5", None)])
+@pytest.mark.parametrize(
+    "name, size",
+    [
+        ("pythia-70m-deduped", 70e6),
+        ("pythia-1.4b-deduped", 1.4e9),
+        ("EleutherAI/pythia-2.8b", 2.8e9),
+        ("bert-110M", 110e6),
+        ("gpt2-1t", 1e12),
+        ("minilm_seed0", None),
+        ("resnet50", None),
+        ("model-v1.5", None),
+    ],
+)
 def test_parse_model_size(name, size):
     from ckptlens.plots.studies.model_size import parse_model_size
 

@@ -25,9 +25,11 @@ def facts(types=None, sources=None, bad_metrics=()):
         if metric in bad_metrics:
             raise ValueError(f"config key '{key}': metric {metric!r} is not enabled under 'metrics'")
 
-    f = RunFacts(source_type=lambda r: types.get(r, "train_toy"),
-                 source=lambda r: (sources or {}).get(r, {"type": types.get(r, "train_toy")}),
-                 check_metric_value=check_metric_value)
+    f = RunFacts(
+        source_type=lambda r: types.get(r, "train_toy"),
+        source=lambda r: (sources or {}).get(r, {"type": types.get(r, "train_toy")}),
+        check_metric_value=check_metric_value,
+    )
     return f, calls
 
 
@@ -71,25 +73,31 @@ def test_unknown_option_refused_naming_the_kind_and_its_options():
     f, _ = facts()
     with pytest.raises(ValueError) as err:
         check_figure("fig", {"kind": "compare", "runs": ["a"], "metric": "m", "ks": [1]}, f)
-    assert str(err.value) == ("config key 'figures.fig.ks': the compare figure has no option 'ks' "
-                              "(options: title, metric, layers)")
-    with pytest.raises(ValueError, match=r"'figures.g.sizes': the linearity figure has no option 'sizes' \(options: title\)"):
+    assert str(err.value) == (
+        "config key 'figures.fig.ks': the compare figure has no option 'ks' (options: title, metric, layers)"
+    )
+    with pytest.raises(
+        ValueError, match=r"'figures.g.sizes': the linearity figure has no option 'sizes' \(options: title\)"
+    ):
         check_figure("g", {"kind": "linearity", "runs": ["a"], "sizes": {"a": 1}}, f)
     with pytest.raises(ValueError, match="'figures.g.labels'"):  # labels come from a runs mapping
         check_figure("g", {"kind": "linearity", "runs": ["a"], "labels": {"a": "A"}}, f)
 
 
-@pytest.mark.parametrize("fig, key", [
-    ({"kind": "induction", "runs": ["a"], "ks": [0]}, "figures.fig.ks.0"),
-    ({"kind": "induction", "runs": ["a"], "ks": []}, "figures.fig.ks"),
-    ({"kind": "rotary_sweep", "runs": ["a"], "ks": "1"}, "figures.fig.ks"),
-    ({"kind": "compare", "runs": ["a"], "metric": 3}, "figures.fig.metric"),
-    ({"kind": "compare", "runs": ["a"], "metric": "m", "layers": "blocks.*"}, "figures.fig.layers"),
-    ({"kind": "model_size", "runs": ["a-70m"], "sizes": {"a-70m": -1}}, "figures.fig.sizes.a-70m"),
-    ({"kind": "linearity", "runs": ["a"], "title": ["x"]}, "figures.fig.title"),
-    ({"kind": "linearity", "runs": []}, "figures.fig.runs"),
-    ({"kind": "linearity", "runs": {"a": 1}}, "figures.fig.runs"),
-])
+@pytest.mark.parametrize(
+    "fig, key",
+    [
+        ({"kind": "induction", "runs": ["a"], "ks": [0]}, "figures.fig.ks.0"),
+        ({"kind": "induction", "runs": ["a"], "ks": []}, "figures.fig.ks"),
+        ({"kind": "rotary_sweep", "runs": ["a"], "ks": "1"}, "figures.fig.ks"),
+        ({"kind": "compare", "runs": ["a"], "metric": 3}, "figures.fig.metric"),
+        ({"kind": "compare", "runs": ["a"], "metric": "m", "layers": "blocks.*"}, "figures.fig.layers"),
+        ({"kind": "model_size", "runs": ["a-70m"], "sizes": {"a-70m": -1}}, "figures.fig.sizes.a-70m"),
+        ({"kind": "linearity", "runs": ["a"], "title": ["x"]}, "figures.fig.title"),
+        ({"kind": "linearity", "runs": []}, "figures.fig.runs"),
+        ({"kind": "linearity", "runs": {"a": 1}}, "figures.fig.runs"),
+    ],
+)
 def test_bad_option_value_names_the_key(fig, key):
     f, _ = facts()
     with pytest.raises(ValueError) as err:
@@ -124,8 +132,9 @@ def test_induction_check_needs_train_toy_runs():
     check_figure("i", {"kind": "induction", "runs": ["a", "b"], "ks": [1, 2]}, f)
     with pytest.raises(ValueError) as err:
         check_figure("i", {"kind": "induction", "runs": ["a", "mlp"]}, f)
-    assert str(err.value) == ("config key 'figures.i.runs': 'mlp' is not a train_toy run "
-                              "(the induction figure reads its training log)")
+    assert str(err.value) == (
+        "config key 'figures.i.runs': 'mlp' is not a train_toy run (the induction figure reads its training log)"
+    )
 
 
 def test_model_size_check_and_prepared_sizes():
@@ -139,8 +148,10 @@ def test_model_size_check_and_prepared_sizes():
 
 def test_gradient_pca_prepared_dims_from_the_first_run():
     mlp = {"type": "train_mlp", "model": {"hidden": 48}, "train": {}}
-    f, _ = facts(types={"m": "train_mlp", "d": "train_mlp", "x": "local"},
-                 sources={"m": mlp, "d": {"type": "train_mlp", "train": {}}})
+    f, _ = facts(
+        types={"m": "train_mlp", "d": "train_mlp", "x": "local"},
+        sources={"m": mlp, "d": {"type": "train_mlp", "train": {}}},
+    )
     assert check_figure("g", {"kind": "gradient_pca", "runs": ["m", "x"]}, f)["dims"] == 48
     assert check_figure("g", {"kind": "gradient_pca", "runs": ["d"]}, f)["dims"] == 32  # the MLP's default
     assert "dims" not in check_figure("g", {"kind": "gradient_pca", "runs": ["x", "m"]}, f)
@@ -152,8 +163,11 @@ def test_plot_study_figure_unknown_kind_and_missing_inputs_give_no_data(tmp_path
     assert "WARNING: " in capsys.readouterr().err
     p = studies.plot_study_figure({"kind": "linearity", "runs": ["a"]}, tmp_path / "l.png", {"table": {}})
     assert p.is_file()
-    p = studies.plot_study_figure({"kind": "compare", "runs": ["a"], "metric": "m"}, tmp_path / "c.png",
-                                  {"table": {"a": pd.DataFrame(columns=["run", "step", "layer", "metric", "value"])}})
+    p = studies.plot_study_figure(
+        {"kind": "compare", "runs": ["a"], "metric": "m"},
+        tmp_path / "c.png",
+        {"table": {"a": pd.DataFrame(columns=["run", "step", "layer", "metric", "value"])}},
+    )
     assert p.is_file()
 
 
@@ -164,11 +178,13 @@ def test_no_data_warning_line(tmp_path, capsys):
 
 
 def test_importing_the_registry_does_not_import_matplotlib():
-    code = ("import sys, ckptlens.plots, ckptlens.plots.studies; "
-            "from ckptlens.plots.studies.model_size import parse_model_size; "
-            "assert parse_model_size('pythia-1.4b') == 1.4e9; "
-            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
-            "assert 'sklearn' not in sys.modules, 'sklearn imported'")
+    code = (
+        "import sys, ckptlens.plots, ckptlens.plots.studies; "
+        "from ckptlens.plots.studies.model_size import parse_model_size; "
+        "assert parse_model_size('pythia-1.4b') == 1.4e9; "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
+        "assert 'sklearn' not in sys.modules, 'sklearn imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
 
 

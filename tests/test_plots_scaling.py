@@ -70,7 +70,7 @@ def test_multi_valued_metric_is_one_figure_with_a_panel_per_value(tmp_path, save
     assert [ax.get_title() for ax in axes] == ["pc1", "pc2", "pc3", "pc4", "pc10"]
     ax = axes[2]
     want = table[(table["metric"] == "activation_pca_evr.pc3") & (table["layer"] == "blocks.1")]
-    line = next(ln for ln in ax.get_lines() if ln.get_label() == "blocks.1"[len("blocks."):])
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == "blocks.1"[len("blocks.") :])
     np.testing.assert_allclose(line.get_ydata(), want.sort_values("step")["value"])
     assert axes[0].get_shared_x_axes().joined(axes[0], axes[4])  # shared x
     assert "\n" not in fig._suptitle.get_text()  # nothing left out: no note
@@ -82,7 +82,9 @@ def test_rotary_sweep_values_capped_with_a_note(tmp_path):
     values += [f"qk_ov_rotary_sweep.zscore_r{r}" for r in range(5)]
     table = tidy(values, layers=["blocks.1.attn.head0.qk~blocks.0.attn.head1.ov"])
     rows = trajectories._rows(trajectories._typed(table), [np.arange(len(table))])
-    fig = trajectories._figure_values(rows, "qk_ov_rotary_sweep", trajectories.metric_groups(values)["qk_ov_rotary_sweep"])
+    fig = trajectories._figure_values(
+        rows, "qk_ov_rotary_sweep", trajectories.metric_groups(values)["qk_ov_rotary_sweep"]
+    )
     axes = panels(fig)
     assert len(axes) == trajectories.MAX_VALUE_PANELS == 24
     assert axes[0].get_label() == "qk_ov_rotary_sweep.k1_r0" and axes[-1].get_label() == "qk_ov_rotary_sweep.zscore_r4"
@@ -160,10 +162,14 @@ def test_all_pairs_layer_mean_table_is_a_square_metric_matrix(saved, tmp_path):
     order = [f"metric_{i:02d}" for i in (3, 1, 4, 0, 5, 9, 2, 6, 8, 7)]
     rank = {m: i for i, m in enumerate(order)}
     rng = np.random.default_rng(1)
-    rows = [(x, y) if k % 2 == 0 else (y, x)  # the table may name a pair either way round
-            for k, (x, y) in enumerate(itertools.combinations(order, 2))]
-    corr = pd.DataFrame([("r", x, y, "layer_mean", rng.uniform(-1, 1)) for x, y in rows],
-                        columns=["run", "x_metric", "y_metric", "layer", "pearson_r"])
+    rows = [
+        (x, y) if k % 2 == 0 else (y, x)  # the table may name a pair either way round
+        for k, (x, y) in enumerate(itertools.combinations(order, 2))
+    ]
+    corr = pd.DataFrame(
+        [("r", x, y, "layer_mean", rng.uniform(-1, 1)) for x, y in rows],
+        columns=["run", "x_metric", "y_metric", "layer", "pearson_r"],
+    )
     assert correlation.metric_order(corr) == order
     plot_correlation(corr, tmp_path / "s.png")
     fig = saved["s.png"]
@@ -204,8 +210,12 @@ def test_not_all_pairs_keeps_the_pair_columns(saved, tmp_path):
 def test_pca_many_runs_and_components_bounded(tmp_path):
     from ckptlens.plots.pca import _figure_pca
 
-    rows = [(f"run{r}", m, c, 1 / 50, c / 50) for r in range(10) for m in ("layer_mean", "layer_metric")
-            for c in range(1, 51)]
+    rows = [
+        (f"run{r}", m, c, 1 / 50, c / 50)
+        for r in range(10)
+        for m in ("layer_mean", "layer_metric")
+        for c in range(1, 51)
+    ]
     ex = pd.DataFrame(rows, columns=["run", "matrix", "component", "explained_variance_ratio", "cumulative"])
     fig = _figure_pca(ex)
     assert "7 of 10 runs shown" in fig._suptitle.get_text()
@@ -215,8 +225,10 @@ def test_pca_many_runs_and_components_bounded(tmp_path):
 def test_training_curves_many_runs_bounded(tmp_path):
     from ckptlens.plots import plot_training_curves
 
-    log = pd.DataFrame([(f"run{r:02d}", s, 1.0 / (1 + s + r)) for r in range(30) for s in range(0, 100, 10)],
-                       columns=["run", "step", "loss"])
+    log = pd.DataFrame(
+        [(f"run{r:02d}", s, 1.0 / (1 + s + r)) for r in range(30) for s in range(0, 100, 10)],
+        columns=["run", "step", "loss"],
+    )
     assert_bounded(plot_training_curves(log, tmp_path / "t.png"))
 
 

@@ -27,7 +27,9 @@ from ckptlens.metrics.activations import ActivationContext, linear_cka
 EXAMPLES = int(os.environ.get("CKPTLENS_PROPERTY_EXAMPLES", "30"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
+finite = st.floats(
+    min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64
+)
 dims = st.integers(1, 10)
 
 
@@ -62,8 +64,17 @@ def assert_finite_or_warned(values, messages):
 
 
 LAYER_FAMILIES = {
-    "weight_spectrum": {m: {} for m in ["frobenius_norm", "spectral_norm", "stable_rank", "effective_rank",
-                                         "proportional_effective_rank", "screenot_rank"]},
+    "weight_spectrum": {
+        m: {}
+        for m in [
+            "frobenius_norm",
+            "spectral_norm",
+            "stable_rank",
+            "effective_rank",
+            "proportional_effective_rank",
+            "screenot_rank",
+        ]
+    },
     "activation_spectrum": {"activation_norm": {}, "activation_pca_evr": {"n_components": 3}},
 }
 RANK_METRICS = ["stable_rank", "effective_rank", "proportional_effective_rank"]
@@ -83,7 +94,9 @@ def test_weight_metrics_are_finite_or_nan_with_warning(w):
 
 
 same_samples = st.tuples(st.integers(1, 10), dims, dims).flatmap(
-    lambda s: st.tuples(arrays(np.float64, (s[0], s[1]), elements=finite), arrays(np.float64, (s[0], s[2]), elements=finite))
+    lambda s: st.tuples(
+        arrays(np.float64, (s[0], s[1]), elements=finite), arrays(np.float64, (s[0], s[2]), elements=finite)
+    )
 )
 
 
@@ -98,8 +111,12 @@ def test_activation_metrics_are_finite_or_nan_with_warning(xy):
     cka = values[("a", "cka_to_final")]
     centred_x, centred_y = x - x.mean(0), y - y.mean(0)
     if math.isnan(cka):  # undefined only for a constant side (no variance): then warned
-        assert not np.any(centred_x) or not np.any(centred_y) or x.shape[0] == 1 or min(
-            np.linalg.norm(centred_x.T @ centred_x), np.linalg.norm(centred_y.T @ centred_y)) == 0
+        assert (
+            not np.any(centred_x)
+            or not np.any(centred_y)
+            or x.shape[0] == 1
+            or min(np.linalg.norm(centred_x.T @ centred_x), np.linalg.norm(centred_y.T @ centred_y)) == 0
+        )
     else:
         assert -1e-9 <= cka <= 1 + 1e-9
 
@@ -116,17 +133,30 @@ def test_gradient_metrics_are_finite_or_nan_with_warning(n_batches, w):
 @SETTINGS
 @given(matrices(), matrices(), matrices())
 def test_update_metrics_are_finite_or_nan_with_warning(w, p, p2):
-    metrics = {m: {} for m in ["update_norm_previous", "update_norm_initial", "relative_update_norm_previous",
-                               "relative_update_norm_initial", "update_cosine"]}
-    values, messages = run_family("weight_update", metrics, {"w": w}, {"previous": {"w": p}, "previous2": {"w": p2},
-                                                                        "initial": {"w": p}})
+    metrics = {
+        m: {}
+        for m in [
+            "update_norm_previous",
+            "update_norm_initial",
+            "relative_update_norm_previous",
+            "relative_update_norm_initial",
+            "update_cosine",
+        ]
+    }
+    values, messages = run_family(
+        "weight_update", metrics, {"w": w}, {"previous": {"w": p}, "previous2": {"w": p2}, "initial": {"w": p}}
+    )
     assert_finite_or_warned(values, messages)
 
 
 # ------------------------------------------------------------------ NaN / Inf inputs
 @SETTINGS
-@given(matrices(min_rows=2), st.data(), st.sampled_from([np.nan, np.inf, -np.inf]),
-       st.sampled_from(["weight_spectrum", "activation_spectrum"]))
+@given(
+    matrices(min_rows=2),
+    st.data(),
+    st.sampled_from([np.nan, np.inf, -np.inf]),
+    st.sampled_from(["weight_spectrum", "activation_spectrum"]),
+)
 def test_nan_or_inf_input_gives_nan_and_a_warning_naming_run_step_layer(w, data, bad, family):
     i = data.draw(st.integers(0, w.shape[0] - 1))
     j = data.draw(st.integers(0, w.shape[1] - 1))
@@ -161,8 +191,12 @@ def test_registered_cka_invariant_under_orthogonal_maps_scaling_and_translation(
     q1 = np.linalg.qr(rng.standard_normal((d1, d1)))[0]
     q2 = np.linalg.qr(rng.standard_normal((d2, d2)))[0]
     base, _ = run_family("activation_similarity", {"cka_to_final": {}}, {"l": x}, {"final": {"l": y}})
-    moved, _ = run_family("activation_similarity", {"cka_to_final": {}}, {"l": scale * x @ q1 + 5.0},
-                          {"final": {"l": y @ q2 / scale - 2.0}})
+    moved, _ = run_family(
+        "activation_similarity",
+        {"cka_to_final": {}},
+        {"l": scale * x @ q1 + 5.0},
+        {"final": {"l": y @ q2 / scale - 2.0}},
+    )
     assert moved[("l", "cka_to_final")] == pytest.approx(base[("l", "cka_to_final")], rel=1e-7, abs=1e-9)
 
 
@@ -226,7 +260,8 @@ def test_update_norms_symmetric_and_relative_norms_scale_invariant(seed, r, c, s
     scaled, _ = run_family("weight_update", metrics, {"w": scale * w}, {"previous": {"w": scale * p}})
     assert fwd[("w", "update_norm_previous")] == pytest.approx(back[("w", "update_norm_previous")], rel=1e-12)
     assert scaled[("w", "relative_update_norm_previous")] == pytest.approx(
-        fwd[("w", "relative_update_norm_previous")], rel=1e-9)
+        fwd[("w", "relative_update_norm_previous")], rel=1e-9
+    )
 
 
 # ------------------------------------------------------------------ analysis never crashes
@@ -245,8 +280,9 @@ def tidy_tables(draw):
             for s in steps:
                 if draw(st.integers(0, 9)) == 0:
                     continue  # a missing (step, layer, metric) value
-                rows.append({"run": "r", "step": s, "layer": layer, "metric": metric,
-                             "value": 2.5 if constant else draw(cell)})
+                rows.append(
+                    {"run": "r", "step": s, "layer": layer, "metric": metric, "value": 2.5 if constant else draw(cell)}
+                )
     return pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
 
 

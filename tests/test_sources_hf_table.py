@@ -37,7 +37,10 @@ def test_pythia_steps_are_the_154_published():
 
 def test_select_revisions():
     assert select_revisions({"revisions": ["step1000", 0, "step143000"]}) == {
-        0: "step0", 1000: "step1000", 143000: "step143000"}
+        0: "step0",
+        1000: "step1000",
+        143000: "step143000",
+    }
     assert select_revisions({"revisions": {143000: "main"}}) == {143000: "main"}
     every = select_revisions({"steps": "pythia", "every": 10})
     assert list(every)[:3] == [0, 512, 10000] and list(every)[-1] == 140000 and 143000 not in every and len(every) == 16
@@ -45,17 +48,24 @@ def test_select_revisions():
     assert list(final)[-1] == 143000 and len(final) == 17 and final[143000] == "step143000"
     assert len(select_revisions({"steps": "pythia"})) == 154
     assert select_revisions({"steps": [5, 1, 3], "every": 2}) == {1: "step1", 5: "step5"}
-    for bad, msg in [({"revisions": ["main"]}, "no step"), ({"steps": "pythia", "every": 0}, "every"),
-                     ({"revisions": ["step1", 1]}, "twice"), ({}, "give"),
-                     ({"steps": "llama"}, "steps"), ({"revisions": [], "steps": "pythia"}, "not both")]:
+    for bad, msg in [
+        ({"revisions": ["main"]}, "no step"),
+        ({"steps": "pythia", "every": 0}, "every"),
+        ({"revisions": ["step1", 1]}, "twice"),
+        ({}, "give"),
+        ({"steps": "llama"}, "steps"),
+        ({"revisions": [], "steps": "pythia"}, "not both"),
+    ]:
         with pytest.raises(RevisionError, match=msg):
             select_revisions(bad)
 
 
 def test_importing_the_source_touches_no_network_library():
-    code = ("import sys, ckptlens.sources.hub as h; h.select_revisions({'steps': 'pythia', 'every': 5}); "
-            "bad = [m for m in ('huggingface_hub', 'torch', 'transformers', 'requests', 'httpx') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, ckptlens.sources.hub as h; h.select_revisions({'steps': 'pythia', 'every': 5}); "
+        "bad = [m for m in ('huggingface_hub', 'torch', 'transformers', 'requests', 'httpx') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -71,9 +81,17 @@ def fake_hub(monkeypatch, tmp_path):
     calls = []
 
     def fake(repo_id, revision=None, allow_patterns=None, local_dir=None, cache_dir=None, **kw):
-        calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": allow_patterns,
-                      "local_dir": local_dir, "cache_dir": cache_dir})
+        calls.append(
+            {
+                "repo_id": repo_id,
+                "revision": revision,
+                "allow_patterns": allow_patterns,
+                "local_dir": local_dir,
+                "cache_dir": cache_dir,
+            }
+        )
         if repo_id == "nobody/missing":
+
             class RepositoryNotFoundError(OSError):  # the hub's error's name, without its HTTP response
                 pass
 
@@ -82,8 +100,15 @@ def fake_hub(monkeypatch, tmp_path):
             raise OSError("Connection reset by peer")
         step = int(revision.removeprefix("step"))
         torch.manual_seed(max(step, 1))  # step0 == step1
-        cfg = GPTNeoXConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=32, max_position_embeddings=16, tie_word_embeddings=False)
+        cfg = GPTNeoXConfig(
+            vocab_size=32,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+            tie_word_embeddings=False,
+        )
         GPTNeoXForCausalLM(cfg).save_pretrained(local_dir)
         return local_dir
 
@@ -97,10 +122,14 @@ def test_download_open_digest_cleanup(fake_hub, tmp_path):
     from ckptlens.sources.readers import open_checkpoint
 
     revs = select_revisions({"revisions": [0, 1, 2]})
-    paths = {s: download_revision("EleutherAI/pythia-tiny", r, tmp_path / "dl" / r, cache_dir=tmp_path / "cache")
-             for s, r in revs.items()}
+    paths = {
+        s: download_revision("EleutherAI/pythia-tiny", r, tmp_path / "dl" / r, cache_dir=tmp_path / "cache")
+        for s, r in revs.items()
+    }
     assert fake_hub[0]["revision"] == "step0" and fake_hub[0]["repo_id"] == "EleutherAI/pythia-tiny"
-    assert fake_hub[0]["allow_patterns"] == ALLOW_PATTERNS and fake_hub[0]["local_dir"] == str(tmp_path / "dl" / "step0")
+    assert fake_hub[0]["allow_patterns"] == ALLOW_PATTERNS and fake_hub[0]["local_dir"] == str(
+        tmp_path / "dl" / "step0"
+    )
     assert {"config.json", "*.safetensors", "pytorch_model*.bin"} <= set(ALLOW_PATTERNS)
     for p in paths.values():
         assert (p / MARKER).is_file()
@@ -115,8 +144,13 @@ def test_download_open_digest_cleanup(fake_hub, tmp_path):
     ids = tmp_path / "ids.npy"
     np.save(ids, np.arange(24).reshape(4, 6) % 32)
     out = tmp_path / "a.safetensors"
-    extract_model(imported, {"activations": ["gpt_neox.layers.*"]}, {"tokens": str(ids), "batch_size": 2, "n_batches": 1},
-               {"activations": str(out)}, device="cpu")
+    extract_model(
+        imported,
+        {"activations": ["gpt_neox.layers.*"]},
+        {"tokens": str(ids), "batch_size": 2, "n_batches": 1},
+        {"activations": str(out)},
+        device="cpu",
+    )
     assert out.is_file()
 
     # cleanup deletes our folder, never one without the marker
@@ -189,8 +223,12 @@ def test_pythia_table_rows_per_model_and_values():
     assert list(df.columns) == ["run", "step", "layer", "metric", "value"]
     # 27 steps x 4 metrics x 3 modules x n_layers
     assert df.groupby("run").size().to_dict() == {
-        "pythia-70m-deduped": 1944, "pythia-160m-deduped": 3888, "pythia-410m-deduped": 7776,
-        "pythia-1.4b-deduped": 7776, "pythia-2.8b-deduped": 10368}
+        "pythia-70m-deduped": 1944,
+        "pythia-160m-deduped": 3888,
+        "pythia-410m-deduped": 7776,
+        "pythia-1.4b-deduped": 7776,
+        "pythia-2.8b-deduped": 10368,
+    }
     raw = pd.read_csv(PYTHIA_TABLE)
     assert len(df) == len(raw) == 31752
     np.testing.assert_array_equal(df["value"].to_numpy(), raw["value"].to_numpy())  # not a value changed
@@ -200,12 +238,19 @@ def test_pythia_table_rows_per_model_and_values():
 @needs_table
 def test_pythia_table_filters():
     raw = pd.read_csv(PYTHIA_TABLE)
-    sub = load_table(PYTHIA_TABLE, runs="pythia-70m-deduped", layers=["gpt_neox.layers.*.attention.dense"],
-                     metrics=["cka_scores", "grad_sim"])
+    sub = load_table(
+        PYTHIA_TABLE,
+        runs="pythia-70m-deduped",
+        layers=["gpt_neox.layers.*.attention.dense"],
+        metrics=["cka_scores", "grad_sim"],
+    )
     assert len(sub) == 6 * 2 * 27
     assert set(sub["layer"]) == {f"gpt_neox.layers.{i}.attention.dense" for i in range(6)}
-    want = raw[(raw.model == "pythia-70m-deduped") & raw.layer.str.endswith(".attention.dense")
-               & raw.metric.isin(["cka_scores", "grad_sim"])]
+    want = raw[
+        (raw.model == "pythia-70m-deduped")
+        & raw.layer.str.endswith(".attention.dense")
+        & raw.metric.isin(["cka_scores", "grad_sim"])
+    ]
     np.testing.assert_array_equal(sub["value"].to_numpy(), want["value"].to_numpy())
     rx = load_table(PYTHIA_TABLE, runs=["pythia-160m-deduped"], layers=[r"re:layers\.(0|11)\.mlp"])
     assert set(rx["layer"]) == {"gpt_neox.layers.0.mlp.dense_4h_to_h", "gpt_neox.layers.11.mlp.dense_4h_to_h"}
@@ -218,8 +263,15 @@ def test_pythia_table_filters():
 
 
 def test_table_formats_and_errors(tmp_path):
-    df = pd.DataFrame({"run": ["a", "a", "b"], "step": [0, 10, 0], "layer": ["l.0", "l.1", "l.0"],
-                       "metric": ["m"] * 3, "value": [1.0, 2.5, np.nan]})
+    df = pd.DataFrame(
+        {
+            "run": ["a", "a", "b"],
+            "step": [0, 10, 0],
+            "layer": ["l.0", "l.1", "l.0"],
+            "metric": ["m"] * 3,
+            "value": [1.0, 2.5, np.nan],
+        }
+    )
     df.to_parquet(tmp_path / "t.parquet")
     got = load_table(tmp_path / "t.parquet", runs=["a"])
     assert got["value"].tolist() == [1.0, 2.5] and got["step"].dtype == np.int64

@@ -26,7 +26,10 @@ def test_pythia_table_example(tmp_path):
     raw = pd.read_csv(PYTHIA)
     for model in cfg["runs"]:
         got = pd.read_parquet(project / f"results/runs/{model}/metrics.parquet")
-        want = raw[(raw["model"] == model) & raw["layer"].str.match(r"gpt_neox\.layers\.\d+\.(attention\.dense|mlp\.dense_4h_to_h)$")]
+        want = raw[
+            (raw["model"] == model)
+            & raw["layer"].str.match(r"gpt_neox\.layers\.\d+\.(attention\.dense|mlp\.dense_4h_to_h)$")
+        ]
         assert len(got) == len(want) > 0
         merged = got.merge(want, on=["layer", "metric", "step"], suffixes=("", "_csv"))
         assert len(merged) == len(want) and np.allclose(merged["value"], merged["value_csv"])
@@ -63,7 +66,9 @@ def test_minilm_finetuning_through_the_workflow(tmp_path, minilm_checkpoints):
     assert sorted(t["step"].unique()) == [0, 10, 20]
     assert t["value"].notna().all()
     # a weight metric against the Hugging Face checkpoint's own tensor
-    w = load_file(minilm_checkpoints / "seed1/step20/model.safetensors")["bert.encoder.layer.3.attention.self.query.weight"]
+    w = load_file(minilm_checkpoints / "seed1/step20/model.safetensors")[
+        "bert.encoder.layer.3.attention.self.query.weight"
+    ]
     got = t.query("step == 20 and layer == 'bert.encoder.layer.3.attention.self.query' and metric == 'frobenius_norm'")
     assert got["value"].item() == pytest.approx(np.linalg.norm(w.astype(np.float64)), rel=1e-5)
     # per-head OV circuits of the BERT adapter (12 heads x 6 layers)
@@ -78,7 +83,7 @@ def test_minilm_finetuning_through_the_workflow(tmp_path, minilm_checkpoints):
     assert (project / "results/runs/minilm_seed0/identical_steps.csv").exists()
 
 
-FAKE_HUB_SITECUSTOMIZE = '''
+FAKE_HUB_SITECUSTOMIZE = """
 # Test-only: serve huggingface_hub.snapshot_download from a local folder (no network here).
 import os, shutil
 _hub = os.environ.get("CKPTLENS_FAKE_HUB")
@@ -93,7 +98,7 @@ if _hub:
         return local_dir
 
     huggingface_hub.snapshot_download = _fake_snapshot_download
-'''
+"""
 
 
 def test_huggingface_revisions_through_the_workflow(tmp_path, monkeypatch):
@@ -104,9 +109,16 @@ def test_huggingface_revisions_through_the_workflow(tmp_path, monkeypatch):
 
     hub = tmp_path / "hub" / "tiny--neox"
     torch.manual_seed(0)
-    model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
-        hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64, vocab_size=50,
-        max_position_embeddings=64))
+    model = transformers.GPTNeoXForCausalLM(
+        transformers.GPTNeoXConfig(
+            hidden_size=32,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            vocab_size=50,
+            max_position_embeddings=64,
+        )
+    )
     for rev in ("step0", "step1", "step8"):
         if rev == "step8":  # training moved the weights; step1 serves step0's weights unchanged
             with torch.no_grad():
@@ -119,12 +131,17 @@ def test_huggingface_revisions_through_the_workflow(tmp_path, monkeypatch):
 
     project = copy_project(tmp_path / "p")
     cfg = {
-        "runs": {"neox": {
-            "source": {"type": "huggingface", "model": "tiny/neox", "revisions": ["step0", "step1", "step8"]},
-            "targets": {"weights": ["gpt_neox.layers.*.attention.query_key_value", "gpt_neox.layers.*.attention.head*.ov"],
-                        "activations": ["gpt_neox.layers.*"], "gradients": ["gpt_neox.layers.*.attention.dense"]},
-            "probe": {"tokens": str(tmp_path / "tokens.npy"), "batch_size": 8, "n_batches": 2, "seed": 0},
-        }},
+        "runs": {
+            "neox": {
+                "source": {"type": "huggingface", "model": "tiny/neox", "revisions": ["step0", "step1", "step8"]},
+                "targets": {
+                    "weights": ["gpt_neox.layers.*.attention.query_key_value", "gpt_neox.layers.*.attention.head*.ov"],
+                    "activations": ["gpt_neox.layers.*"],
+                    "gradients": ["gpt_neox.layers.*.attention.dense"],
+                },
+                "probe": {"tokens": str(tmp_path / "tokens.npy"), "batch_size": 8, "n_batches": 2, "seed": 0},
+            }
+        },
         "metrics": {"frobenius_norm": {}, "cka_to_final": {}, "gradient_norm": {}},
     }
     (project / "hf.yaml").write_text(yaml.safe_dump(cfg))

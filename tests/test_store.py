@@ -20,11 +20,20 @@ def test_one_depth_order_whatever_order_the_names_come_in():
 
 def test_submodules_before_their_module_and_heads_in_natural_order():
     names = ["blocks.0", "blocks.0.attn", "embed", "unembed", "blocks.1.attn.head10.qk", "blocks.1.attn.head2.qk"]
-    assert layer_order(names) == ["embed", "blocks.0.attn", "blocks.0", "blocks.1.attn.head2.qk",
-                                  "blocks.1.attn.head10.qk", "unembed"]
+    assert layer_order(names) == [
+        "embed",
+        "blocks.0.attn",
+        "blocks.0",
+        "blocks.1.attn.head2.qk",
+        "blocks.1.attn.head10.qk",
+        "unembed",
+    ]
     # an output embedding is not an input
     assert layer_order(["embed_out", "gpt_neox.layers.0", "gpt_neox.embed_in"]) == [
-        "gpt_neox.embed_in", "gpt_neox.layers.0", "embed_out"]
+        "gpt_neox.embed_in",
+        "gpt_neox.layers.0",
+        "embed_out",
+    ]
 
 
 def test_pairs_sort_by_their_first_then_second_layer():
@@ -46,16 +55,19 @@ def _package(tmp_path, files: dict[str, str]):
 
 
 def test_code_hash_is_the_import_closure(tmp_path, monkeypatch):
-    root = _package(tmp_path, {
-        "__init__.py": "",
-        "a/__init__.py": "from . import b, c\n",
-        "a/b.py": "from ..s.h import f\n",
-        "a/c.py": "import numpy\n",
-        "s/__init__.py": "",
-        "s/h.py": "def f():\n    from ckptlens.s import k\n",
-        "s/k.py": "",
-        "t.py": "from ckptlens.a import b\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a/__init__.py": "from . import b, c\n",
+            "a/b.py": "from ..s.h import f\n",
+            "a/c.py": "import numpy\n",
+            "s/__init__.py": "",
+            "s/h.py": "def f():\n    from ckptlens.s import k\n",
+            "s/k.py": "",
+            "t.py": "from ckptlens.a import b\n",
+        },
+    )
     monkeypatch.setattr(codehash, "_ROOT", root)
     codehash._imports.cache_clear()
     names = lambda *s: sorted(p.relative_to(root).as_posix() for p in codehash.closure(s))  # noqa: E731
@@ -93,8 +105,14 @@ def test_every_stage_orders_layers_alike():
     chain = [r["layer"] for r in rows if r["metric"] == "consecutive_cosine.mean"]
     assert chain == [pair_label(a, b) for a, b in zip(want, want[1:])]
     steps = np.arange(8)
-    table = pd.DataFrame([{"run": "r", "step": int(s), "layer": n, "metric": m, "value": float(rng.standard_normal())}
-                          for n in sorted(names) for m in ("a", "b") for s in steps])
+    table = pd.DataFrame(
+        [
+            {"run": "r", "step": int(s), "layer": n, "metric": m, "value": float(rng.standard_normal())}
+            for n in sorted(names)
+            for m in ("a", "b")
+            for s in steps
+        ]
+    )
     corr, _ = metric_correlations(table, [("a", "b")])
     assert [layer for layer in corr["layer"] if layer != "mean"] == want
     table["value"] = [float(s >= 4) * 10 + 0.01 * i for i, s in enumerate(table["step"])]

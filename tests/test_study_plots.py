@@ -97,7 +97,7 @@ def assert_readable(fig) -> None:
     for name, b in boxes:  # nothing cut off at the edge of the figure
         assert page.contains(b.x0, b.y0) and page.contains(b.x1, b.y1), name
     for i, (na, a) in enumerate(boxes):
-        for nb, b in boxes[i + 1:]:
+        for nb, b in boxes[i + 1 :]:
             assert not a.shrunk(0.99, 0.99).overlaps(b.shrunk(0.99, 0.99)), (na, nb)
     extras = [fig._suptitle] if fig._suptitle is not None else []
     extras += list(fig.legends)
@@ -125,8 +125,9 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def induction_data(steps=LOG_STEPS, runs=RUNS, ks=(1, 2, 4, 8), heads=2, token_ks=False, seed=0,
-                   log_every=10, total=8000):
+def induction_data(
+    steps=LOG_STEPS, runs=RUNS, ks=(1, 2, 4, 8), heads=2, token_ks=False, seed=0, log_every=10, total=8000
+):
     """Tables, logs and events of an induction study: the circuit forms at a run-specific step
     in one head pair; the smallest pool memorises (OOD error stays high)."""
     rng = np.random.default_rng(seed)
@@ -164,13 +165,15 @@ def induction_data(steps=LOG_STEPS, runs=RUNS, ks=(1, 2, 4, 8), heads=2, token_k
         ls = np.arange(0, total + 1, log_every, dtype=float)
         g = _sigmoid((ls - t_c) / (0.15 * t_c))
         memorise = i == 0
-        logs[run] = pd.DataFrame({
-            "step": ls.astype(int),
-            "loss": 3.4 * (1 - g) + 0.06 + 0.03 * np.abs(rng.normal(size=ls.size)),
-            "id_error": np.clip(0.92 * (1 - g) + 0.02 + rng.normal(0, 0.01, ls.size), 0, 1),
-            "ood_error": np.clip((0.95 - (0.25 if memorise else 0.9) * g) + rng.normal(0, 0.01, ls.size), 0, 1),
-            "seconds": ls * 0.01,
-        })
+        logs[run] = pd.DataFrame(
+            {
+                "step": ls.astype(int),
+                "loss": 3.4 * (1 - g) + 0.06 + 0.03 * np.abs(rng.normal(size=ls.size)),
+                "id_error": np.clip(0.92 * (1 - g) + 0.02 + rng.normal(0, 0.01, ls.size), 0, 1),
+                "ood_error": np.clip((0.95 - (0.25 if memorise else 0.9) * g) + rng.normal(0, 0.01, ls.size), 0, 1),
+                "seconds": ls * 0.01,
+            }
+        )
         events.append((run, "loss", "model", "change_point", t_c, 1.0, 5.0))
         events.append((run, "loss", "model", "converged", 1.5 * t_c, 0.1, 1.0))
         events.append((run, f"qk_ov_overlap_max.k{ks[0]}", pairs[1], "change_point", t_c * 0.9, 0.5, 3.0))
@@ -178,8 +181,9 @@ def induction_data(steps=LOG_STEPS, runs=RUNS, ks=(1, 2, 4, 8), heads=2, token_k
     return tables, logs, events
 
 
-def rotary_data(runs=("pool 256", "unbounded"), steps=LOG_STEPS, ks=(1, 2, 4), offsets=(0, 1, 2, 4, 8, 16),
-                heads=2, seed=1):
+def rotary_data(
+    runs=("pool 256", "unbounded"), steps=LOG_STEPS, ks=(1, 2, 4), offsets=(0, 1, 2, 4, 8, 16), heads=2, seed=1
+):
     rng = np.random.default_rng(seed)
     tables = {}
     for i, run in enumerate(runs):
@@ -196,17 +200,39 @@ def rotary_data(runs=("pool 256", "unbounded"), steps=LOG_STEPS, ks=(1, 2, 4), o
                             base = 0.1 + 0.1 * math.log2(k)
                             v = base + (0.85 - base) * grow * peak * (1 if best else 0.1) + rng.normal(0, 0.01)
                             rows.append((run, st, layer, f"qk_ov_rotary_sweep.k{k}_r{r}", float(np.clip(v, 0, 1))))
-                        rows.append((run, st, layer, f"qk_ov_rotary_sweep.zscore_r{r}",
-                                     0.2 + 8 * grow * peak * (1 if best else 0.05) + rng.normal(0, 0.1)))
+                        rows.append(
+                            (
+                                run,
+                                st,
+                                layer,
+                                f"qk_ov_rotary_sweep.zscore_r{r}",
+                                0.2 + 8 * grow * peak * (1 if best else 0.05) + rng.normal(0, 0.1),
+                            )
+                        )
             for k in ks:
-                rows.append((run, st, "blocks.1.attn.head0.qk~blocks.0.attn.head1.ov",
-                             f"qk_ov_overlap_max.k{k}_random", 0.1 + 0.1 * math.log2(k)))
+                rows.append(
+                    (
+                        run,
+                        st,
+                        "blocks.1.attn.head0.qk~blocks.0.attn.head1.ov",
+                        f"qk_ov_overlap_max.k{k}_random",
+                        0.1 + 0.1 * math.log2(k),
+                    )
+                )
         tables[run] = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
     return tables
 
 
-def linearity_data(n_layers=6, steps=(0, 10, 20, 30, 40, 50, 60), prefix="bert.encoder.layer.", seed=2,
-                   per_sample=True, cosine=True, norm=True, no_residual=True):
+def linearity_data(
+    n_layers=6,
+    steps=(0, 10, 20, 30, 40, 50, 60),
+    prefix="bert.encoder.layer.",
+    seed=2,
+    per_sample=True,
+    cosine=True,
+    norm=True,
+    no_residual=True,
+):
     rng = np.random.default_rng(seed)
     rows = []
     qs = {"p5": -1.645, "p25": -0.674, "p50": 0.0, "p75": 0.674, "p95": 1.645}
@@ -246,17 +272,27 @@ def gradient_pca_data(steps=LOG_STEPS, depth=2, n_pc=3, seed=3):
                 rows += [("mlp", st, f"{layer}|{out}", f"gradient_pca_evr.pc{pc}", x) for st, x in zip(steps, v)]
         for pc in range(1, n_pc + 1):
             v = np.clip(0.95 - 0.85 * sep + rng.normal(0, 0.02, s.size), 0, 1)
-            rows += [("mlp", st, f"{layer}|out0~{layer}|out1", f"gradient_pca_cosine.pc{pc}", x)
-                     for st, x in zip(steps, v)]
+            rows += [
+                ("mlp", st, f"{layer}|out0~{layer}|out1", f"gradient_pca_cosine.pc{pc}", x) for st, x in zip(steps, v)
+            ]
     return pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
 
 
-PYTHIA_SIZES = {"pythia-70m": 70e6, "pythia-160m": 160e6, "pythia-410m": 410e6, "pythia-1b": 1.0e9,
-                "pythia-1.4b": 1.4e9, "pythia-2.8b": 2.8e9}
+PYTHIA_SIZES = {
+    "pythia-70m": 70e6,
+    "pythia-160m": 160e6,
+    "pythia-410m": 410e6,
+    "pythia-1b": 1.0e9,
+    "pythia-1.4b": 1.4e9,
+    "pythia-2.8b": 2.8e9,
+}
 
 
-def model_size_data(sizes=PYTHIA_SIZES, pairs=(("weight_norm", "update_norm"), ("effective_rank", "cka_to_final"),
-                                                ("gradient_norm", "update_norm")), seed=4):
+def model_size_data(
+    sizes=PYTHIA_SIZES,
+    pairs=(("weight_norm", "update_norm"), ("effective_rank", "cka_to_final"), ("gradient_norm", "update_norm")),
+    seed=4,
+):
     rng = np.random.default_rng(seed)
     ex, co = [], []
     for j, (run, n) in enumerate(sizes.items()):
@@ -272,8 +308,9 @@ def model_size_data(sizes=PYTHIA_SIZES, pairs=(("weight_norm", "update_norm"), (
                 co.append((run, x, y, f"gpt_neox.layers.{li}.mlp", r, r * r, 1.0, 0.0, 30))
             co.append((run, x, y, "mean", rs.mean(), rs.mean() ** 2, 1.0, 0.0, 30))
     explained = pd.DataFrame(ex, columns=["run", "matrix", "component", "explained_variance_ratio", "cumulative"])
-    correlation = pd.DataFrame(co, columns=["run", "x_metric", "y_metric", "layer", "pearson_r", "r_squared",
-                                            "slope", "intercept", "n_steps"])
+    correlation = pd.DataFrame(
+        co, columns=["run", "x_metric", "y_metric", "layer", "pearson_r", "r_squared", "slope", "intercept", "n_steps"]
+    )
     return explained, correlation
 
 
@@ -283,8 +320,15 @@ def comparison_data(runs=("seed 0", "seed 1", "seed 2"), n_layers=6, steps=LOG_S
     for i, run in enumerate(runs):
         for li in range(n_layers):
             for st in steps:
-                rows.append((run, st, f"gpt_neox.layers.{li}.attention.dense", "weight_norm",
-                             20 + li + 3 * math.log1p(st) * (1 + 0.1 * i) + rng.normal(0, 0.1)))
+                rows.append(
+                    (
+                        run,
+                        st,
+                        f"gpt_neox.layers.{li}.attention.dense",
+                        "weight_norm",
+                        20 + li + 3 * math.log1p(st) * (1 + 0.1 * i) + rng.normal(0, 0.1),
+                    )
+                )
     return pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
 
 
@@ -294,20 +338,26 @@ def render_all(out_dir, light: bool = False, names: Sequence[str] | None = None)
     out = Path(out_dir)
     ks = (1,) if light else (1, 2, 4, 8)
     total = 1000 if light else 8000
-    cp = pd.DataFrame([("seed 1", "weight_norm", "gpt_neox.layers.0.attention.dense", "change_point", 300, 0, 1)],
-                      columns=["run", "metric", "layer", "kind", "step", "value", "score"])
+    cp = pd.DataFrame(
+        [("seed 1", "weight_norm", "gpt_neox.layers.0.attention.dense", "change_point", 300, 0, 1)],
+        columns=["run", "metric", "layer", "kind", "step", "value", "score"],
+    )
     figures = {
-        "induction_study": lambda p: induction.plot_induction_study(*induction_data(ks=ks, total=total)[:2], p,
-                                                             events=induction_data(ks=ks, total=total)[2]),
+        "induction_study": lambda p: induction.plot_induction_study(
+            *induction_data(ks=ks, total=total)[:2], p, events=induction_data(ks=ks, total=total)[2]
+        ),
         "induction_study_token_ks": lambda p: induction.plot_induction_study(
-            *induction_data(ks=ks[:2], token_ks=True, total=total)[:2], p,
-            events=induction_data(ks=ks[:2], token_ks=True, total=total)[2]),
+            *induction_data(ks=ks[:2], token_ks=True, total=total)[:2],
+            p,
+            events=induction_data(ks=ks[:2], token_ks=True, total=total)[2],
+        ),
         "rotary_sweep": lambda p: rotary_sweep.plot_rotary_sweep(rotary_data(), p),
         "linearity_study": lambda p: linearity.plot_linearity_study(linearity_data(n_layers=3 if light else 7), p),
         "gradient_pca_study": lambda p: gradient_pca.plot_gradient_pca_study(gradient_pca_data(), p, dims=32),
         "model_size_study": lambda p: model_size.plot_model_size_study(*model_size_data(), PYTHIA_SIZES, p),
-        "run_comparison": lambda p: compare.plot_run_comparison(comparison_data(n_layers=3 if light else 16),
-                                                           "weight_norm", p, events=cp),
+        "run_comparison": lambda p: compare.plot_run_comparison(
+            comparison_data(n_layers=3 if light else 16), "weight_norm", p, events=cp
+        ),
     }
     return [draw(out / f"{name}.png") for name, draw in figures.items() if names is None or name in names]
 
@@ -328,8 +378,18 @@ def test_induction_values_baseline_colours_and_scale():
     fig = induction._figure_induction_study(tables, logs, events=events)
     axes = axes_by_label(fig)
     # top row (3) + legend + per k: 2 overlap panels; 2 full-rank token panels
-    assert set(axes) == {"loss", "id_error", "ood_error", "legend", "qk_ov.k1", "embed_ov.k1", "qk_ov.k2",
-                         "embed_ov.k2", "token_zscore", "token_mismatch"}
+    assert set(axes) == {
+        "loss",
+        "id_error",
+        "ood_error",
+        "legend",
+        "qk_ov.k1",
+        "embed_ov.k1",
+        "qk_ov.k2",
+        "embed_ov.k2",
+        "token_zscore",
+        "token_mismatch",
+    }
     assert axes["token_zscore"].get_title().endswith("(full rank)")
     run = "pool 4096"
     t = tables[run]
@@ -342,12 +402,14 @@ def test_induction_values_baseline_colours_and_scale():
     # embed panel: only the embed~ labels
     t_e = t[(t["metric"] == "embed_ov_overlap_max.k1")]
     assert set(t_e["layer"]) == {"embed~blocks.0.attn.head0.ov", "embed~blocks.0.attn.head1.ov"}
-    np.testing.assert_allclose(line_of(axes["embed_ov.k1"], run).get_ydata(),
-                               t_e.groupby("step")["value"].max().to_numpy())
+    np.testing.assert_allclose(
+        line_of(axes["embed_ov.k1"], run).get_ydata(), t_e.groupby("step")["value"].max().to_numpy()
+    )
     # mismatch: lower is better -> best pair = min
     t_m = t[t["metric"] == "qk_ov_token_mismatch"]
-    np.testing.assert_allclose(line_of(axes["token_mismatch"], run).get_ydata(),
-                               t_m.groupby("step")["value"].min().to_numpy())
+    np.testing.assert_allclose(
+        line_of(axes["token_mismatch"], run).get_ydata(), t_m.groupby("step")["value"].min().to_numpy()
+    )
     # baseline: one grey dashed line (same d for every run), at the _random values
     base = [ln for ln in axes["qk_ov.k1"].get_lines() if ln.get_gid() == "random"]
     assert len(base) == 1 and base[0].get_label() == "random subspaces" and base[0].get_linestyle() == "--"
@@ -435,21 +497,26 @@ def test_induction_nan_values_are_gaps_and_odd_inputs_tolerated():
     tables = {r: d.drop(columns="run").assign(step=d["step"].astype(float)) for r, d in tables.items()}
     t = tables["pool 4096"]
     t.loc[(t["metric"] == "qk_ov_overlap_max.k1") & (t["step"] == 4), "value"] = np.nan  # all pairs: a gap
-    t.loc[(t["metric"] == "qk_ov_overlap_max.k1") & (t["step"] == 8) & t["layer"].str.contains("head1.ov"),
-          "value"] = np.nan  # some pairs: the max of the others
+    t.loc[(t["metric"] == "qk_ov_overlap_max.k1") & (t["step"] == 8) & t["layer"].str.contains("head1.ov"), "value"] = (
+        np.nan
+    )  # some pairs: the max of the others
     tables["pool 256"].loc[tables["pool 256"]["metric"] == "qk_ov_overlap_max.k2", "value"] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning from all-NaN reductions, no layout warning
-        fig = induction._figure_induction_study(tables, {**logs, "extra": None},
-                                         events=events[["run", "metric", "layer", "kind", "step"]])
+        fig = induction._figure_induction_study(
+            tables, {**logs, "extra": None}, events=events[["run", "metric", "layer", "kind", "step"]]
+        )
     axes = axes_by_label(fig)
-    y = dict(zip(line_of(axes["qk_ov.k1"], "pool 4096").get_xdata(), line_of(axes["qk_ov.k1"], "pool 4096").get_ydata()))
+    y = dict(
+        zip(line_of(axes["qk_ov.k1"], "pool 4096").get_xdata(), line_of(axes["qk_ov.k1"], "pool 4096").get_ydata())
+    )
     assert np.isnan(y[4.0])
     keep = t[(t["metric"] == "qk_ov_overlap_max.k1") & (t["step"] == 8)]["value"]
     assert y[8.0] == keep.max()
     assert np.isnan(line_of(axes["qk_ov.k2"], "pool 256").get_ydata()).all()
-    assert event_steps(axes["loss"]) == sorted(events[(events["kind"] == "change_point")
-                                                      & (events["metric"] == "loss")]["step"])
+    assert event_steps(axes["loss"]) == sorted(
+        events[(events["kind"] == "change_point") & (events["metric"] == "loss")]["step"]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,8 +557,10 @@ def test_rotary_sweep_lines_per_step_and_max_over_pairs():
 
 
 def test_rotary_sweep_empty(tmp_path, no_data_calls):
-    p = rotary_sweep.plot_rotary_sweep({"a": pd.DataFrame({"run": ["a"], "step": [0], "layer": ["x"],
-                                                  "metric": ["other"], "value": [1.0]})}, tmp_path / "r.png")
+    p = rotary_sweep.plot_rotary_sweep(
+        {"a": pd.DataFrame({"run": ["a"], "step": [0], "layer": ["x"], "metric": ["other"], "value": [1.0]})},
+        tmp_path / "r.png",
+    )
     assert_png(p)
     assert no_data_calls == [p]
 
@@ -506,8 +575,9 @@ def test_linearity_panels_values_and_bands():
     fig = linearity._figure_linearity_study(table)
     axes = axes_by_label(fig)
     pairs = [f"blocks.{i}~blocks.{i + 1}" for i in range(3)]
-    assert set(axes) == {"score", "activation_norm"} | {f"{m}|{p}" for m in ("linearity_per_sample",
-                                                                           "consecutive_cosine") for p in pairs}
+    assert set(axes) == {"score", "activation_norm"} | {
+        f"{m}|{p}" for m in ("linearity_per_sample", "consecutive_cosine") for p in pairs
+    }
     ax = axes["score"]
     pair = "blocks.1~blocks.2"
     sub = table[(table["layer"] == pair)]
@@ -527,8 +597,11 @@ def test_linearity_panels_values_and_bands():
     inner = [c for c in bands if c.get_gid() == "band_p25_p75"][0]
     assert np.isclose(inner.get_paths()[0].vertices[:, 1].min(), p25.min())
     assert to_rgba(med.get_color()) == to_rgba(solid.get_color())  # a pair's colour is the same everywhere
-    assert axes[f"consecutive_cosine|{pair}"].get_shared_y_axes().joined(
-        axes[f"consecutive_cosine|{pair}"], axes[f"consecutive_cosine|{pairs[0]}"])
+    assert (
+        axes[f"consecutive_cosine|{pair}"]
+        .get_shared_y_axes()
+        .joined(axes[f"consecutive_cosine|{pair}"], axes[f"consecutive_cosine|{pairs[0]}"])
+    )
     # activation norm per layer
     ax = axes["activation_norm"]
     assert len(data_lines(ax)) == 4
@@ -552,8 +625,10 @@ def test_linearity_many_pairs_and_missing_metrics(tmp_path, no_data_calls):
     bands = linearity_data(n_layers=3, norm=False)
     bands = bands[~bands["metric"].str.startswith("linearity_score")]
     assert set(axes_by_label(linearity._figure_linearity_study(bands))) == {
-        f"{m}|bert.encoder.layer.{i}~bert.encoder.layer.{i + 1}" for m in ("linearity_per_sample", "consecutive_cosine")
-        for i in range(2)}
+        f"{m}|bert.encoder.layer.{i}~bert.encoder.layer.{i + 1}"
+        for m in ("linearity_per_sample", "consecutive_cosine")
+        for i in range(2)
+    }
     p = linearity.plot_linearity_study(only[only["metric"] == "nothing"], tmp_path / "l.png")
     assert_png(p)
     assert no_data_calls == [p]
@@ -586,8 +661,9 @@ def test_gradient_pca_rows_values_and_reference():
     assert ln.get_linestyle() == "--" and line_of(ax, "PC2|out0").get_linestyle() == "-"
     assert to_rgba(ln.get_color()) == to_rgba(line_of(ax, "PC2|out0").get_color())
     ax = axes["blocks.1.linear|cosine"]
-    sub = table[(table["layer"] == "blocks.1.linear|out0~blocks.1.linear|out1")
-                & (table["metric"] == "gradient_pca_cosine.pc1")]
+    sub = table[
+        (table["layer"] == "blocks.1.linear|out0~blocks.1.linear|out1") & (table["metric"] == "gradient_pca_cosine.pc1")
+    ]
     np.testing.assert_allclose(line_of(ax, "PC1|out0 vs out1").get_ydata(), sub["value"])
     ref = [ln for ln in ax.get_lines() if ln.get_gid() == "random"]
     assert len(ref) == 1 and ref[0].get_ydata()[0] == pytest.approx(gradient_pca.expected_abs_cosine(32))
@@ -634,8 +710,10 @@ def test_model_size_values_ticks_and_components():
         expected = int(np.argmax(one["cumulative"].to_numpy() >= 0.9)) + 1
         assert model_size.components_for(one) == expected
     n90 = line_of(axes["n90"], "steps × (layer, metric)").get_ydata()
-    assert list(n90) == [model_size.components_for(explained[(explained["run"] == r) & (explained["matrix"] == "layer_metric")])
-                         for r in PYTHIA_SIZES]
+    assert list(n90) == [
+        model_size.components_for(explained[(explained["run"] == r) & (explained["matrix"] == "layer_metric")])
+        for r in PYTHIA_SIZES
+    ]
     assert model_size.components_for(pd.DataFrame({"component": [1, 2], "cumulative": [0.5, 0.8]})) != 2  # NaN
     # Pearson r: mean line per pair (name "x vs y") + single-layer points
     ax = axes["pearson_r"]
@@ -647,7 +725,10 @@ def test_model_size_values_ticks_and_components():
     assert len(pts.get_offsets()) == n_layers
     assert len([ln for ln in axes["r_squared"].get_lines() if ln.get_gid().startswith("mean|")]) == 3
     assert [t.get_text() for t in fig.legends[0].get_texts()][:3] == [
-        "weight_norm vs update_norm", "effective_rank vs cka_to_final", "gradient_norm vs update_norm"]
+        "weight_norm vs update_norm",
+        "effective_rank vs cka_to_final",
+        "gradient_norm vs update_norm",
+    ]
     assert_readable(fig)
 
 
@@ -672,9 +753,13 @@ def test_model_size_partial_and_empty(tmp_path, no_data_calls):
 def test_run_comparison_panels_order_shared_y_and_events():
     table = comparison_data(n_layers=5)
     table = table[~((table["run"] == "seed 2") & (table["layer"].str.contains(r"\.4\.")))]  # layer 4 not common
-    events = pd.DataFrame([("seed 1", "weight_norm", "gpt_neox.layers.2.attention.dense", "change_point", 64, 0, 1),
-                           ("seed 1", "other", "gpt_neox.layers.2.attention.dense", "change_point", 8, 0, 1)],
-                          columns=["run", "metric", "layer", "kind", "step", "value", "score"])
+    events = pd.DataFrame(
+        [
+            ("seed 1", "weight_norm", "gpt_neox.layers.2.attention.dense", "change_point", 64, 0, 1),
+            ("seed 1", "other", "gpt_neox.layers.2.attention.dense", "change_point", 8, 0, 1),
+        ],
+        columns=["run", "metric", "layer", "kind", "step", "value", "score"],
+    )
     fig = compare._figure_run_comparison(table, "weight_norm", runs=["seed 2", "seed 0", "seed 1"], events=events)
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_label() for ax in panels] == [f"gpt_neox.layers.{i}.attention.dense" for i in range(4)]
@@ -685,15 +770,23 @@ def test_run_comparison_panels_order_shared_y_and_events():
     assert event_steps(ax) == [64.0] and event_steps(panels[1]) == []
     assert panels[0].get_shared_y_axes().joined(panels[0], panels[3])
     assert ax.get_xscale() == "symlog"
-    assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].get_texts()][:3] == ["seed 2", "seed 0", "seed 1"]
+    assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].get_texts()][:3] == [
+        "seed 2",
+        "seed 0",
+        "seed 1",
+    ]
     # colours: the run order decides, tab10
     assert to_rgba(line_of(ax, "seed 2").get_color()) == to_rgba("tab:blue")
     assert_readable(fig)
 
 
 def test_run_comparison_pair_labels_and_readable_axis():
-    rows = [(run, step, f"blocks.{i}.linear|out0~blocks.{i}.linear|out1", "gradient_pca_cosine.pc1", 0.1 * i + step / 100)
-            for run in ("a", "b") for step in (0, 50, 100) for i in range(2)]
+    rows = [
+        (run, step, f"blocks.{i}.linear|out0~blocks.{i}.linear|out1", "gradient_pca_cosine.pc1", 0.1 * i + step / 100)
+        for run in ("a", "b")
+        for step in (0, 50, 100)
+        for i in range(2)
+    ]
     table = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
     fig = compare._figure_run_comparison(table, "gradient_pca_cosine.pc1")
     panels = [ax for ax in fig.axes if ax.get_visible()]
@@ -701,8 +794,10 @@ def test_run_comparison_pair_labels_and_readable_axis():
     assert [ax.get_title() for ax in panels] == ["0.linear: out0 vs out1", "1.linear: out0 vs out1"]
     assert "layer names after 'blocks.'" in fig._suptitle.get_text()
     assert panels[0].get_ylabel() == "|cos| between the outputs' gradient PCs\n(pc1)"
-    assert compare._display_layer("blocks.1.attn.head0.qk~blocks.0.attn.head0.ov") == \
-        "blocks.1.attn.head0.qk vs blocks.0.attn.head0.ov"
+    assert (
+        compare._display_layer("blocks.1.attn.head0.qk~blocks.0.attn.head0.ov")
+        == "blocks.1.attn.head0.qk vs blocks.0.attn.head0.ov"
+    )
     assert compare._display_layer("blocks.3") == "blocks.3"
 
 
@@ -710,7 +805,9 @@ def test_run_comparison_max_panels_and_empty(tmp_path, no_data_calls):
     fig = compare._figure_run_comparison(comparison_data(n_layers=24), "weight_norm", max_panels=6)
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert len(panels) == 6
-    assert panels[0].get_label().startswith("gpt_neox.layers.0.") and panels[-1].get_label().startswith("gpt_neox.layers.23.")
+    assert panels[0].get_label().startswith("gpt_neox.layers.0.") and panels[-1].get_label().startswith(
+        "gpt_neox.layers.23."
+    )
     assert "6 of 24 layers" in fig._suptitle.get_text()
     p = compare.plot_run_comparison(comparison_data(n_layers=2), "missing", tmp_path / "c.png")
     assert_png(p)
@@ -726,9 +823,14 @@ def test_run_comparison_max_panels_and_empty(tmp_path, no_data_calls):
 def captured(monkeypatch) -> list:
     """Records (function name, args, kwargs) of the figure functions plot_study_figure calls."""
     calls = []
-    for module, name in ((induction, "plot_induction_study"), (rotary_sweep, "plot_rotary_sweep"),
-                         (linearity, "plot_linearity_study"), (gradient_pca, "plot_gradient_pca_study"),
-                         (model_size, "plot_model_size_study"), (compare, "plot_run_comparison")):
+    for module, name in (
+        (induction, "plot_induction_study"),
+        (rotary_sweep, "plot_rotary_sweep"),
+        (linearity, "plot_linearity_study"),
+        (gradient_pca, "plot_gradient_pca_study"),
+        (model_size, "plot_model_size_study"),
+        (compare, "plot_run_comparison"),
+    ):
         monkeypatch.setattr(module, name, lambda *a, _n=name, **k: calls.append((_n, a, k)) or Path(a[-1]))
     return calls
 
@@ -736,10 +838,20 @@ def captured(monkeypatch) -> list:
 def test_study_figure_dispatch(tmp_path, captured, no_data_calls):
     table = comparison_data(runs=("x",), n_layers=3)
     tables = {"a": table.assign(run="a"), "b": table.assign(run="b")}
-    dyn = {"a": pd.DataFrame([("a", "weight_norm", "gpt_neox.layers.1.attention.dense", "change_point", 8, 0, 1)],
-                             columns=["run", "metric", "layer", "kind", "step", "value", "score"])}
-    spec = {"kind": "compare", "runs": ["b", "a"], "labels": {"a": "seed A", "b": "seed B"},
-            "metric": "weight_norm", "layers": ["gpt_neox.layers.*.attention.dense"], "title": "T"}
+    dyn = {
+        "a": pd.DataFrame(
+            [("a", "weight_norm", "gpt_neox.layers.1.attention.dense", "change_point", 8, 0, 1)],
+            columns=["run", "metric", "layer", "kind", "step", "value", "score"],
+        )
+    }
+    spec = {
+        "kind": "compare",
+        "runs": ["b", "a"],
+        "labels": {"a": "seed A", "b": "seed B"},
+        "metric": "weight_norm",
+        "layers": ["gpt_neox.layers.*.attention.dense"],
+        "title": "T",
+    }
     studies.plot_study_figure(spec, tmp_path / "c.png", {"table": tables, "dynamics": dyn})
     name, args, kw = captured[-1]
     assert name == "plot_run_comparison" and args[1] == "weight_norm"
@@ -748,22 +860,29 @@ def test_study_figure_dispatch(tmp_path, captured, no_data_calls):
     assert list(kw["events"]["run"]) == ["seed A"]
     # a runs mapping gives the labels; logs and ks passed on
     logs = {"a": pd.DataFrame({"step": [0, 10], "loss": [1.0, 0.5]})}
-    studies.plot_study_figure({"kind": "induction", "runs": {"a": "pool A", "b": "pool B"}, "ks": [1]}, tmp_path / "i.png",
-                              {"table": tables, "log": logs, "dynamics": dyn})
+    studies.plot_study_figure(
+        {"kind": "induction", "runs": {"a": "pool A", "b": "pool B"}, "ks": [1]},
+        tmp_path / "i.png",
+        {"table": tables, "log": logs, "dynamics": dyn},
+    )
     name, args, kw = captured[-1]
     assert name == "plot_induction_study" and list(args[0]) == ["pool A", "pool B"] and list(args[1]) == ["pool A"]
     assert kw["ks"] == [1] and list(kw["events"]["run"]) == ["pool A"]
     # one-run figures: the first run with a table
-    studies.plot_study_figure({"kind": "linearity", "runs": ["none", "b"]}, tmp_path / "l.png",
-                              {"table": {"b": tables["b"]}})
+    studies.plot_study_figure(
+        {"kind": "linearity", "runs": ["none", "b"]}, tmp_path / "l.png", {"table": {"b": tables["b"]}}
+    )
     name, args, kw = captured[-1]
     assert name == "plot_linearity_study" and args[0] is tables["b"] and kw["title"].endswith(": b")
     # model size: sizes given or read from the run names
     ex, co = model_size_data(sizes={"pythia-70m": 1, "pythia-1.4b-deduped": 1, "custom": 1})
     pca = {r: d for r, d in ex.groupby("run")}
     corr = {r: d for r, d in co.groupby("run")}
-    studies.plot_study_figure({"kind": "model_size", "runs": ["pythia-70m", "pythia-1.4b-deduped", "custom"],
-                          "sizes": {"custom": 5e8}}, tmp_path / "m.png", {"pca": pca, "correlation": corr})
+    studies.plot_study_figure(
+        {"kind": "model_size", "runs": ["pythia-70m", "pythia-1.4b-deduped", "custom"], "sizes": {"custom": 5e8}},
+        tmp_path / "m.png",
+        {"pca": pca, "correlation": corr},
+    )
     name, args, kw = captured[-1]
     assert name == "plot_model_size_study"
     assert args[2] == {"pythia-70m": 70e6, "pythia-1.4b-deduped": 1.4e9, "custom": 5e8}
@@ -775,8 +894,11 @@ def test_study_figure_dispatch(tmp_path, captured, no_data_calls):
 
 
 def test_study_figure_end_to_end(tmp_path, no_data_calls):
-    p = studies.plot_study_figure({"kind": "rotary_sweep", "runs": ["pool 256"]}, tmp_path / "r.png",
-                                  {"table": rotary_data(runs=("pool 256",), steps=[0, 10, 100])})
+    p = studies.plot_study_figure(
+        {"kind": "rotary_sweep", "runs": ["pool 256"]},
+        tmp_path / "r.png",
+        {"table": rotary_data(runs=("pool 256",), steps=[0, 10, 100])},
+    )
     assert_png(p)
     assert not no_data_calls
 

@@ -25,13 +25,18 @@ def pca_table(seed=0, n_runs=3):
     names = [f"enc.layer.{i}.attn.head{h}.ov" for i in range(3) for h in range(2)]
     names += [f"enc.layer.{i}.attn.query" for i in range(3)] + ["classifier"]
     base = {n: rng.normal(size=(4, 4)) for n in names}
-    runs = [{n: w + rng.normal(scale=0.1 * (1 + k), size=w.shape) for k, (n, w) in enumerate(base.items())}
-            for _ in range(n_runs)]
+    runs = [
+        {n: w + rng.normal(scale=0.1 * (1 + k), size=w.shape) for k, (n, w) in enumerate(base.items())}
+        for _ in range(n_runs)
+    ]
     return pd.DataFrame(task_vector_pca(base, runs, n_components=3, run="tv"))
 
 
 def test_layer_kind():
-    assert tvp.layer_kind("bert.encoder.layer.3.attention.head7.ov") == (3.0, "bert.encoder.layer.{i}.attention.head*.ov")
+    assert tvp.layer_kind("bert.encoder.layer.3.attention.head7.ov") == (
+        3.0,
+        "bert.encoder.layer.{i}.attention.head*.ov",
+    )
     assert tvp.layer_kind("blocks.0.linear") == (0.0, "blocks.{i}.linear")
     assert tvp.layer_kind("head") == (None, "head")
 
@@ -47,8 +52,9 @@ def test_pca_per_layer_values(captured, tmp_path):
     heads = next(ln for label, ln in lines.items() if label.startswith("head*.ov"))
     assert "median, band: min–max over 2" in heads.get_label()
     np.testing.assert_allclose(heads.get_xdata(), [0, 1, 2])
-    np.testing.assert_allclose(heads.get_ydata(),
-                               [np.median([pc1[f"enc.layer.{i}.attn.head{h}.ov"] for h in range(2)]) for i in range(3)])
+    np.testing.assert_allclose(
+        heads.get_ydata(), [np.median([pc1[f"enc.layer.{i}.attn.head{h}.ov"] for h in range(2)]) for i in range(3)]
+    )
     np.testing.assert_allclose(lines["query"].get_ydata(), [pc1[f"enc.layer.{i}.attn.query"] for i in range(3)])
     # the index-less classifier is a point at the right end, its tick named
     np.testing.assert_allclose(lines["classifier"].get_xdata(), [3])
@@ -72,10 +78,14 @@ def test_pca_per_layer_without_rows_is_a_no_data_figure(tmp_path):
 
 
 def test_samples_figure_values(captured, tmp_path):
-    table = pd.DataFrame({"kind": ["base", "finetuned", "finetuned", "mean", "sample", "sample"],
-                          "name": ["base", "r_seed0", "r_seed1", "mean", "s0", "s1"],
-                          "loss": [0.7, 0.10, 0.11, 0.105, 0.102, 0.108],
-                          "accuracy": [0.4, 1.0, 0.98, 1.0, 0.99, 1.0]})
+    table = pd.DataFrame(
+        {
+            "kind": ["base", "finetuned", "finetuned", "mean", "sample", "sample"],
+            "name": ["base", "r_seed0", "r_seed1", "mean", "s0", "s1"],
+            "loss": [0.7, 0.10, 0.11, 0.105, 0.102, 0.108],
+            "accuracy": [0.4, 1.0, 0.98, 1.0, 0.99, 1.0],
+        }
+    )
     tvp.plot_task_vector_samples(table, tmp_path / "s.png")
     fig = captured[0]
     assert len(fig.axes) == 3  # the base's loss would squash the others: a zoomed third panel

@@ -23,14 +23,23 @@ from ckptlens.task_vectors.sampling import (
 
 def runs(seed=0, n_runs=5):
     rng = np.random.default_rng(seed)
-    base = {"a": rng.standard_normal((6, 4)).astype(np.float32), "b": rng.standard_normal(7),
-            "frozen": rng.standard_normal((3, 3)), "ids": np.arange(5)}
+    base = {
+        "a": rng.standard_normal((6, 4)).astype(np.float32),
+        "b": rng.standard_normal(7),
+        "frozen": rng.standard_normal((3, 3)),
+        "ids": np.arange(5),
+    }
     shared = rng.standard_normal((6, 4))
     ft = []
     for _ in range(n_runs):
-        ft.append({"a": (base["a"] + shared + 0.3 * rng.standard_normal((6, 4))).astype(np.float32),
-                   "b": base["b"] + rng.standard_normal(7) * np.linspace(0.1, 2, 7),
-                   "frozen": base["frozen"].copy(), "ids": base["ids"].copy()})
+        ft.append(
+            {
+                "a": (base["a"] + shared + 0.3 * rng.standard_normal((6, 4))).astype(np.float32),
+                "b": base["b"] + rng.standard_normal(7) * np.linspace(0.1, 2, 7),
+                "frozen": base["frozen"].copy(),
+                "ids": base["ids"].copy(),
+            }
+        )
     return base, ft
 
 
@@ -180,11 +189,19 @@ def test_shared_base_check_and_errors():
     assert fit_layer(base["b"], [f["b"] for f in ft], 1).n_components == 1
     from ckptlens.config import sample_settings
 
-    config = {"runs": {"r": {"source": {"type": "table", "path": "x"}}},
-              "task_vectors": {"t": {"base_run": "r", "runs": ["r", "r"], "sample": {"evaluate": "minilm_sentiment"}}}}
+    config = {
+        "runs": {"r": {"source": {"type": "table", "path": "x"}}},
+        "task_vectors": {"t": {"base_run": "r", "runs": ["r", "r"], "sample": {"evaluate": "minilm_sentiment"}}},
+    }
     assert sample_settings(config, "t") == {
-        "n_samples": 8, "scale": 1.0, "seed": 0, "n_components": None, "coupling": "joint", "layers": ["**"],
-        "evaluate": {"task": "minilm_sentiment", "tokenizer": None, "max_len": 32}}
+        "n_samples": 8,
+        "scale": 1.0,
+        "seed": 0,
+        "n_components": None,
+        "coupling": "joint",
+        "layers": ["**"],
+        "evaluate": {"task": "minilm_sentiment", "tokenizer": None, "max_len": 32},
+    }
 
 
 # ----------------------------------------------------------------------------- MiniLM, end to end
@@ -222,8 +239,15 @@ def test_sampled_minilm_weights_through_the_workflow(tmp_path, minilm_seeds):
 
     table = pd.read_csv(out / "samples.csv")
     assert list(table["kind"]) == ["base", "finetuned", "finetuned", "finetuned", "mean", "sample", "sample"]
-    assert list(table["name"]) == ["minilm_seed0@step0", "minilm_seed0@step5", "minilm_seed1@step5",
-                                   "minilm_seed2@step5", "mean", "sample0", "sample1"]
+    assert list(table["name"]) == [
+        "minilm_seed0@step0",
+        "minilm_seed0@step5",
+        "minilm_seed1@step5",
+        "minilm_seed2@step5",
+        "mean",
+        "sample0",
+        "sample1",
+    ]
     tok = minilm.load_task_tokenizer(root / "tokenizer")
     row = table.set_index("name")
 
@@ -240,9 +264,14 @@ def test_sampled_minilm_weights_through_the_workflow(tmp_path, minilm_seeds):
     base = load_file(saved[0][0] / "model.safetensors")
     finals = [load_file(saved[s][5] / "model.safetensors") for s in (0, 1, 2)]
     model = minilm.load_classifier(saved[0][0])
-    state = {k: torch.from_numpy((base[k].astype(np.float64)
-                                  + np.mean([f[k].astype(np.float64) - base[k] for f in finals], axis=0))
-                                 .astype(np.float32)) for k in base}
+    state = {
+        k: torch.from_numpy(
+            (base[k].astype(np.float64) + np.mean([f[k].astype(np.float64) - base[k] for f in finals], axis=0)).astype(
+                np.float32
+            )
+        )
+        for k in base
+    }
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not missing and not unexpected, (missing, unexpected)
     check("mean", model)
@@ -269,8 +298,15 @@ def test_sampled_minilm_weights_through_the_workflow(tmp_path, minilm_seeds):
     meta = TensorFile(project / "results/runs/minilm_seed1/checkpoints/step0.safetensors").metadata
     own["classifier.weight"] = own["classifier.weight"] + np.float32(0.01)
     write_tensors(own, project / "results/runs/minilm_seed1/checkpoints/step0.safetensors", meta)
-    proc = snakemake(project, "results/task_vectors/minilm_seeds/samples/mean.safetensors", "--cores", "2",
-                     "--configfile", "minilm.yaml", check=False)
+    proc = snakemake(
+        project,
+        "results/task_vectors/minilm_seeds/samples/mean.safetensors",
+        "--cores",
+        "2",
+        "--configfile",
+        "minilm.yaml",
+        check=False,
+    )
     assert proc.returncode != 0
     log = (out / "logs/sample_task_vectors.log").read_text()
     assert "do not start from the base" in log and "classifier.weight" in log and "--head-seed" in log
@@ -288,12 +324,19 @@ def test_sampling_without_evaluation_on_trained_runs(tmp_path):
 
     project = copy_project(tmp_path / "p")
     train = {"steps": 20, "save_every": 20, "batch_size": 32, "lr": 0.003, "seed": 0}
-    runs = {f"mlp_{s}": {"source": {"type": "train_mlp", "model": {"hidden": 8, "depth": 2},
-                                    "train": {**train, "data_seed": s}},
-                         "targets": {"weights": ["blocks.*.linear"]}} for s in (1, 2, 3)}
+    runs = {
+        f"mlp_{s}": {
+            "source": {"type": "train_mlp", "model": {"hidden": 8, "depth": 2}, "train": {**train, "data_seed": s}},
+            "targets": {"weights": ["blocks.*.linear"]},
+        }
+        for s in (1, 2, 3)
+    }
     sample = {"n_samples": 3, "seed": 4, "coupling": "independent", "n_components": 1, "layers": ["blocks.**"]}
-    cfg = {"runs": runs, "metrics": {"frobenius_norm": {}},
-           "task_vectors": {"mlps": {"base_run": "mlp_1", "runs": list(runs), "sample": sample}}}
+    cfg = {
+        "runs": runs,
+        "metrics": {"frobenius_norm": {}},
+        "task_vectors": {"mlps": {"base_run": "mlp_1", "runs": list(runs), "sample": sample}},
+    }
     (project / "mlp.yaml").write_text(yaml.safe_dump(cfg))
     d = "results/task_vectors/mlps/samples"
     snakemake(project, f"{d}/components.csv", "--cores", "2", "--configfile", "mlp.yaml")

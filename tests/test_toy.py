@@ -77,8 +77,15 @@ def test_training_is_deterministic_and_saves_checkpoints(tmp_path):
     task_cfg = InductionTaskConfig(vocab_size=12, seq_len=12, min_segment=2, max_segment=5, ood_segment=6, pool_size=50)
     logs = []
     for rep in ("a", "b"):
-        logs.append(train_induction(model_cfg, task_cfg, checkpoint_path=lambda s, r=rep: tmp_path / r / f"step{s}.safetensors",
-                                    log_path=tmp_path / rep / "log.csv", **kwargs))
+        logs.append(
+            train_induction(
+                model_cfg,
+                task_cfg,
+                checkpoint_path=lambda s, r=rep: tmp_path / r / f"step{s}.safetensors",
+                log_path=tmp_path / rep / "log.csv",
+                **kwargs,
+            )
+        )
     for s in (0, 10, 30):
         a, b = load_file(tmp_path / "a" / f"step{s}.safetensors"), load_file(tmp_path / "b" / f"step{s}.safetensors")
         assert a.keys() == b.keys()
@@ -97,8 +104,13 @@ def test_induction_heads_form_in_the_demo_setting(tmp_path):
     rows = train_induction(
         ToyModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=1),
         InductionTaskConfig(vocab_size=64),
-        total_steps=500, save_steps=[], batch_size=64, lr=2e-3, log_every=50,
-        checkpoint_path=lambda s: tmp_path / f"{s}.safetensors", log_path=tmp_path / "log.csv",
+        total_steps=500,
+        save_steps=[],
+        batch_size=64,
+        lr=2e-3,
+        log_every=50,
+        checkpoint_path=lambda s: tmp_path / f"{s}.safetensors",
+        log_path=tmp_path / "log.csv",
     )
     losses = {r["step"]: r["loss"] for r in rows}
     assert losses[100] > 0.8 * math.log(64)

@@ -24,7 +24,13 @@ def test_every_stage_wrote_its_files(small_project):
                 assert (r / "extract" / kind / f"step{s}.safetensors").exists()
             for fam in ("activation_similarity", "gradient", "weight_spectrum"):
                 assert (r / "metrics" / fam / f"step{s}.csv").exists()
-        for f in ["metrics.parquet", "analysis/pca.csv", "analysis/correlation.csv", "plots/pca.png", "plots/correlation.png"]:
+        for f in [
+            "metrics.parquet",
+            "analysis/pca.csv",
+            "analysis/correlation.csv",
+            "plots/pca.png",
+            "plots/correlation.png",
+        ]:
             assert (r / f).stat().st_size > 0, f
         pngs = sorted(p.name for p in (r / "plots" / "trajectories").glob("*.png"))
         assert len(pngs) == 6, pngs
@@ -71,9 +77,11 @@ def test_gradients_match_autograd_on_the_probe_batches(small_project):
         grads.append(model.blocks[0].attn.k_proj.weight.grad.detach().double().flatten().numpy().copy())
     norms = [np.linalg.norm(g) for g in grads]
     cos = [grads[i] @ grads[i + 1] / (norms[i] * norms[i + 1]) for i in range(2)]
-    table = pd.read_parquet(small_project / "results/runs/small/metrics.parquet").query(
-        "step == 20 and layer == 'blocks.0.attn.k_proj'"
-    ).set_index("metric")["value"]
+    table = (
+        pd.read_parquet(small_project / "results/runs/small/metrics.parquet")
+        .query("step == 20 and layer == 'blocks.0.attn.k_proj'")
+        .set_index("metric")["value"]
+    )
     assert table["gradient_norm"] == pytest.approx(np.mean(norms), rel=1e-4)
     assert table["gradient_cosine"] == pytest.approx(np.mean(cos), rel=1e-4, abs=1e-6)
 
@@ -89,7 +97,9 @@ def test_cross_metric_analysis_outputs(small_project):
     table = pd.read_parquet(small_project / "results/runs/small/metrics.parquet")
     wide = table.query("layer == 'blocks.0.attn.q_proj'").pivot(index="step", columns="metric", values="value")
     row = corr.query("layer == 'blocks.0.attn.q_proj' and x_metric == 'frobenius_norm'")
-    assert row["pearson_r"].item() == pytest.approx(np.corrcoef(wide["frobenius_norm"], wide["gradient_norm"])[0, 1], abs=1e-9)
+    assert row["pearson_r"].item() == pytest.approx(
+        np.corrcoef(wide["frobenius_norm"], wide["gradient_norm"])[0, 1], abs=1e-9
+    )
 
 
 def test_report_has_every_plot(small_project):
@@ -139,9 +149,14 @@ def test_one_more_checkpoint_runs_only_that_checkpoint(small_project, local_chec
         extra.unlink()
     per_checkpoint = [(r, wc) for r, wc in jobs if "step" in wc]
     # (the per-run extraction rule, extract_model_imported, has the run in its name, not a wildcard)
-    assert per_checkpoint and all(wc["step"] == "40" and wc.get("run", "imported") == "imported" for _, wc in per_checkpoint), jobs
+    assert per_checkpoint and all(
+        wc["step"] == "40" and wc.get("run", "imported") == "imported" for _, wc in per_checkpoint
+    ), jobs
     assert Counter(r for r, _ in per_checkpoint) == {
-        "materialise_checkpoint": 1, "checkpoint_digest": 1, "extract_weights": 1, "extract_model_imported": 1,
+        "materialise_checkpoint": 1,
+        "checkpoint_digest": 1,
+        "extract_weights": 1,
+        "extract_model_imported": 1,
         "metric_family": 3,
     }
     others = {r for r, wc in jobs if "step" not in wc}

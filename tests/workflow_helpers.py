@@ -32,13 +32,15 @@ def copy_project(dest: Path) -> Path:
 HANG_TIMEOUT_S = 3600
 
 
-def snakemake(project: Path, *args: str, check: bool = True, timeout: int = HANG_TIMEOUT_S) -> subprocess.CompletedProcess:
+def snakemake(
+    project: Path, *args: str, check: bool = True, timeout: int = HANG_TIMEOUT_S
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(project / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run(
-        [SNAKEMAKE, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 

@@ -22,8 +22,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one fine-tuning run per seed")
-    ap.add_argument("--head-seed", type=int, default=None,
-                    help="seed of the fresh classification head, shared by all runs (default: each run's own seed)")
+    ap.add_argument(
+        "--head-seed",
+        type=int,
+        default=None,
+        help="seed of the fresh classification head, shared by all runs (default: each run's own seed)",
+    )
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--save-every", type=int, default=10)
     ap.add_argument("--lr", type=float, default=2e-5)
@@ -41,17 +45,27 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         t0 = time.time()
         try:
-            saved = finetune(args.out, seed=seed, steps=args.steps, save_every=args.save_every, lr=args.lr,
-                             batch_size=args.batch_size, max_len=args.max_len, head_seed=args.head_seed)
+            saved = finetune(
+                args.out,
+                seed=seed,
+                steps=args.steps,
+                save_every=args.save_every,
+                lr=args.lr,
+                batch_size=args.batch_size,
+                max_len=args.max_len,
+                head_seed=args.head_seed,
+            )
         except MiniLMNotInstalled as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         with open(f"{args.out}/seed{seed}/train_log.csv") as fh:
             ev = [r for r in csv.DictReader(fh) if r["eval_loss"]]
         first, last = ev[0], ev[-1]
-        print(f"seed {seed}: {len(saved)} checkpoints (steps {min(saved)}..{max(saved)}) in {time.time() - t0:.0f} s; "
-              f"eval loss {float(first['eval_loss']):.3f} -> {float(last['eval_loss']):.3f}, "
-              f"accuracy {float(first['eval_accuracy']):.2f} -> {float(last['eval_accuracy']):.2f}")
+        print(
+            f"seed {seed}: {len(saved)} checkpoints (steps {min(saved)}..{max(saved)}) in {time.time() - t0:.0f} s; "
+            f"eval loss {float(first['eval_loss']):.3f} -> {float(last['eval_loss']):.3f}, "
+            f"accuracy {float(first['eval_accuracy']):.2f} -> {float(last['eval_accuracy']):.2f}"
+        )
     return 0
 
 

@@ -238,7 +238,9 @@ def validate(config: Mapping) -> None:
             raise ConfigError(f"config key 'runs.{run}.source': no checkpoint steps")
         probe_cfg = config["runs"][run].get("probe", {})
         if "text" in probe_cfg and "tokenizer" not in probe_cfg:
-            raise ConfigError(f"config key 'runs.{run}.probe.tokenizer': a text probe needs the model's local tokenizer folder")
+            raise ConfigError(
+                f"config key 'runs.{run}.probe.tokenizer': a text probe needs the model's local tokenizer folder"
+            )
         _check_targets(config, run)
 
 

@@ -95,15 +95,9 @@ class SnakemakeRun:
 
     def check(self) -> SnakemakeRun:
         if self.timed_out:
-            pytest.fail(
-                f"snakemake did not finish in time (hung?); log {self.log_path}:\n"
-                + self.output[-6000:]
-            )
+            pytest.fail(f"snakemake did not finish in time (hung?); log {self.log_path}:\n" + self.output[-6000:])
         if self.returncode != 0:
-            pytest.fail(
-                f"snakemake exited {self.returncode}; log {self.log_path}:\n"
-                + self.output[-6000:]
-            )
+            pytest.fail(f"snakemake exited {self.returncode}; log {self.log_path}:\n" + self.output[-6000:])
         return self
 
 
@@ -173,15 +167,11 @@ class SlurmCluster:
     @property
     def node_cpus(self) -> int:
         """CPUs of the (single) node."""
-        out = subprocess.run(
-            ["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30
-        ).stdout.split()
+        out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30).stdout.split()
         return int(out[0].rstrip("+"))
 
     def sinfo(self) -> str:
-        return subprocess.run(
-            ["sinfo"], capture_output=True, text=True, timeout=30
-        ).stdout
+        return subprocess.run(["sinfo"], capture_output=True, text=True, timeout=30).stdout
 
 
 def _cluster_script(cmd: str, timeout: int) -> subprocess.CompletedProcess:
@@ -204,22 +194,16 @@ def slurm_cluster():
         pytest.skip("the SLURM test cluster needs root (apt-get, daemons, /etc/slurm)")
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.skip(
-            "snakemake-executor-plugin-slurm is not installed: "
-            "pip install 'snakemake-executor-plugin-slurm>=2.7.1'"
+            "snakemake-executor-plugin-slurm is not installed: pip install 'snakemake-executor-plugin-slurm>=2.7.1'"
         )
     state_dir = Path(os.environ.get("CKPTLENS_SLURM_DIR", "/tmp/ckptlens-slurm"))
     try:
         # generous: a first start may run apt-get update + install
         start = _cluster_script("start", timeout=900)
         if start.returncode == PREREQ_MISSING:
-            pytest.skip(
-                "SLURM cluster not available here: " + start.stderr.strip()[-1500:]
-            )
+            pytest.skip("SLURM cluster not available here: " + start.stderr.strip()[-1500:])
         if start.returncode != 0:
-            pytest.fail(
-                f"'.ci/slurm-cluster.sh start' exited {start.returncode}:\n"
-                + start.stderr[-8000:]
-            )
+            pytest.fail(f"'.ci/slurm-cluster.sh start' exited {start.returncode}:\n" + start.stderr[-8000:])
         yield SlurmCluster(state_dir=state_dir)
     finally:
         stop = _cluster_script("stop", timeout=120)

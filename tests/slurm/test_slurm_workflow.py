@@ -84,11 +84,23 @@ def test_cluster_run_matches_local_then_reruns_only_what_changed(slurm_cluster, 
         project / "workflow/Snakefile", project, "--cores", "2", "--configfile", "changed.yaml", env=env, timeout=600
     ).check()
     rules = _scheduled_rules(rerun.output)
-    assert set(rules) == {"metric_family", "aggregate_metrics", "cross_metric_analysis", "detect_dynamics", "plot_trajectories", "plot_analysis"}
+    assert set(rules) == {
+        "metric_family",
+        "aggregate_metrics",
+        "cross_metric_analysis",
+        "detect_dynamics",
+        "plot_trajectories",
+        "plot_analysis",
+    }
     assert rules["metric_family"] == 4
     assert set(re.findall(r"family=(\w+)", rerun.output)) == {"weight_spectrum"}
     resubmitted = slurm_cluster.jobs(rerun.slurm_job_ids)
     assert not any(j.gpus for j in resubmitted), "no GPU (training/extraction) job may be resubmitted"
-    per = pd.read_parquet(project / "results/runs/small/metrics.parquet").query("metric == 'proportional_effective_rank'")
+    per = pd.read_parquet(project / "results/runs/small/metrics.parquet").query(
+        "metric == 'proportional_effective_rank'"
+    )
     er = pd.read_parquet(project / "results/runs/small/metrics.parquet").query("metric == 'effective_rank'")
-    assert np.allclose(per.sort_values(["layer", "step"])["value"].to_numpy(), er.sort_values(["layer", "step"])["value"].to_numpy() / 8)
+    assert np.allclose(
+        per.sort_values(["layer", "step"])["value"].to_numpy(),
+        er.sort_values(["layer", "step"])["value"].to_numpy() / 8,
+    )

@@ -1,5 +1,6 @@
 """All metric tables of a run -> results/runs/{run}/metrics.parquet, and the steps whose checkpoint
 failed -> missing_steps.csv (an error instead under on_bad_checkpoint: fail)."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """SHA-256 of one checkpoint's weights (names, dtypes, shapes, bytes), read one tensor at a time."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """Cross-metric PCA and per-layer correlations of one run."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """Convergence steps and change points of every (layer, metric) trajectory of one run."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):
@@ -11,9 +12,7 @@ with job_log(snakemake.log[0]):
 
     settings = json.loads(snakemake.params.settings)
     options = {k: settings[k] for k in ("tolerance", "max_change_points", "min_size")}
-    found, notes = detect_dynamics(
-        pd.read_parquet(snakemake.input.table), thresholds=settings["thresholds"], **options
-    )
+    found, notes = detect_dynamics(pd.read_parquet(snakemake.input.table), thresholds=settings["thresholds"], **options)
     if "log" in snakemake.input.keys():
         from_log, log_notes = training_log_dynamics(
             pd.read_csv(snakemake.input.log), snakemake.wildcards.run, **options
@@ -23,4 +22,6 @@ with job_log(snakemake.log[0]):
         found.to_csv(tmp, index=False)
     for n in notes:
         print(n)
-    print(f"{(found.kind == 'change_point').sum()} change points, {(found.kind == 'converged').sum()} convergence steps")
+    print(
+        f"{(found.kind == 'change_point').sum()} change points, {(found.kind == 'converged').sum()} convergence steps"
+    )

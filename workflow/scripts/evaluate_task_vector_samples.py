@@ -1,5 +1,6 @@
 """Loss and accuracy on the held-out split of the task (torch/transformers only here) of the base, each
 fine-tuned run, the mean of the runs and each sample drawn from the task-vector PCA."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """Activations and/or gradients of one checkpoint (a GPU-tagged job; runs on CPU without one)."""
+
 import json
 
 from ckptlens.store.joblog import job_log

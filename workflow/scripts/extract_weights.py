@@ -1,4 +1,5 @@
 """Weight matrices of one checkpoint (numpy only)."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """List (and warn about) steps whose checkpoints hold identical weights."""
+
 import re
 
 from ckptlens.store.joblog import job_log

@@ -1,6 +1,7 @@
 """Bring one checkpoint of a fetched source into the results folder as safetensors: a local file
 imported, a hub revision downloaded and converted (under on_bad_checkpoint: skip, a checkpoint that
 cannot be read becomes a failure record)."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """One metric family on one checkpoint -> a small tidy CSV (numpy only)."""
+
 import json
 import time
 

@@ -1,4 +1,5 @@
 """PCA explained variance and the per-layer correlation heatmap."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

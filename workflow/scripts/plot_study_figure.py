@@ -1,4 +1,5 @@
 """One study figure across runs (its kind and runs come from the config's `figures`)."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

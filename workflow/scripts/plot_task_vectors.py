@@ -1,4 +1,5 @@
 """The task-vector PCA per layer against depth."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

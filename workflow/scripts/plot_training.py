@@ -1,4 +1,5 @@
 """Training curves: loss and in-/out-of-distribution error."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """One figure per metric: its trajectory per layer over training, with change points marked."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):

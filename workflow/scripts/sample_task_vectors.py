@@ -1,6 +1,7 @@
 """Weights sampled from the task-vector principal components of runs that share a base (numpy only):
 the mean of the runs and n_samples draws, each a complete checkpoint (the base's other tensors and
 its metadata, so that it loads like the base), plus the per-layer components and coefficients."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):
@@ -24,20 +25,32 @@ with job_log(snakemake.log[0]):
             f"task_vectors.{name}: the runs do not start from the base checkpoint {paths['base']} in sampled "
             f"tensors ({detail}), so those tensors have no task vector from it. Fine-tune every run from one "
             f"base (MiniLM: examples/minilm/finetune.py --head-seed 0), or leave the tensors out with "
-            f"task_vectors.{name}.sample.layers.")
+            f"task_vectors.{name}.sample.layers."
+        )
     unchecked = [r for r in runs if r not in paths["starts"] and r != snakemake.params.base_run]
     if unchecked:
         print(f"note: runs {unchecked} have no checkpoint at the base step; their start is not compared with the base")
 
-    sampler = TaskVectorSampler(base, runs, layers=settings["layers"], n_components=settings["n_components"],
-                                scale=settings["scale"], seed=settings["seed"], coupling=settings["coupling"])
+    sampler = TaskVectorSampler(
+        base,
+        runs,
+        layers=settings["layers"],
+        n_components=settings["n_components"],
+        scale=settings["scale"],
+        seed=settings["seed"],
+        coupling=settings["coupling"],
+    )
     sampled = sampler.sampled_layers()
     print(f"{len(sampled)} of {len(base)} tensors sampled across {len(runs)} runs ({settings['coupling']} coupling)")
 
     def metadata(point):
-        return {**base.metadata, "ckptlens_source": f"task_vectors.{name}: {point}",
-                "ckptlens_task_vectors": json.dumps({"name": name, "point": point, "base": paths["base"],
-                                                     "runs": paths["runs"], **settings}, sort_keys=True)}
+        return {
+            **base.metadata,
+            "ckptlens_source": f"task_vectors.{name}: {point}",
+            "ckptlens_task_vectors": json.dumps(
+                {"name": name, "point": point, "base": paths["base"], "runs": paths["runs"], **settings}, sort_keys=True
+            ),
+        }
 
     points = {"mean": (snakemake.output.mean, sampler.mean(), None)}
     for i, path in enumerate(snakemake.output.samples):

@@ -1,4 +1,5 @@
 """Task-vector PCA per layer across fine-tuned runs that share a base."""
+
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):
@@ -10,7 +11,12 @@ with job_log(snakemake.log[0]):
 
     base = TensorFile(snakemake.input.base)
     runs = [k for k in snakemake.input.keys() if k != "base"]
-    rows = task_vector_pca(base, [TensorFile(snakemake.input[r]) for r in runs], snakemake.params.n_components, run=snakemake.wildcards.name)
+    rows = task_vector_pca(
+        base,
+        [TensorFile(snakemake.input[r]) for r in runs],
+        snakemake.params.n_components,
+        run=snakemake.wildcards.name,
+    )
     with atomic_path(snakemake.output.table) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     print(f"{len(runs)} runs, {len(rows)} values")

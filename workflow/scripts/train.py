@@ -1,4 +1,5 @@
 """Train one run's model and save its checkpoints (a GPU-tagged job; runs on CPU without one)."""
+
 import json
 
 from ckptlens.store.joblog import job_log
@@ -10,5 +11,6 @@ with job_log(snakemake.log[0]):
 
     torch.set_num_threads(snakemake.threads)
     spec = json.loads(snakemake.params.source)
-    get_source(spec["type"]).train(spec, snakemake.params.steps, list(snakemake.output.checkpoints),
-                                   snakemake.output.log_csv)
+    get_source(spec["type"]).train(
+        spec, snakemake.params.steps, list(snakemake.output.checkpoints), snakemake.output.log_csv
+    )

@@ -174,8 +174,12 @@ class Adapter:
     #: state-dict keys (exact suffix match after an optional prefix) of the token embedding
     embed_suffixes: tuple[str, ...] = ()
 
-    def __init__(self, metadata: Mapping | None = None, n_heads: int | None = None,
-                 shapes: Mapping[str, Sequence[int]] | None = None):
+    def __init__(
+        self,
+        metadata: Mapping | None = None,
+        n_heads: int | None = None,
+        shapes: Mapping[str, Sequence[int]] | None = None,
+    ):
         self.metadata = dict(metadata or {})
         self.config = model_config(metadata)
         self.shapes = {k: tuple(v) for k, v in (shapes or {}).items()}

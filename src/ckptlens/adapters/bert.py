@@ -44,9 +44,14 @@ class BertAdapter(Adapter):
 
         bo = f"{module}.output.dense.bias"
         return AttentionWeights(
-            module, n,
-            W_Q=w("query"), W_K=w("key"), W_V=w("value"),
+            module,
+            n,
+            W_Q=w("query"),
+            W_K=w("key"),
+            W_V=w("value"),
             W_O=split_heads_cols(_f32(get(f"{module}.output.dense.weight")), n, f"{module}.output.dense"),
-            b_Q=b("query"), b_K=b("key"), b_V=b("value"),
+            b_Q=b("query"),
+            b_K=b("key"),
+            b_V=b("value"),
             b_O=_f32(get(bo)) if bo in ks else None,
         )

@@ -12,15 +12,28 @@ from collections.abc import Mapping, Sequence
 from .base import Adapter, _is_norm, module_name
 
 # buffers that are ≥2-D but not parameters (GPT-2's causal mask, rotary tables, ...)
-_BUFFER_SUFFIXES = (".attn.bias", "masked_bias", "inv_freq", "position_ids", "num_batches_tracked",
-                    "cos_cached", "sin_cached")
+_BUFFER_SUFFIXES = (
+    ".attn.bias",
+    "masked_bias",
+    "inv_freq",
+    "position_ids",
+    "num_batches_tracked",
+    "cos_cached",
+    "sin_cached",
+)
 
 
 class GenericAdapter(Adapter):
     name = "generic"
     embed_suffixes = (
-        "embed_tokens.weight", "word_embeddings.weight", "wte.weight", "embed_in.weight",
-        "tok_embeddings.weight", "token_embedding.weight", "tok_emb.weight", "embed.weight",
+        "embed_tokens.weight",
+        "word_embeddings.weight",
+        "wte.weight",
+        "embed_in.weight",
+        "tok_embeddings.weight",
+        "token_embedding.weight",
+        "tok_emb.weight",
+        "embed.weight",
     )
 
     def __init__(self, metadata=None, n_heads=None, shapes=None):

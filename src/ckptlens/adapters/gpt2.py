@@ -48,10 +48,14 @@ class GPT2Adapter(Adapter):
             bq, bk, bv = (b[i * d : (i + 1) * d].reshape(n, -1).copy() for i in range(3))
         bo = _f32(get(f"{module}.c_proj.bias")) if f"{module}.c_proj.bias" in ks else None
         return AttentionWeights(
-            module, n,
+            module,
+            n,
             W_Q=split_heads_rows(q, n, f"{module}.c_attn[q]").copy(),
             W_K=split_heads_rows(k, n, f"{module}.c_attn[k]").copy(),
             W_V=split_heads_rows(v, n, f"{module}.c_attn[v]").copy(),
             W_O=split_heads_cols(_f32(get(f"{module}.c_proj.weight")).T, n, f"{module}.c_proj"),
-            b_Q=bq, b_K=bk, b_V=bv, b_O=bo,
+            b_Q=bq,
+            b_K=bk,
+            b_V=bv,
+            b_O=bo,
         )

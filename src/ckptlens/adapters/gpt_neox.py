@@ -45,8 +45,11 @@ class GPTNeoXAdapter(Adapter):
             b = _f32(get(f"{module}.query_key_value.bias")).reshape(n, 3, dh)
         bo = _f32(get(f"{module}.dense.bias")) if f"{module}.dense.bias" in ks else None
         return AttentionWeights(
-            module, n,
-            W_Q=w[:, 0].copy(), W_K=w[:, 1].copy(), W_V=w[:, 2].copy(),
+            module,
+            n,
+            W_Q=w[:, 0].copy(),
+            W_K=w[:, 1].copy(),
+            W_V=w[:, 2].copy(),
             W_O=split_heads_cols(_f32(get(f"{module}.dense.weight")), n, f"{module}.dense"),
             b_Q=None if b is None else b[:, 0].copy(),
             b_K=None if b is None else b[:, 1].copy(),

@@ -48,7 +48,8 @@ class ToyAdapter(Adapter):
 
         bq, bk, bv = (bias(p) for p in "qkv")
         return AttentionWeights(
-            module, n,
+            module,
+            n,
             W_Q=split_heads_rows(_f32(get(f"{module}.q_proj.weight")), n, f"{module}.q_proj"),
             W_K=split_heads_rows(_f32(get(f"{module}.k_proj.weight")), n, f"{module}.k_proj"),
             W_V=split_heads_rows(_f32(get(f"{module}.v_proj.weight")), n, f"{module}.v_proj"),

@@ -13,10 +13,16 @@ if TYPE_CHECKING:  # the lazy names' modules, for type checkers and the code has
     from . import correlation, notes, pca  # noqa: F401
 
 _EXPORTS = {
-    "CORRELATION_COLUMNS": "correlation", "MEAN_LAYER": "correlation", "MEAN_TRAJECTORY_LAYER": "correlation",
-    "SUMMARY_ROW_LABELS": "correlation", "metric_correlations": "correlation",
-    "EXPLAINED_COLUMNS": "pca", "LOADINGS_COLUMNS": "pca", "pca_explained_variance": "pca",
-    "gap_notes": "notes", "missing_steps": "notes",
+    "CORRELATION_COLUMNS": "correlation",
+    "MEAN_LAYER": "correlation",
+    "MEAN_TRAJECTORY_LAYER": "correlation",
+    "SUMMARY_ROW_LABELS": "correlation",
+    "metric_correlations": "correlation",
+    "EXPLAINED_COLUMNS": "pca",
+    "LOADINGS_COLUMNS": "pca",
+    "pca_explained_variance": "pca",
+    "gap_notes": "notes",
+    "missing_steps": "notes",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -48,9 +48,7 @@ def is_constant(values: np.ndarray) -> bool:
     return bool(np.std(values) <= CONSTANT_RTOL * scale)
 
 
-def usable_columns(
-    matrix: pd.DataFrame, notes: list[str], prefix: str
-) -> pd.DataFrame:
+def usable_columns(matrix: pd.DataFrame, notes: list[str], prefix: str) -> pd.DataFrame:
     """Drop non-finite and constant columns, each with a note naming it and why."""
     keep = []
     for col in matrix.columns:
@@ -58,8 +56,7 @@ def usable_columns(
         if not np.all(np.isfinite(values)):
             n_bad = int(np.sum(~np.isfinite(values)))
             notes.append(
-                f"{prefix}: column {col!r} dropped: contains NaN/Inf or is missing at "
-                f"{n_bad} of {values.size} step(s)"
+                f"{prefix}: column {col!r} dropped: contains NaN/Inf or is missing at {n_bad} of {values.size} step(s)"
             )
         elif is_constant(values):
             notes.append(f"{prefix}: column {col!r} dropped: constant over steps (std 0)")

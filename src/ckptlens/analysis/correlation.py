@@ -22,7 +22,15 @@ from ..store.layers import layer_key
 from ._common import clean, is_constant, mean_over_layers, single_run
 
 CORRELATION_COLUMNS = [
-    "run", "x_metric", "y_metric", "layer", "pearson_r", "r_squared", "slope", "intercept", "n_steps",
+    "run",
+    "x_metric",
+    "y_metric",
+    "layer",
+    "pearson_r",
+    "r_squared",
+    "slope",
+    "intercept",
+    "n_steps",
 ]
 #: ``layer`` values of the summary rows, and how figures label them.
 MEAN_LAYER = "mean"
@@ -126,8 +134,14 @@ def metric_correlations(
             )
             rows.append(
                 {
-                    "run": run, "x_metric": x_metric, "y_metric": y_metric, "layer": MEAN_TRAJECTORY_LAYER,
-                    "pearson_r": r, "r_squared": r2, "slope": slope, "intercept": intercept,
+                    "run": run,
+                    "x_metric": x_metric,
+                    "y_metric": y_metric,
+                    "layer": MEAN_TRAJECTORY_LAYER,
+                    "pearson_r": r,
+                    "r_squared": r2,
+                    "slope": slope,
+                    "intercept": intercept,
                     "n_steps": int(ok.sum()),
                 }
             )
@@ -144,8 +158,14 @@ def metric_correlations(
                 notes.append(f"{prefix}, layer {layer!r}: r and R² undefined ({why})")
             pair_rows.append(
                 {
-                    "run": run, "x_metric": x_metric, "y_metric": y_metric, "layer": layer,
-                    "pearson_r": r, "r_squared": r2, "slope": slope, "intercept": intercept,
+                    "run": run,
+                    "x_metric": x_metric,
+                    "y_metric": y_metric,
+                    "layer": layer,
+                    "pearson_r": r,
+                    "r_squared": r2,
+                    "slope": slope,
+                    "intercept": intercept,
                     "n_steps": int(ok.sum()),
                 }
             )
@@ -155,11 +175,16 @@ def metric_correlations(
             notes.append(f"{prefix}: r is undefined on every layer; the mean row is NaN")
         pair_rows.append(
             {
-                "run": run, "x_metric": x_metric, "y_metric": y_metric, "layer": MEAN_LAYER,
+                "run": run,
+                "x_metric": x_metric,
+                "y_metric": y_metric,
+                "layer": MEAN_LAYER,
                 # nanmean warns on all-NaN input; the note above already says so.
                 "pearson_r": float(np.nanmean(r_all)) if np.isfinite(r_all).any() else np.nan,
                 "r_squared": float(np.nanmean(r2_all)) if np.isfinite(r2_all).any() else np.nan,
-                "slope": np.nan, "intercept": np.nan, "n_steps": pd.NA,
+                "slope": np.nan,
+                "intercept": np.nan,
+                "n_steps": pd.NA,
             }
         )
         rows += pair_rows

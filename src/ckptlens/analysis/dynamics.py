@@ -166,9 +166,7 @@ def _normalise_threshold(metric: str, spec) -> tuple[float, str]:
         )
     direction = spec.get("direction", "above")
     if direction not in DIRECTIONS:
-        raise ValueError(
-            f"threshold for {metric!r}: direction must be 'above' or 'below', got {direction!r}"
-        )
+        raise ValueError(f"threshold for {metric!r}: direction must be 'above' or 'below', got {direction!r}")
     return float(spec["value"]), direction
 
 
@@ -195,9 +193,7 @@ def _finite_sorted(steps, values) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(steps)
     v = np.asarray(values, dtype=float)
     if s.shape != v.shape or s.ndim != 1:
-        raise ValueError(
-            f"steps and values must be 1-D of the same length, got {s.shape} and {v.shape}"
-        )
+        raise ValueError(f"steps and values must be 1-D of the same length, got {s.shape} and {v.shape}")
     order = np.argsort(s, kind="stable")
     s, v = s[order], v[order]
     keep = np.isfinite(v)
@@ -503,9 +499,7 @@ def _clean_table(table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     keys = ["run", "step", "layer", "metric"]
     n_dup = int(df.duplicated(keys).sum())
     if n_dup:
-        notes.append(
-            f"detect_dynamics: {n_dup} duplicate (run, step, layer, metric) row(s) were averaged"
-        )
+        notes.append(f"detect_dynamics: {n_dup} duplicate (run, step, layer, metric) row(s) were averaged")
         df = df.groupby(keys, as_index=False, sort=False)["value"].mean()
     return df
 
@@ -552,10 +546,7 @@ def detect_dynamics(
         finite = np.isfinite(values)
         n_finite = int(finite.sum())
         if n_finite < values.size:
-            notes.append(
-                f"{prefix}: {values.size - n_finite} non-finite value(s) (NaN/Inf) of "
-                f"{values.size} ignored"
-            )
+            notes.append(f"{prefix}: {values.size - n_finite} non-finite value(s) (NaN/Inf) of {values.size} ignored")
         if n_finite < 2:
             notes.append(f"{prefix}: skipped: {n_finite} finite value(s), need at least 2")
             continue
@@ -626,8 +617,13 @@ def _sorted_frame(rows: list[dict]) -> pd.DataFrame:
         return out.reset_index(drop=True)
     order = sorted(
         range(len(out)),
-        key=lambda i: (out["run"].iat[i], out["metric"].iat[i], layer_key(out["layer"].iat[i]),
-                       KINDS.index(out["kind"].iat[i]), out["step"].iat[i]),
+        key=lambda i: (
+            out["run"].iat[i],
+            out["metric"].iat[i],
+            layer_key(out["layer"].iat[i]),
+            KINDS.index(out["kind"].iat[i]),
+            out["step"].iat[i],
+        ),
     )
     return out.iloc[order].reset_index(drop=True)
 

@@ -27,9 +27,7 @@ LOADINGS_COLUMNS = ["run", "matrix", "component", "column", "loading"]
 N_LOADING_COMPONENTS = 3
 
 
-def _pca_rows(
-    run: str, name: str, matrix: pd.DataFrame, notes: list[str]
-) -> tuple[list[dict], list[dict]]:
+def _pca_rows(run: str, name: str, matrix: pd.DataFrame, notes: list[str]) -> tuple[list[dict], list[dict]]:
     """PCA of one step x column matrix on z-scored columns; rows for both output tables."""
     prefix = f"run {run!r}, matrix {name}"
     usable = usable_columns(matrix, notes, prefix)
@@ -70,9 +68,7 @@ def _pca_rows(
     return explained, loadings
 
 
-def _layer_mean_matrix(
-    df: pd.DataFrame, steps: np.ndarray, notes: list[str], prefix: str
-) -> pd.DataFrame:
+def _layer_mean_matrix(df: pd.DataFrame, steps: np.ndarray, notes: list[str], prefix: str) -> pd.DataFrame:
     """Step x metric matrix of the mean over layers.
 
     The mean at every step is taken over the *same* layers: those finite at every step. Why:

@@ -36,8 +36,9 @@ def _modules(model: torch.nn.Module, modules: Mapping[str, str]) -> dict[str, to
     return {name: found[m] for name, m in modules.items()}
 
 
-def capture_outputs(model: torch.nn.Module, forward: Callable[[], object], modules: Mapping[str, str],
-                    mask: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+def capture_outputs(
+    model: torch.nn.Module, forward: Callable[[], object], modules: Mapping[str, str], mask: torch.Tensor | None = None
+) -> dict[str, np.ndarray]:
     """The output of each module during ``forward()`` (no gradients), as float32
     [rows, features]: outputs with a [batch, position] layout matching ``mask`` keep only the
     positions where it is true (the real, non-padding tokens, so that the rows are the same tokens
@@ -63,9 +64,13 @@ def capture_outputs(model: torch.nn.Module, forward: Callable[[], object], modul
     return captured
 
 
-def weight_gradients(model: torch.nn.Module, losses: Callable[[int], torch.Tensor], n_batches: int,
-                     modules: Mapping[str, str], transposed: Callable[[str], bool] = lambda m: False
-                     ) -> dict[str, np.ndarray]:
+def weight_gradients(
+    model: torch.nn.Module,
+    losses: Callable[[int], torch.Tensor],
+    n_batches: int,
+    modules: Mapping[str, str],
+    transposed: Callable[[str], bool] = lambda m: False,
+) -> dict[str, np.ndarray]:
     """``{"<name>#<i>": d loss_i / d weight}`` of each module's ``weight`` (or the parameter of that
     name) for every probe batch i; ``losses(i)`` computes loss i. Only these weights require a
     gradient meanwhile. Weights stored [in, out] (``transposed(module)``) get [out, in] gradients."""
@@ -101,14 +106,17 @@ def weight_gradients(model: torch.nn.Module, losses: Callable[[int], torch.Tenso
     return out
 
 
-def output_gradients(model: torch.nn.Module, forward: Callable[[], torch.Tensor], modules: Mapping[str, str],
-                     n_outputs: int) -> dict[str, np.ndarray]:
+def output_gradients(
+    model: torch.nn.Module, forward: Callable[[], torch.Tensor], modules: Mapping[str, str], n_outputs: int
+) -> dict[str, np.ndarray]:
     """Per-sample gradient of each model output with respect to each module's output:
     ``{"<name>|out<k>": [n_samples, features]}``. Samples are independent, so the gradient of the
     summed output gives every sample's row."""
     captured: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, n=name: captured.__setitem__(n, out))
-             for name, m in _modules(model, modules).items()]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, n=name: captured.__setitem__(n, out))
+        for name, m in _modules(model, modules).items()
+    ]
     try:
         out = forward()
     finally:

@@ -74,14 +74,25 @@ MASKED_LM = "masked_lm"
 BASE = "base"
 
 #: checkpoint tensors that are buffers of older transformers versions: dropped without a warning
-_KNOWN_BUFFERS = (".attention.bias", ".attention.masked_bias", ".attn.bias", ".attn.masked_bias",
-                  "inv_freq", "position_ids", "num_batches_tracked", "cos_cached", "sin_cached")
+_KNOWN_BUFFERS = (
+    ".attention.bias",
+    ".attention.masked_bias",
+    ".attn.bias",
+    ".attn.masked_bias",
+    "inv_freq",
+    "position_ids",
+    "num_batches_tracked",
+    "cos_cached",
+    "sin_cached",
+)
 
 #: fraction of the real tokens masked per row for the masked-LM loss
 MLM_FRACTION = 0.15
 
-NO_LOSS = ("this checkpoint has no task head (no classifier.*, cls.predictions.*/lm_head.* or causal LM head), "
-           "so it has no training loss: extract activations only, or fine-tune a head first")
+NO_LOSS = (
+    "this checkpoint has no task head (no classifier.*, cls.predictions.*/lm_head.* or causal LM head), "
+    "so it has no training loss: extract activations only, or fine-tune a head first"
+)
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -157,12 +168,12 @@ class _Names:
     def to_ckpt(self, name: str) -> str | None:
         for src, dst in self.rename.items():
             if name == src or name.startswith(src + "."):
-                return dst + name[len(src):]
+                return dst + name[len(src) :]
         if self.strip:
             if name == self.strip:
                 return None  # the checkpoint's root
             if name.startswith(self.strip + "."):
-                return name[len(self.strip) + 1:]
+                return name[len(self.strip) + 1 :]
         if self.add:
             return f"{self.add}.{name}" if name else self.add
         return name
@@ -237,13 +248,16 @@ class HFModel:
         if unexpected:
             warnings.warn(
                 f"{path}: {len(unexpected)} checkpoint tensors have no place in {type(model).__name__} and are "
-                f"ignored (e.g. {unexpected[:5]})", stacklevel=2,
+                f"ignored (e.g. {unexpected[:5]})",
+                stacklevel=2,
             )
         try:
             model.load_state_dict(state, strict=False)
         except RuntimeError as exc:
             msg = " ".join(str(exc).split())[:600]
-            raise ExtractionError(f"{path}: weights do not fit {type(model).__name__} built from its config ({msg})") from None
+            raise ExtractionError(
+                f"{path}: weights do not fit {type(model).__name__} built from its config ({msg})"
+            ) from None
         if tied:
             model.tie_weights()
         model.to(self.device).eval()
@@ -282,7 +296,9 @@ def _build(cfg: dict, kind: str, keys, shapes, path: Path):
     try:
         config = AutoConfig.for_model(model_type, **cfg)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ExtractionError(f"{path}: cannot build a transformers config for model_type {model_type!r} ({exc})") from exc
+        raise ExtractionError(
+            f"{path}: cannot build a transformers config for model_type {model_type!r} ({exc})"
+        ) from exc
     cls = _auto_class(kind)
     try:
         from transformers.initialization import no_init_weights  # weights are loaded next: skip random init
@@ -294,7 +310,9 @@ def _build(cfg: dict, kind: str, keys, shapes, path: Path):
         with no_init_weights():
             model = cls.from_config(config, attn_implementation="eager")
     except (ValueError, KeyError, TypeError) as exc:
-        raise ExtractionError(f"{path}: transformers has no {cls.__name__} for model_type {model_type!r} ({exc})") from exc
+        raise ExtractionError(
+            f"{path}: transformers has no {cls.__name__} for model_type {model_type!r} ({exc})"
+        ) from exc
     return model.to(torch.float32)  # the config's torch_dtype (float16 for Pythia) is not used: float32
 
 
@@ -307,7 +325,7 @@ def _indices(n: int, batch_size: int, n_batches: int, seed: int, what: str) -> l
     rng = np.random.default_rng(seed)
     if n >= batch_size * n_batches:
         order = rng.permutation(n)
-        return [order[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+        return [order[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
     return [rng.choice(n, batch_size, replace=False) for _ in range(n_batches)]
 
 
@@ -362,7 +380,9 @@ def probe_batches(probe: Mapping, tokenizer_dir=None, label2id: Mapping | None =
     import torch
 
     if ("tokens" in probe) == ("text" in probe):
-        raise ExtractionError(f"probe {dict(probe)!r}: give exactly one of 'tokens' (an .npy file) or 'text' (a .txt file)")
+        raise ExtractionError(
+            f"probe {dict(probe)!r}: give exactly one of 'tokens' (an .npy file) or 'text' (a .txt file)"
+        )
     bs, nb, seed = int(probe.get("batch_size", 8)), int(probe.get("n_batches", 4)), int(probe.get("seed", 0))
     seq_len = probe.get("seq_len")
     labels = None
@@ -406,8 +426,11 @@ def probe_batches(probe: Mapping, tokenizer_dir=None, label2id: Mapping | None =
             raise ExtractionError(f"probe text {path}: needs a 'tokenizer' folder to tokenize it")
         tok = load_tokenizer(tdir)
         out = tok(texts, padding="max_length", truncation=True, max_length=int(seq_len or 64), return_tensors="np")
-        enc = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()
-               if k in ("input_ids", "attention_mask", "token_type_ids")}
+        enc = {
+            k: np.asarray(v, dtype=np.int64)
+            for k, v in out.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
         where = str(path)
     batches = []
     for idx in _indices(len(enc["input_ids"]), bs, nb, seed, where):
@@ -449,8 +472,11 @@ def _model_inputs(model, batch: dict, device) -> dict:
     import inspect
 
     accepted = set(inspect.signature(model.forward).parameters)
-    return {k: v.to(device) for k, v in batch.items()
-            if k in ("input_ids", "attention_mask", "token_type_ids") and k in accepted}
+    return {
+        k: v.to(device)
+        for k, v in batch.items()
+        if k in ("input_ids", "attention_mask", "token_type_ids") and k in accepted
+    }
 
 
 def loss_fn(model, kind: str, batch: dict, device=None):
@@ -463,11 +489,14 @@ def loss_fn(model, kind: str, batch: dict, device=None):
     logits = model(**_model_inputs(model, batch, device)).logits
     if kind == CAUSAL_LM:
         targets = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100).to(device)
-        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                               targets[:, 1:].reshape(-1), ignore_index=-100)
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets[:, 1:].reshape(-1), ignore_index=-100
+        )
     if kind == SEQUENCE_CLASSIFICATION:
         if "labels" not in batch:
-            raise ExtractionError("a classification model needs labels in its probe ('label<TAB>text' lines or 'labels: x.npy')")
+            raise ExtractionError(
+                "a classification model needs labels in its probe ('label<TAB>text' lines or 'labels: x.npy')"
+            )
         y = batch["labels"].to(device)
         if logits.shape[-1] == 1:
             return F.mse_loss(logits.squeeze(-1).float(), y.float())
@@ -492,7 +521,9 @@ def open_hf_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | 
         tok = load_tokenizer(probe["tokenizer"]) if probe.get("tokenizer") else None
         mask_id = probe.get("mask_token_id", tok.mask_token_id if tok is not None else None)
         if mask_id is None:
-            raise ExtractionError(f"{checkpoint}: a masked-LM probe needs a tokenizer with a mask token or 'mask_token_id'")
+            raise ExtractionError(
+                f"{checkpoint}: a masked-LM probe needs a tokenizer with a mask token or 'mask_token_id'"
+            )
         special = set(tok.all_special_ids) if tok is not None else set()
         seed = int(probe.get("seed", 0))
         grad_batches = [_mask_for_mlm(b, i, seed, int(mask_id), special) for i, b in enumerate(batches)]

@@ -45,7 +45,9 @@ class ProbedModel:
 
 def open_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | None = None) -> ProbedModel:
     """The model of ``checkpoint`` with its probe, weights not yet loaded (:attr:`ProbedModel.load`)."""
-    arch = SafetensorsFile(checkpoint).metadata.get("ckptlens_arch") if str(checkpoint).endswith(".safetensors") else None
+    arch = (
+        SafetensorsFile(checkpoint).metadata.get("ckptlens_arch") if str(checkpoint).endswith(".safetensors") else None
+    )
     if arch in ("toy", "mlp") and hf_config is None:
         from .trained_model import open_trained_model
 
@@ -80,14 +82,25 @@ def run_extractions(pm: ProbedModel, checkpoint, targets: Mapping, probe: Mappin
         write_tensors(grads, outputs["gradients"], meta)
     if "activation_gradients" in outputs:
         if not pm.n_outputs:
-            raise ExtractionError(f"{checkpoint}: activation gradients need a model with several outputs (the two-forces MLP)")
+            raise ExtractionError(
+                f"{checkpoint}: activation gradients need a model with several outputs (the two-forces MLP)"
+            )
         mods = {c: pm.modules[c] for c in _chosen(targets, "activation_gradients", pm.modules, checkpoint)}
-        write_tensors(output_gradients(pm.model, lambda: pm.forward(first), mods, pm.n_outputs),
-                      outputs["activation_gradients"], meta)
+        write_tensors(
+            output_gradients(pm.model, lambda: pm.forward(first), mods, pm.n_outputs),
+            outputs["activation_gradients"],
+            meta,
+        )
 
 
-def extract_models(checkpoints: Sequence, targets: Mapping, probe: Mapping, outputs: Sequence[Mapping[str, str]],
-                   device=None, hf_config: Mapping | None = None) -> None:
+def extract_models(
+    checkpoints: Sequence,
+    targets: Mapping,
+    probe: Mapping,
+    outputs: Sequence[Mapping[str, str]],
+    device=None,
+    hf_config: Mapping | None = None,
+) -> None:
     """:func:`run_extractions` for a series of checkpoints of one model (``outputs[i]`` for
     ``checkpoints[i]``): the model and the probe are built once, from the first checkpoint."""
     import torch
@@ -104,8 +117,14 @@ def extract_models(checkpoints: Sequence, targets: Mapping, probe: Mapping, outp
         run_extractions(pm, checkpoint, targets, probe, outs)
 
 
-def extract_model(checkpoint, targets: Mapping, probe: Mapping, outputs: Mapping[str, str], device=None,
-                  hf_config: Mapping | None = None) -> None:
+def extract_model(
+    checkpoint,
+    targets: Mapping,
+    probe: Mapping,
+    outputs: Mapping[str, str],
+    device=None,
+    hf_config: Mapping | None = None,
+) -> None:
     """Activations, gradients and/or activation gradients (whichever ``outputs`` names: kind ->
     path) of one checkpoint, from one model load. ``hf_config``: a Hugging Face config to build the
     model from, instead of the one in the checkpoint's metadata."""

@@ -32,7 +32,9 @@ def _build(checkpoint):
         cfg = TwoForcesConfig(**json.loads(meta["ckptlens_model"]))
         model, task = TwoOutputMLP(cfg), TwoForcesTask(cfg)
     else:
-        raise ExtractionError(f"{checkpoint}: not a checkpoint trained by ckptlens (metadata 'ckptlens_arch' is {arch!r})")
+        raise ExtractionError(
+            f"{checkpoint}: not a checkpoint trained by ckptlens (metadata 'ckptlens_arch' is {arch!r})"
+        )
     return model, task
 
 
@@ -46,7 +48,9 @@ def _load(model, checkpoint, device) -> None:
 def open_trained_model(checkpoint, probe: Mapping, device=None) -> ProbedModel:
     model, task = _build(checkpoint)
     model.to(device or "cpu").eval()
-    batches = [b.to(device or "cpu") for b in task.probe_batches(probe["n_batches"], probe["batch_size"], probe["seed"])]
+    batches = [
+        b.to(device or "cpu") for b in task.probe_batches(probe["n_batches"], probe["batch_size"], probe["seed"])
+    ]
     modules = {n: n for n, _ in model.named_modules() if n}
     params = [n[: -len(".weight")] for n, _ in model.named_parameters() if n.endswith(".weight")]
     return ProbedModel(

@@ -66,13 +66,20 @@ def cka_to_final(ctx: ActivationContext, ref: ActivationContext) -> float:
     return linear_cka(ctx, ref)
 
 
-@metric("cka_to_previous", label="linear CKA to the previous checkpoint", family="activation_similarity", reference="previous")
+@metric(
+    "cka_to_previous",
+    label="linear CKA to the previous checkpoint",
+    family="activation_similarity",
+    reference="previous",
+)
 def cka_to_previous(ctx: ActivationContext, ref: ActivationContext) -> float:
     """Linear CKA between the layer's activations and those of the previous checkpoint."""
     return linear_cka(ctx, ref)
 
 
-@metric("cka_to_initial", label="linear CKA to the initial checkpoint", family="activation_similarity", reference="initial")
+@metric(
+    "cka_to_initial", label="linear CKA to the initial checkpoint", family="activation_similarity", reference="initial"
+)
 def cka_to_initial(ctx: ActivationContext, ref: ActivationContext) -> float:
     """Linear CKA between the layer's activations and those of the first checkpoint (step 0)."""
     return linear_cka(ctx, ref)

@@ -405,8 +405,11 @@ def _optional_ks_pairs(name):
             except MetricConfigError:
                 ok = False
             if not ok:
-                _config_error(name, "ks", f"must be null (the full circuits only) or a non-empty list of positive "
-                                          f"integers, not {ks!r}")
+                _config_error(
+                    name,
+                    "ks",
+                    f"must be null (the full circuits only) or a non-empty list of positive integers, not {ks!r}",
+                )
         rest(params)
 
     return check
@@ -428,7 +431,9 @@ def _overlap_table(ctx, pair_iter, a_side, b_side, ks, stat_index):
             else:
                 values[f"k{k}"] = float(s.max()) if stat_index == 0 else float(np.sqrt(np.mean(s**2)))
             # the baseline depends on d and k only: defined even where the circuit's value is not
-            values[f"k{k}_random"] = math.nan if vecs is None else random_overlap_baseline(vecs.shape[0], int(k))[stat_index]
+            values[f"k{k}_random"] = (
+                math.nan if vecs is None else random_overlap_baseline(vecs.shape[0], int(k))[stat_index]
+            )
         out[pair_label(a, b)] = values
     return out
 
@@ -449,25 +454,55 @@ def _rotary_outputs(params) -> list[str]:
     return [f"k{int(k)}_r{r}" for r in offsets for k in params["ks"]] + [f"zscore_r{r}" for r in offsets]
 
 
-@metric("qk_ov_overlap_max", label="QK–OV matching (max cos of principal angles)", family="circuits", validate=_ks_pairs("qk_ov_overlap_max"), outputs=_overlap_outputs, ks=[1, 2, 4, 8], pairs="all")
+@metric(
+    "qk_ov_overlap_max",
+    label="QK–OV matching (max cos of principal angles)",
+    family="circuits",
+    validate=_ks_pairs("qk_ov_overlap_max"),
+    outputs=_overlap_outputs,
+    ks=[1, 2, 4, 8],
+    pairs="all",
+)
 def qk_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
     """Largest singular value of V₁[:, :k]ᵀU₂[:, :k] (layer-L QK key side vs layer-(L−1) OV output), with random baseline."""
     return _overlap_table(ctx, ctx.qk_ov_pairs(pairs), "v", "u", ks, 0)
 
 
-@metric("qk_ov_overlap_rms", label="QK–OV matching (rms cos of principal angles)", family="circuits", validate=_ks_pairs("qk_ov_overlap_rms"), outputs=_overlap_outputs, ks=[1, 2, 4, 8], pairs="all")
+@metric(
+    "qk_ov_overlap_rms",
+    label="QK–OV matching (rms cos of principal angles)",
+    family="circuits",
+    validate=_ks_pairs("qk_ov_overlap_rms"),
+    outputs=_overlap_outputs,
+    ks=[1, 2, 4, 8],
+    pairs="all",
+)
 def qk_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
     """sqrt(mean s²) of the singular values of V₁[:, :k]ᵀU₂[:, :k], with random baseline."""
     return _overlap_table(ctx, ctx.qk_ov_pairs(pairs), "v", "u", ks, 1)
 
 
-@metric("embed_ov_overlap_max", label="embedding–OV matching (max cos of principal angles)", family="circuits", validate=_ks_pairs("embed_ov_overlap_max"), outputs=_overlap_outputs, ks=[1, 2, 4, 8])
+@metric(
+    "embed_ov_overlap_max",
+    label="embedding–OV matching (max cos of principal angles)",
+    family="circuits",
+    validate=_ks_pairs("embed_ov_overlap_max"),
+    outputs=_overlap_outputs,
+    ks=[1, 2, 4, 8],
+)
 def embed_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
     """Largest singular value of V_E[:, :k]ᵀU_OV[:, :k] (embedding vs first-layer OV heads), with random baseline."""
     return _overlap_table(ctx, ctx.embed_ov_pairs(), "v", "u", ks, 0)
 
 
-@metric("embed_ov_overlap_rms", label="embedding–OV matching (rms cos of principal angles)", family="circuits", validate=_ks_pairs("embed_ov_overlap_rms"), outputs=_overlap_outputs, ks=[1, 2, 4, 8])
+@metric(
+    "embed_ov_overlap_rms",
+    label="embedding–OV matching (rms cos of principal angles)",
+    family="circuits",
+    validate=_ks_pairs("embed_ov_overlap_rms"),
+    outputs=_overlap_outputs,
+    ks=[1, 2, 4, 8],
+)
 def embed_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
     """sqrt(mean s²) of the singular values of V_E[:, :k]ᵀU_OV[:, :k], with random baseline."""
     return _overlap_table(ctx, ctx.embed_ov_pairs(), "v", "u", ks, 1)
@@ -476,7 +511,13 @@ def embed_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
 # ---------------------------------------------------------------- QK·OV products
 
 
-@metric("qk_ov_diag_zscore", label="diagonal z-score of W_QK·W_OV", family="circuits", validate=_pairs_only("qk_ov_diag_zscore"), pairs="all")
+@metric(
+    "qk_ov_diag_zscore",
+    label="diagonal z-score of W_QK·W_OV",
+    family="circuits",
+    validate=_pairs_only("qk_ov_diag_zscore"),
+    pairs="all",
+)
 def qk_ov_diag_zscore(ctx: CircuitContext, pairs="all") -> dict:
     """Diagonal z-score of M = W_QK·W_OV in the residual basis."""
     out = {}
@@ -611,8 +652,10 @@ def _rotary_head_svds(ctx: CircuitContext, q: str, k: str, offsets, base):
     if wq is None or wk is None:  # NaN/Inf pieces: warned by the store
         return None
     if wq.ndim != 2 or wq.shape != wk.shape:
-        warn(f"qk_ov_rotary_sweep: {q} {wq.shape} and {k} {wk.shape} are not matching [d_head, d_model] "
-              "matrices; recorded as NaN")
+        warn(
+            f"qk_ov_rotary_sweep: {q} {wq.shape} and {k} {wk.shape} are not matching [d_head, d_model] "
+            "matrices; recorded as NaN"
+        )
         return None
     if wq.shape[0] % 2:
         warn(f"qk_ov_rotary_sweep: {q} has an odd d_head ({wq.shape[0]}), no rotary pairs; recorded as NaN")
@@ -631,15 +674,18 @@ def _rotary_head_svds(ctx: CircuitContext, q: str, k: str, offsets, base):
     rotary_base=10000.0,
     pairs="all",
 )
-def qk_ov_rotary_sweep(ctx: CircuitContext, offsets=(0, 1, 2, 4, 8, 16), ks=(1, 2, 4), rotary_base=10000.0,
-                       pairs="all") -> dict:
+def qk_ov_rotary_sweep(
+    ctx: CircuitContext, offsets=(0, 1, 2, 4, 8, 16), ks=(1, 2, 4), rotary_base=10000.0, pairs="all"
+) -> dict:
     """K-composition matching of W_QK(r) = W_Qᵀ·R(−r·ω)·W_K/√d_head (key r positions back) with the layer-(L−1) OV heads, per offset r."""
     offsets = [int(r) for r in offsets]
     heads, missing = ctx.rotary_heads()
     if missing:
         shown = ", ".join(missing[:6]) + (f", … ({len(missing)} in all)" if len(missing) > 6 else "")
-        warn(f"qk_ov_rotary_sweep: the weights extraction lacks the per-head pieces {shown}; no rows for "
-              "those heads (add '<attn>.head*.q' and '<attn>.head*.k' to targets.weights)")
+        warn(
+            f"qk_ov_rotary_sweep: the weights extraction lacks the per-head pieces {shown}; no rows for "
+            "those heads (add '<attn>.head*.q' and '<attn>.head*.k' to targets.weights)"
+        )
     e = None if ctx.embed is None else ctx.matrix(ctx.embed)
     ev_cache: dict[str, np.ndarray] = {}  # ov name -> E·V₂ (the module before the current one)
     current_module = None

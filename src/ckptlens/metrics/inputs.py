@@ -23,6 +23,9 @@ def open_metric_inputs(paths: Mapping[str, str], group_gradients: bool = False):
     refs = {}
     for name, p in paths.items():
         r = checkpoint_record(p)
-        refs[name] = Unavailable(f"step {r.get('step')} failed: {r.get('file')}: {r.get('reason')}") if r else TensorFile(
-            p, group_gradients=group_gradients)
+        refs[name] = (
+            Unavailable(f"step {r.get('step')} failed: {r.get('file')}: {r.get('reason')}")
+            if r
+            else TensorFile(p, group_gradients=group_gradients)
+        )
     return current, refs, None

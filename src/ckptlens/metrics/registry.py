@@ -205,8 +205,10 @@ def _warn_unavailable(references, chosen, where) -> None:
         if isinstance(store, Unavailable):
             users = [n for n in chosen if ref in METRICS[n].references]
             if users:
-                warn(f"{where}: the {ref} reference is unavailable ({store.reason}); {', '.join(users)} "
-                      f"recorded as NaN on every layer")
+                warn(
+                    f"{where}: the {ref} reference is unavailable ({store.reason}); {', '.join(users)} "
+                    f"recorded as NaN on every layer"
+                )
 
 
 class LayerStore(Mapping):
@@ -299,8 +301,11 @@ def compute_family(
     if fam.scope == "model":
         return _compute_model_family(fam, chosen, current, references, run, step)
     # layer names of each reference, read once (a lazy Mapping's `in` may read the tensor itself)
-    ref_names = {ref: set(iter(store)) for ref, store in references.items()
-                 if store is not None and not isinstance(store, Unavailable)}
+    ref_names = {
+        ref: set(iter(store))
+        for ref, store in references.items()
+        if store is not None and not isinstance(store, Unavailable)
+    }
     rows = []
     for layer in current.keys():
         x = np.asarray(current[layer])

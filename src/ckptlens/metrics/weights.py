@@ -80,7 +80,13 @@ def _check_r(params):
     check_positive_int("proportional_effective_rank", "r", params["r"], allow=("min",))
 
 
-@metric("proportional_effective_rank", label="effective rank / dimension", family="weight_spectrum", validate=_check_r, r="min")
+@metric(
+    "proportional_effective_rank",
+    label="effective rank / dimension",
+    family="weight_spectrum",
+    validate=_check_r,
+    r="min",
+)
 def proportional_effective_rank(ctx: WeightContext, r="min") -> float:
     """Proportional effective rank ER / r, r = min(m, n) or a configured dimension."""
     return effective_rank(ctx) / _rank_denominator(ctx, r)
@@ -164,4 +170,3 @@ def _check_k(params):
 def screenot_rank(ctx: WeightContext, k="auto") -> float:
     """Rank estimated by ScreeNOT adaptive hard thresholding (k: upper bound on the signal rank)."""
     return float(screenot_rank_of(ctx.singular_values, ctx.w.shape, k))
-

@@ -85,11 +85,11 @@ def no_data(path: str | os.PathLike, title: str, detail: str = "") -> Path:
         ax = fig.add_subplot()
         ax.set_axis_off()
         ax.set_title(title)
-        ax.text(0.5, 0.55, "no data", ha="center", va="center", fontsize=16, color="0.35",
-                transform=ax.transAxes)
+        ax.text(0.5, 0.55, "no data", ha="center", va="center", fontsize=16, color="0.35", transform=ax.transAxes)
         if detail:
-            ax.text(0.5, 0.35, detail, ha="center", va="center", fontsize=8, color="0.45",
-                    transform=ax.transAxes, wrap=True)
+            ax.text(
+                0.5, 0.35, detail, ha="center", va="center", fontsize=8, color="0.45", transform=ax.transAxes, wrap=True
+            )
         return save(fig, path)
 
 
@@ -147,8 +147,7 @@ def depth_values(layers: Iterable[str]) -> dict[str, float]:
     index = {x: layer_index(x) for x in layers}
     known = [i for i in index.values() if i is not None]
     lo, hi = (min(known), max(known)) if known else (0, 0)
-    return {x: float(i) if i is not None else float(lo - 1 if before_numbered(x) else hi + 1)
-            for x, i in index.items()}
+    return {x: float(i) if i is not None else float(lo - 1 if before_numbered(x) else hi + 1) for x, i in index.items()}
 
 
 def sanitize(name: str) -> str:

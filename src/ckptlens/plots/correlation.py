@@ -116,8 +116,7 @@ def _grids(df: pd.DataFrame, runs: list[str], pairs: list[str]) -> tuple[list, i
         layers = even_pick(every, MAX_LAYER_ROWS)
         cut = max(cut, len(every) - len(layers))
         rows = layers + [r for r in SUMMARY_ROW_LABELS if (one["layer"] == r).any()] or ["n/a"]
-        grid = (one.groupby(["layer", "pair"])["pearson_r"].mean().unstack("pair")
-                .reindex(index=rows, columns=pairs))
+        grid = one.groupby(["layer", "pair"])["pearson_r"].mean().unstack("pair").reindex(index=rows, columns=pairs)
         grids.append((run, layers, grid))
     return grids, cut
 
@@ -142,10 +141,12 @@ def _figure_pairs(df: pd.DataFrame):
     grids, rows_cut = _grids(df, runs, pairs)
     n_rows = max(len(g.index) for _, _, g in grids)
     undefined = df.loc[df["run"].isin(runs) & df["pair"].isin(pairs), "pearson_r"].isna().any()
-    notes = ["grey: undefined" if undefined else "",
-             f"the first {len(pairs)} of {len(all_pairs)} metric pairs shown" if len(pairs) < len(all_pairs) else "",
-             f"{MAX_LAYER_ROWS} layers shown, evenly spaced in depth" if rows_cut else "",
-             f"{len(runs)} of {len(all_runs)} runs shown" if len(runs) < len(all_runs) else ""]
+    notes = [
+        "grey: undefined" if undefined else "",
+        f"the first {len(pairs)} of {len(all_pairs)} metric pairs shown" if len(pairs) < len(all_pairs) else "",
+        f"{MAX_LAYER_ROWS} layers shown, evenly spaced in depth" if rows_cut else "",
+        f"{len(runs)} of {len(all_runs)} runs shown" if len(runs) < len(all_runs) else "",
+    ]
     if any(notes[1:]):
         notes.append(f"all in {TABLE_NAME}")
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
@@ -172,10 +173,9 @@ def _heatmap(ax, grid: pd.DataFrame, cmap, pairs: list[str], layers: list[str], 
 
     ax.grid(False)
     values = grid.to_numpy(dtype=float)
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1, aspect="auto",
-                      interpolation="nearest")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
     prefix = common_prefix(layers)
-    ax.set_yticks(range(len(grid.index)), [summary.get(x, x[len(prefix):]) for x in grid.index])
+    ax.set_yticks(range(len(grid.index)), [summary.get(x, x[len(prefix) :]) for x in grid.index])
     # "x vs y" wrapped onto two lines: long metric names stay readable unrotated.
     ax.set_xticks(range(len(pairs)), ["\nvs ".join(_short(m) for m in p.split(" vs ")) for p in pairs])
     ax.tick_params(axis="both", length=0)
@@ -251,8 +251,9 @@ def _figure_square(df: pd.DataFrame):
             metrics = shown[run]
             values = square_matrix(df[df["run"] == run], metrics)
             ax.grid(False)
-            image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1, aspect="equal",
-                              interpolation="nearest")
+            image = ax.imshow(
+                np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1, aspect="equal", interpolation="nearest"
+            )
             names = [_short(m) for m in metrics]
             ax.set_xticks(range(len(metrics)), names, rotation=90)
             ax.set_yticks(range(len(metrics)), names)

@@ -59,8 +59,10 @@ def _figure_pca(explained: pd.DataFrame):
     runs = all_runs[:MAX_RUNS]
     all_matrices = matrix_order(df["matrix"].astype(str))
     matrices = all_matrices[:MAX_MATRICES]
-    notes = [f"{len(runs)} of {len(all_runs)} runs shown" if len(runs) < len(all_runs) else "",
-             f"{len(matrices)} of {len(all_matrices)} matrices shown" if len(matrices) < len(all_matrices) else ""]
+    notes = [
+        f"{len(runs)} of {len(all_runs)} runs shown" if len(runs) < len(all_runs) else "",
+        f"{len(matrices)} of {len(all_matrices)} matrices shown" if len(matrices) < len(all_matrices) else "",
+    ]
 
     with matplotlib.rc_context(_style.RC):
         fig = _style.new_figure(4.6 * len(matrices) + 0.4, 3.4 * len(runs) + 0.5)
@@ -74,15 +76,20 @@ def _figure_pca(explained: pd.DataFrame):
                 name = MATRIX_TITLES.get(matrix, matrix)
                 head = f"{run}\n{name}" if len(runs) > 1 or run else name
                 if one.empty:
-                    ax.text(0.5, 0.5, "no data", ha="center", va="center", color="0.4",
-                            transform=ax.transAxes)
+                    ax.text(0.5, 0.5, "no data", ha="center", va="center", color="0.4", transform=ax.transAxes)
                     ax.set_title(head)
                     continue
                 k = one["component"].to_numpy()
-                ax.bar(k, one["explained_variance_ratio"], color="tab:blue", alpha=0.75,
-                       label="per component")
-                ax.plot(k, one["cumulative"], color="tab:orange", marker="o", markersize=3,
-                        linewidth=1.3, label="cumulative")
+                ax.bar(k, one["explained_variance_ratio"], color="tab:blue", alpha=0.75, label="per component")
+                ax.plot(
+                    k,
+                    one["cumulative"],
+                    color="tab:orange",
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.3,
+                    label="cumulative",
+                )
                 ax.axhline(0.9, color="0.4", linestyle=":", linewidth=0.9, label="90 %")
                 ax.set_ylim(0, 1.05)
                 ax.set_xlim(0.4, k.max() + 0.6)

@@ -43,7 +43,7 @@ def _short_names(names: list[str]) -> list[str]:
     if len(names) > 1:
         prefix = os.path.commonprefix(names)
         prefix = prefix[: prefix.rfind("_") + 1] if "_" in prefix else ""
-        names = [n[len(prefix):] or n for n in names]
+        names = [n[len(prefix) :] or n for n in names]
     return names
 
 
@@ -104,14 +104,31 @@ def _panel(ax, table: pd.DataFrame, metric: str, ylabel: str, kinds: list[str], 
         ax.scatter(x, y, label=_LABELS[kind] if legend else None, edgecolors="white", linewidths=0.5, **_STYLE[kind])
         if kind == "finetuned":
             for i, (xi, yi, label) in enumerate(zip(x, y, _short_names(list(rows["name"])))):
-                ax.annotate(label, (xi, yi), xytext=(0, 6 if i % 2 == 0 else -12), textcoords="offset points",
-                            fontsize=7, ha="center", color=_STYLE[kind]["color"])  # alternating: ties stay legible
+                ax.annotate(
+                    label,
+                    (xi, yi),
+                    xytext=(0, 6 if i % 2 == 0 else -12),
+                    textcoords="offset points",
+                    fontsize=7,
+                    ha="center",
+                    color=_STYLE[kind]["color"],
+                )  # alternating: ties stay legible
         if kind in ("base", "mean"):
             ax.axhline(float(np.mean(y)), color=_STYLE[kind]["color"], lw=0.8, ls=":", zorder=1)
         if kind == "sample" and len(rows) > 1:
             m, sd = float(np.mean(y)), float(np.std(y, ddof=1))
-            ax.errorbar([xpos[kind] + 0.42], [m], yerr=[sd], fmt="o", ms=4, color="tab:brown", capsize=3,
-                        lw=1.2, zorder=2, label="samples: mean ± sd" if legend else None)
+            ax.errorbar(
+                [xpos[kind] + 0.42],
+                [m],
+                yerr=[sd],
+                fmt="o",
+                ms=4,
+                color="tab:brown",
+                capsize=3,
+                lw=1.2,
+                zorder=2,
+                label="samples: mean ± sd" if legend else None,
+            )
     ax.set_xticks(list(xpos.values()), [_LABELS[k] for k in kinds], fontsize=8)
     ax.set_xlim(-0.55, len(kinds) - 0.35)
     ax.set_ylabel(ylabel, fontsize=9)
@@ -171,17 +188,25 @@ def _kind_line(ax, series: pd.Series, kind: str, parsed: dict, ends: dict, prefi
     members = [layer for layer, (_, k) in parsed.items() if k == kind and layer in series.index]
     if not members:
         return
-    label = (kind[len(prefix):] if kind not in ends else kind).replace("{i}", "i")
-    by_depth = pd.DataFrame({"depth": [ends.get(kind, parsed[m][0]) for m in members],
-                             "value": [series[m] for m in members]}).groupby("depth")["value"]
+    label = (kind[len(prefix) :] if kind not in ends else kind).replace("{i}", "i")
+    by_depth = pd.DataFrame(
+        {"depth": [ends.get(kind, parsed[m][0]) for m in members], "value": [series[m] for m in members]}
+    ).groupby("depth")["value"]
     x = np.array(sorted(by_depth.groups), dtype=float)
     med = by_depth.median().reindex(x).to_numpy(dtype=float)
     if bool(by_depth.size().max() > 1):
-        ax.fill_between(x, by_depth.min().reindex(x), by_depth.max().reindex(x), color=colour,
-                        alpha=0.18, linewidth=0)
+        ax.fill_between(x, by_depth.min().reindex(x), by_depth.max().reindex(x), color=colour, alpha=0.18, linewidth=0)
         label += f" (median, band: min–max over {int(by_depth.size().max())})"
-    ax.plot(x, med, color=colour, marker="o", markersize=4, linewidth=1.4,
-            linestyle="-" if kind not in ends else "none", label=label)
+    ax.plot(
+        x,
+        med,
+        color=colour,
+        marker="o",
+        markersize=4,
+        linewidth=1.4,
+        linestyle="-" if kind not in ends else "none",
+        label=label,
+    )
 
 
 def _figure_task_vectors(df: pd.DataFrame, title: str):
@@ -207,14 +232,19 @@ def _figure_task_vectors(df: pd.DataFrame, title: str):
     ends = {}  # layers without an index: left end for an input (an embedding), right end otherwise
     for k in kinds:
         if "{i}" not in k:
-            ends[k] = lo - 1 - sum(1 for e in ends.values() if e < lo) if _style.before_numbered(k) else \
-                hi + 1 + sum(1 for e in ends.values() if e > hi)
+            ends[k] = (
+                lo - 1 - sum(1 for e in ends.values() if e < lo)
+                if _style.before_numbered(k)
+                else hi + 1 + sum(1 for e in ends.values() if e > hi)
+            )
 
     with matplotlib.rc_context(_style.RC):
         fig = _style.new_figure(11.5, 4.6)
         axes = fig.subplots(1, 2, squeeze=False).ravel()
-        for ax, series, ylabel in ((axes[0], pc1, "PC1 share of the variance across runs"),
-                                   (axes[1], total, "total variance across runs")):
+        for ax, series, ylabel in (
+            (axes[0], pc1, "PC1 share of the variance across runs"),
+            (axes[1], total, "total variance across runs"),
+        ):
             for j, kind in enumerate(kinds):
                 _kind_line(ax, series, kind, parsed, ends, prefix, colours(j % 10))
             ax.set_ylabel(ylabel)
@@ -223,8 +253,9 @@ def _figure_task_vectors(df: pd.DataFrame, title: str):
             names = {v: k for k, v in ends.items()}
             ax.set_xticks(ticks, [names[t] if t in names else f"{t:g}" for t in ticks])
         if isotropic is not None:
-            axes[0].axhline(isotropic, color="0.45", linestyle="--", linewidth=1.0,
-                            label=f"isotropic: 1/{rank} per direction")
+            axes[0].axhline(
+                isotropic, color="0.45", linestyle="--", linewidth=1.0, label=f"isotropic: 1/{rank} per direction"
+            )
         axes[0].set_ylim(0, 1.02)
         axes[0].set_title("(a) how much one direction dominates the runs' differences")
         finite = total.to_numpy(dtype=float)
@@ -233,7 +264,14 @@ def _figure_task_vectors(df: pd.DataFrame, title: str):
             axes[1].set_ylabel("total variance across runs (log scale)")
         axes[1].set_title("(b) how far apart the runs end up")
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(handles)), frameon=False,
-                   title="layer kind", fontsize=8)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=min(4, len(handles)),
+            frameon=False,
+            title="layer kind",
+            fontsize=8,
+        )
         fig.suptitle(title)
         return fig

@@ -24,8 +24,13 @@ def plot_training_curves(log: pd.DataFrame, path: str | os.PathLike) -> Path:
     from . import _style
 
     if log is None or len(log) == 0 or "step" not in log.columns or "loss" not in log.columns:
-        return _style.no_data(path, TITLE, "the training log is empty" if log is None or len(log) == 0
-                              else "the training log lacks a 'step' or 'loss' column")
+        return _style.no_data(
+            path,
+            TITLE,
+            "the training log is empty"
+            if log is None or len(log) == 0
+            else "the training log lacks a 'step' or 'loss' column",
+        )
     df = clean_log(log)
     err_cols = [c for c in ("id_error", "ood_error") if np.isfinite(df[c].to_numpy()).any()]
     if not np.isfinite(df["loss"].to_numpy()).any() and not err_cols:
@@ -63,11 +68,11 @@ def _figure_training_curves(df: pd.DataFrame, err_cols: list[str]):
             suffix = "" if run is None or len(runs) == 1 else f" ({run})"
             axes[0].plot(one["step"], one["loss"], color=c, linewidth=1.3, label=f"loss{suffix}")
             if err_cols:
-                for col, ls, name in (("id_error", "-", "in-distribution"),
-                                      ("ood_error", "--", "out-of-distribution")):
+                for col, ls, name in (("id_error", "-", "in-distribution"), ("ood_error", "--", "out-of-distribution")):
                     if col in err_cols:
-                        axes[1].plot(one["step"], one[col], color=c, linestyle=ls,
-                                     linewidth=1.3, label=f"{name}{suffix}")
+                        axes[1].plot(
+                            one["step"], one[col], color=c, linestyle=ls, linewidth=1.3, label=f"{name}{suffix}"
+                        )
         loss = df["loss"].to_numpy()
         if (loss[np.isfinite(loss)] > 0).any():
             _style.log_y(axes[0], loss)

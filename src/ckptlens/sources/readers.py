@@ -54,7 +54,7 @@ _STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 CONVERT_HINT = (
     "convert it to safetensors in a trusted environment, e.g. "
-    "`python -c \"import torch, safetensors.torch as st; "
+    '`python -c "import torch, safetensors.torch as st; '
     "st.save_file(torch.load('IN', weights_only=False), 'OUT.safetensors')\"`"
 )
 
@@ -164,8 +164,11 @@ def _torch_load(path: Path):
             return load(False)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        glob = re.search(r"GLOBAL (\S+) was not an allowed global", msg) or re.search(
-            r"whose module (\S+) is blocked", msg) or re.search(r"(\S+ must be \S+ to load)", msg)
+        glob = (
+            re.search(r"GLOBAL (\S+) was not an allowed global", msg)
+            or re.search(r"whose module (\S+) is blocked", msg)
+            or re.search(r"(\S+ must be \S+ to load)", msg)
+        )
         if glob:
             raise UnsafeCheckpointError(
                 f"{path}: refused — unpickling it needs {glob[1]}, more than plain tensors and containers. "
@@ -196,8 +199,10 @@ def _state_dict(obj, path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict (a mapping of tensors)")
 
     def is_tensor_dict(d) -> bool:
-        return isinstance(d, Mapping) and len(d) > 0 and all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()
+        return (
+            isinstance(d, Mapping)
+            and len(d) > 0
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
         )
 
     if is_tensor_dict(obj):
@@ -218,7 +223,7 @@ def _state_dict(obj, path: Path) -> tuple[dict, dict]:
             rest = {k: v for k, v in obj.items() if k != inner}
     for prefix in _STRIP_PREFIXES:
         if tensors and all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
     metadata = {str(k): v for k, v in rest.items() if _json_like(v)}
     return tensors, metadata
 
@@ -298,8 +303,12 @@ def _open_hf_folder(folder: Path) -> Checkpoint:
     weight_map: dict[str, str] | None = None
     # preference: model.safetensors, its sharded index, pytorch_model.bin, its sharded index
     index = None
-    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json"):
+    for name in (
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+    ):
         if (folder / name).is_file():
             if name.endswith(".json"):
                 index = folder / name
@@ -359,5 +368,6 @@ def _open_hf_folder(folder: Path) -> Checkpoint:
             raise KeyError(f"{key!r} is not a tensor of {folder}")
         return owner[key].get(key)
 
-    return Checkpoint(folder, "hf_folder", keys, get, metadata, shapes, dtypes, config,
-                      _closers=[f.close for f in files])
+    return Checkpoint(
+        folder, "hf_folder", keys, get, metadata, shapes, dtypes, config, _closers=[f.close for f in files]
+    )

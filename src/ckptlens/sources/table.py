@@ -139,16 +139,21 @@ SCHEMA = {
     "properties": {
         "type": {"const": "table"},
         "path": {"type": "string", "minLength": 1},
-        "select": {"type": "string", "description": "the value of the run/model column to take (default: the run's name)"},
+        "select": {
+            "type": "string",
+            "description": "the value of the run/model column to take (default: the run's name)",
+        },
         "layers": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "metrics": {"type": "array", "items": {"type": "string"}},
     },
 }
 
-register(Source(
-    type="table",
-    kind="table",
-    description="a tidy metrics table computed elsewhere (the published Pythia study)",
-    schema=SCHEMA,
-    steps=lambda spec: [],  # the table brings its own steps
-))
+register(
+    Source(
+        type="table",
+        kind="table",
+        description="a tidy metrics table computed elsewhere (the published Pythia study)",
+        schema=SCHEMA,
+        steps=lambda spec: [],  # the table brings its own steps
+    )
+)

@@ -45,7 +45,7 @@ def remove_stale_temporaries(path) -> list[Path]:
     path = Path(path)
     removed = []
     for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        pid = p.name[len(path.name) + 2:].rpartition(".")
+        pid = p.name[len(path.name) + 2 :].rpartition(".")
         if pid[2] not in ("tmp", "data") or not pid[0].isdigit() or int(pid[0]) == os.getpid():
             continue
         try:

@@ -65,7 +65,7 @@ def reason_of(exc: BaseException, file) -> str:
     """An error message without its leading ``"<file>: "`` (the record names the file separately)."""
     msg = " ".join(str(exc).split())
     prefix = f"{file}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
 
 
 def record_metadata(record: dict) -> dict[str, str]:
@@ -93,7 +93,7 @@ def table_record_line(record: dict) -> str:
 def record_from_table_line(first_line: str) -> dict | None:
     if not first_line.startswith(TABLE_RECORD_PREFIX):
         return None
-    return json.loads(first_line[len(TABLE_RECORD_PREFIX):])
+    return json.loads(first_line[len(TABLE_RECORD_PREFIX) :])
 
 
 def digest_record(record: dict) -> str:

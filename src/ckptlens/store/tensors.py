@@ -33,8 +33,20 @@ GRADIENT_SEP = "#"
 #: activation-gradients file keys: "<layer>|<model output>" ("blocks.3.mlp|out0")
 OUTPUT_SEP = "|"
 
-_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64", "int32": "I32", "int16": "I16",
-           "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL"}
+_DTYPES = {
+    "float32": "F32",
+    "float64": "F64",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint64": "U64",
+    "uint32": "U32",
+    "uint16": "U16",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
 _NUMPY_LACKS = {"BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"}  # safetensors dtype names
 _COPY_BLOCK = 16 << 20
 
@@ -65,8 +77,11 @@ def _write_array(out, arr: np.ndarray) -> None:
         out.write(memoryview(arr.reshape(-1)).cast("B"))
 
 
-def write_tensors(tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]], path,
-                  metadata: Mapping[str, str] | None = None) -> list[str]:
+def write_tensors(
+    tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
+    path,
+    metadata: Mapping[str, str] | None = None,
+) -> list[str]:
     """Write a safetensors file atomically; returns the names written, in order.
 
     ``tensors``: a mapping, or an iterable of ``(name, array)`` pairs read one at a time (their

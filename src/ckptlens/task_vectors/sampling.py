@@ -91,8 +91,9 @@ def _flat(arr) -> np.ndarray:
     return np.asarray(arr).reshape(-1)
 
 
-def fit_layer(base, finetuned: Sequence, n_components: int | None = None, *, layer: str = "",
-              chunk: int = CHUNK) -> LayerFit:
+def fit_layer(
+    base, finetuned: Sequence, n_components: int | None = None, *, layer: str = "", chunk: int = CHUNK
+) -> LayerFit:
     """The PCA of one layer's task vectors across the runs (see :class:`LayerFit`): the centred
     n × n Gram matrix, accumulated over column chunks, and its eigendecomposition. ``n_components``
     (default all, n − 1) caps the components kept; components of zero variance are dropped.
@@ -125,8 +126,14 @@ def fit_layer(base, finetuned: Sequence, n_components: int | None = None, *, lay
     for i in range(k):  # sign convention: the largest-magnitude loading is positive
         if vec[np.argmax(np.abs(vec[:, i])), i] < 0:
             vec[:, i] *= -1
-    return LayerFit(layer=layer, shape=tuple(base.shape), dtype=base.dtype, loadings=vec,
-                    sigma=np.sqrt(ev[:k] / (n - 1)), total_variance=float(ev.sum() / (n - 1)))
+    return LayerFit(
+        layer=layer,
+        shape=tuple(base.shape),
+        dtype=base.dtype,
+        loadings=vec,
+        sigma=np.sqrt(ev[:k] / (n - 1)),
+        total_variance=float(ev.sum() / (n - 1)),
+    )
 
 
 def run_weights(fit: LayerFit, z) -> np.ndarray:
@@ -190,8 +197,18 @@ class TaskVectorSampler:
     of the base's names: a complete checkpoint. See the module docstring for the model and
     ``coupling``."""
 
-    def __init__(self, base: Mapping, finetuned, *, layers=("**",), n_components: int | None = None,
-                 scale: float = 1.0, seed: int = 0, coupling: str = "joint", chunk: int = CHUNK):
+    def __init__(
+        self,
+        base: Mapping,
+        finetuned,
+        *,
+        layers=("**",),
+        n_components: int | None = None,
+        scale: float = 1.0,
+        seed: int = 0,
+        coupling: str = "joint",
+        chunk: int = CHUNK,
+    ):
         if isinstance(finetuned, Mapping):
             self.runs, self._ft = list(finetuned), list(finetuned.values())
         else:
@@ -234,8 +251,9 @@ class TaskVectorSampler:
                 if not np.issubdtype(b.dtype, np.floating):
                     self._fits[layer] = None
                 else:
-                    self._fits[layer] = fit_layer(b, [ft[layer] for ft in self._ft], self.n_components,
-                                                  layer=layer, chunk=self.chunk)
+                    self._fits[layer] = fit_layer(
+                        b, [ft[layer] for ft in self._ft], self.n_components, layer=layer, chunk=self.chunk
+                    )
         return self._fits[layer]
 
     def sampled_layers(self) -> list[str]:
@@ -294,12 +312,19 @@ class TaskVectorSampler:
         for layer in self.sampled_layers():
             fit = self.fit(layer)
             if fit.n_components == 0:
-                rows.append({"layer": layer, "component": 0, "sigma": 0.0, "variance": 0.0,
-                             "explained_variance_ratio": 0.0})
+                rows.append(
+                    {"layer": layer, "component": 0, "sigma": 0.0, "variance": 0.0, "explained_variance_ratio": 0.0}
+                )
             for i in range(fit.n_components):
-                rows.append({"layer": layer, "component": i + 1, "sigma": float(fit.sigma[i]),
-                             "variance": float(fit.explained_variance[i]),
-                             "explained_variance_ratio": float(fit.explained_variance_ratio[i])})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "component": i + 1,
+                        "sigma": float(fit.sigma[i]),
+                        "variance": float(fit.explained_variance[i]),
+                        "explained_variance_ratio": float(fit.explained_variance_ratio[i]),
+                    }
+                )
         return rows
 
 

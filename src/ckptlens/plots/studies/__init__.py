@@ -148,16 +148,14 @@ def check_figure(name: str, fig: Mapping, facts: RunFacts) -> dict:
 def _validate(schema: Mapping, value, key: str) -> None:
     import jsonschema
 
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value),
-                    key=lambda e: -len(e.absolute_path))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: -len(e.absolute_path))
     if errors:
         err = errors[0]  # the most specific one names the key best
         where = "".join(f".{p}" for p in err.absolute_path)
         raise ValueError(f"config key '{key}{where}': {err.message}")
 
 
-def plot_study_figure(spec: Mapping, path: str | os.PathLike,
-                      inputs: Mapping[str, Mapping[str, pd.DataFrame]]) -> Path:
+def plot_study_figure(spec: Mapping, path: str | os.PathLike, inputs: Mapping[str, Mapping[str, pd.DataFrame]]) -> Path:
     """Draw one figure of the config's ``figures`` section to ``path`` (a PNG) and return the path.
 
     ``spec`` is :func:`check_figure`'s result (``{kind, runs, labels, title?, <options>,

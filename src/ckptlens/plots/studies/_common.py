@@ -32,8 +32,12 @@ MAX_LEGEND_LAYERS = 8
 #: At most this many runs are drawn in a figure across runs (colours stay distinguishable).
 MAX_RUNS = 20
 #: The ``ks`` option (induction, rotary_sweep): JSON schema.
-KS_OPTION = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1,
-             "description": "the subspace ranks k shown (default: every k in the tables)"}
+KS_OPTION = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 1},
+    "minItems": 1,
+    "description": "the subspace ranks k shown (default: every k in the tables)",
+}
 
 
 class NoData(Exception):
@@ -54,8 +58,9 @@ def tidy(table: pd.DataFrame | None, metrics: Iterable[str] | None = None) -> pd
     names (a filter applied before the copy: a figure that shows a few metrics of a large table
     copies only those rows)."""
     if table is None or len(table) == 0 or not {"step", "layer", "metric", "value"} <= set(table.columns):
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("run", "layer", "metric") else float)
-                             for c in TIDY_COLUMNS})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=object if c in ("run", "layer", "metric") else float) for c in TIDY_COLUMNS}
+        )
     if metrics is not None:
         table = table[table["metric"].astype(str).isin(set(metrics))]
     df = table.copy()
@@ -106,9 +111,12 @@ def change_points(events: pd.DataFrame | None, run: str, metric: str, layers: It
     """Steps of the ``change_point`` events of ``run`` for ``metric`` at one of ``layers``."""
     if events is None or len(events) == 0 or not {"run", "metric", "layer", "kind", "step"} <= set(events.columns):
         return np.array([])
-    mask = ((events["run"].astype(str) == str(run)) & (events["metric"].astype(str) == metric)
-            & events["layer"].astype(str).isin([str(x) for x in layers])
-            & (events["kind"].astype(str) == "change_point"))
+    mask = (
+        (events["run"].astype(str) == str(run))
+        & (events["metric"].astype(str) == metric)
+        & events["layer"].astype(str).isin([str(x) for x in layers])
+        & (events["kind"].astype(str) == "change_point")
+    )
     steps = pd.to_numeric(events.loc[mask, "step"], errors="coerce").to_numpy(dtype=float)
     return np.unique(steps[np.isfinite(steps)])
 
@@ -118,7 +126,7 @@ def is_pair(layer: str) -> bool:
 
 
 def split_output(label: str) -> tuple[str, str]:
-    """"blocks.0.linear|out0" -> ("blocks.0.linear", "out0") (a layer's value for one output of a
+    """ "blocks.0.linear|out0" -> ("blocks.0.linear", "out0") (a layer's value for one output of a
     multi-output model); no "|": (label, "")."""
     layer, sep, output = label.rpartition("|")
     return (layer, output) if sep else (label, "")
@@ -199,8 +207,7 @@ def step_x(ax, decide: Iterable[float], extent: Iterable[float]) -> str:
 
 def note(ax, text: str) -> None:
     """A grey note in the middle of an empty panel ("not computed", "no training log")."""
-    ax.text(0.5, 0.5, text, ha="center", va="center", color="0.4", fontsize=9,
-            transform=ax.transAxes, wrap=True)
+    ax.text(0.5, 0.5, text, ha="center", va="center", color="0.4", fontsize=9, transform=ax.transAxes, wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
 

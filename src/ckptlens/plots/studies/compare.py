@@ -87,8 +87,9 @@ def _run_lines(ax, cells, layer: str, runs: Sequence[str], colours, events, metr
         if sub is None:
             continue
         s = reduce_layers(sub, "mean")
-        ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(), color=colours[run], linewidth=1.3,
-                label=run, **markers(len(s)))
+        ax.plot(
+            s.index.to_numpy(dtype=float), s.to_numpy(), color=colours[run], linewidth=1.3, label=run, **markers(len(s))
+        )
         any_event |= draw_events(ax, change_points(events, run, metric, [layer]), colours[run]) > 0
     return any_event
 
@@ -131,7 +132,7 @@ def _figure_run_comparison(
         for i, (ax, layer) in enumerate(zip(axes, shown)):
             ax.set_label(layer)
             any_event |= _run_lines(ax, cells, layer, run_list, colours, events, metric)
-            ax.set_title(wrap(display[layer][len(prefix):] if long_names and prefix else display[layer], 44))
+            ax.set_title(wrap(display[layer][len(prefix) :] if long_names and prefix else display[layer], 44))
             step_x(ax, steps, steps)
             if log:
                 _style.log_y(ax, finite)
@@ -145,10 +146,12 @@ def _figure_run_comparison(
         if any_event:
             handles.append(event_handle("change point", [colours[r] for r in run_list]))
         h, lab, hmap = legend_parts(handles)
-        fig.legend(h, lab, handler_map=hmap, loc="outside right upper", frameon=False, title="run",
-                   handlelength=3.0)
-        details = [d for d in ([f"layer names after {prefix!r}"] if long_names and prefix else [])
-                   + [x.strip() for x in note.split(";") if x.strip()]]
+        fig.legend(h, lab, handler_map=hmap, loc="outside right upper", frameon=False, title="run", handlelength=3.0)
+        details = [
+            d
+            for d in ([f"layer names after {prefix!r}"] if long_names and prefix else [])
+            + [x.strip() for x in note.split(";") if x.strip()]
+        ]
         head = title or f"{metric} per layer: {len(run_list)} runs compared"
         fig.suptitle(wrap(head + (f" ({'; '.join(details)})" if details else ""), 120))
         return fig
@@ -176,8 +179,9 @@ def plot_run_comparison(
     from .. import _style
 
     try:
-        fig = _figure_run_comparison(table, metric, runs=runs, layers=layers, events=events,
-                                     max_panels=max_panels, title=title)
+        fig = _figure_run_comparison(
+            table, metric, runs=runs, layers=layers, events=events, max_panels=max_panels, title=title
+        )
     except NoData as exc:
         return _style.no_data(path, title or f"{metric}: run comparison", str(exc))
     return _style.save(fig, path)
@@ -197,18 +201,23 @@ def draw(spec: Mapping, path: Path, inputs: Mapping[str, Mapping[str, pd.DataFra
     metric = str(spec.get("metric", ""))
     title = spec.get("title")
     # only the metric's rows, relabelled: never a copy of a whole table
-    parts = [d[d["metric"].astype(str) == metric].assign(run=labels[r])
-             for r, d in for_runs(inputs.get("table"), runs).items() if len(d)]
+    parts = [
+        d[d["metric"].astype(str) == metric].assign(run=labels[r])
+        for r, d in for_runs(inputs.get("table"), runs).items()
+        if len(d)
+    ]
     table = pd.concat(parts, ignore_index=True) if parts else None
     layers = None
     if spec.get("layers") and table is not None:
         names = layer_order(table["layer"].astype(str).unique())
         layers = select(spec["layers"], names)
         if not layers:
-            return _style.no_data(path, title or f"{metric}: run comparison",
-                                  f"no layer of {metric} matches {list(spec['layers'])}")
-    return plot_run_comparison(table, metric, path, runs=[labels[r] for r in runs], layers=layers,
-                               events=events_of(spec, inputs), title=title)
+            return _style.no_data(
+                path, title or f"{metric}: run comparison", f"no layer of {metric} matches {list(spec['layers'])}"
+            )
+    return plot_run_comparison(
+        table, metric, path, runs=[labels[r] for r in runs], layers=layers, events=events_of(spec, inputs), title=title
+    )
 
 
 def check(spec: Mapping, key: str, facts: RunFacts) -> None:
@@ -219,16 +228,24 @@ def check(spec: Mapping, key: str, facts: RunFacts) -> None:
         facts.check_metric_value(spec["metric"], f"{key}.metric")
 
 
-register(FigureKind(
-    name="compare",
-    description="one metric for several runs: a panel per layer, a line per run",
-    reads=("table", "dynamics"),
-    options={
-        "metric": {"type": "string", "minLength": 1,
-                   "description": "compare: the metric (a name as in metrics.parquet)"},
-        "layers": {"type": "array", "items": {"type": "string", "minLength": 1},
-                   "description": "compare: module patterns of the layers shown (default: those of every run)"},
-    },
-    draw=draw,
-    check=check,
-))
+register(
+    FigureKind(
+        name="compare",
+        description="one metric for several runs: a panel per layer, a line per run",
+        reads=("table", "dynamics"),
+        options={
+            "metric": {
+                "type": "string",
+                "minLength": 1,
+                "description": "compare: the metric (a name as in metrics.parquet)",
+            },
+            "layers": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "description": "compare: module patterns of the layers shown (default: those of every run)",
+            },
+        },
+        draw=draw,
+        check=check,
+    )
+)

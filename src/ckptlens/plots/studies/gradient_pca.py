@@ -42,21 +42,33 @@ def _parsed(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray
     cos = df[df["metric"].str.match(_COS.pattern)].copy()
     if evr.empty and cos.empty:
         raise NoData("no gradient_pca_evr.pc* or gradient_pca_cosine.pc* metric")
-    evr = evr.assign(pc=[int(_EVR.match(m).group(1)) for m in evr["metric"]],
-                     hidden=[split_output(x)[0] for x in evr["layer"]],
-                     output=[split_output(x)[1] for x in evr["layer"]])
+    evr = evr.assign(
+        pc=[int(_EVR.match(m).group(1)) for m in evr["metric"]],
+        hidden=[split_output(x)[0] for x in evr["layer"]],
+        output=[split_output(x)[1] for x in evr["layer"]],
+    )
     # "<layer>|<a>~<layer>|<b>": the hidden layer of side a, the pair "a vs b"
     sides = [tuple(split_output(p) for p in (split_pair(x) or (x, x))) for x in cos["layer"]]
-    cos = cos.assign(pc=[int(_COS.match(m).group(1)) for m in cos["metric"]],
-                     hidden=[a[0] for a, _ in sides], pair=[f"{a[1]} vs {b[1]}" for a, b in sides])
+    cos = cos.assign(
+        pc=[int(_COS.match(m).group(1)) for m in cos["metric"]],
+        hidden=[a[0] for a, _ in sides],
+        pair=[f"{a[1]} vs {b[1]}" for a, b in sides],
+    )
     return evr, cos, np.sort(df["step"].unique()).astype(float)
 
 
 def _evr_panel(ax, h: str, sub: pd.DataFrame, pc_colour, style) -> None:
     for (pc, out), one in sub.groupby(["pc", "output"], sort=True):
         s = reduce_layers(one, "mean")
-        ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(), color=pc_colour[pc], linestyle=style[out],
-                linewidth=1.3, label=f"PC{pc}|{out}", **markers(len(s)))
+        ax.plot(
+            s.index.to_numpy(dtype=float),
+            s.to_numpy(),
+            color=pc_colour[pc],
+            linestyle=style[out],
+            linewidth=1.3,
+            label=f"PC{pc}|{out}",
+            **markers(len(s)),
+        )
     ax.set_title(f"{h}: explained variance of gradient PCs")
     ax.set_ylabel("explained variance ratio")
     ax.set_ylim(-0.02, 1.02)
@@ -68,13 +80,34 @@ def _cosine_panel(ax, h: str, sub: pd.DataFrame, pc_colour, pair_style, out_pair
     """The |cos| between the outputs' i-th components; returns whether the random reference was drawn."""
     for (pc, pair), one in sub.groupby(["pc", "pair"], sort=True):
         s = reduce_layers(one, "mean")
-        ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(), color=pc_colour[pc],
-                linestyle=pair_style[pair], linewidth=1.3, label=f"PC{pc}|{pair}", **markers(len(s)))
+        ax.plot(
+            s.index.to_numpy(dtype=float),
+            s.to_numpy(),
+            color=pc_colour[pc],
+            linestyle=pair_style[pair],
+            linewidth=1.3,
+            label=f"PC{pc}|{pair}",
+            **markers(len(s)),
+        )
     if d:
-        ax.axhline(expected_abs_cosine(d), color="0.35", linestyle=":", linewidth=1.2, gid="random",
-                   label=f"random unit vectors (d = {d})")
-        ax.text(0.01, expected_abs_cosine(d), f" random, d = {int(d)}", transform=ax.get_yaxis_transform(),
-                ha="left", va="bottom", fontsize=7, color="0.35")
+        ax.axhline(
+            expected_abs_cosine(d),
+            color="0.35",
+            linestyle=":",
+            linewidth=1.2,
+            gid="random",
+            label=f"random unit vectors (d = {d})",
+        )
+        ax.text(
+            0.01,
+            expected_abs_cosine(d),
+            f" random, d = {int(d)}",
+            transform=ax.get_yaxis_transform(),
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color="0.35",
+        )
     pair_txt = out_pairs[0] if len(out_pairs) == 1 else "the two outputs"
     ax.set_title(f"{h}: alignment of the i-th PCs ({pair_txt})")
     ax.set_ylabel("|cos| between the outputs' i-th PCs")
@@ -84,8 +117,9 @@ def _cosine_panel(ax, h: str, sub: pd.DataFrame, pc_colour, pair_style, out_pair
     return bool(d)
 
 
-def _figure_gradient_pca_study(table: pd.DataFrame, *, dims: Mapping[str, int] | int | None = None,
-                               title: str | None = None):
+def _figure_gradient_pca_study(
+    table: pd.DataFrame, *, dims: Mapping[str, int] | int | None = None, title: str | None = None
+):
     import matplotlib
     from matplotlib.lines import Line2D
 
@@ -123,17 +157,24 @@ def _figure_gradient_pca_study(table: pd.DataFrame, *, dims: Mapping[str, int] |
         if len(out_pairs) > 1:
             handles += [Line2D([], [], color="0.3", linestyle=pair_style[p], label=p) for p in out_pairs]
         if ref_drawn:
-            handles.append(Line2D([], [], color="0.35", linestyle=":", linewidth=1.2,
-                                  label="E|cos| of random\nunit vectors"))
-        fig.legend(handles=handles, loc="outside right upper", frameon=False, title="colour: component\n"
-                   "line style: output")
+            handles.append(
+                Line2D([], [], color="0.35", linestyle=":", linewidth=1.2, label="E|cos| of random\nunit vectors")
+            )
+        fig.legend(
+            handles=handles, loc="outside right upper", frameon=False, title="colour: component\nline style: output"
+        )
         cut = f"{len(hidden)} of {len(every)} hidden layers shown, evenly spaced" if len(hidden) < len(every) else ""
         fig.suptitle(_style.with_notes(title or GRADIENT_PCA_TITLE, [cut]))
         return fig
 
 
-def plot_gradient_pca_study(table: pd.DataFrame, path: str | os.PathLike, *,
-                            dims: Mapping[str, int] | int | None = None, title: str | None = None) -> Path:
+def plot_gradient_pca_study(
+    table: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    dims: Mapping[str, int] | int | None = None,
+    title: str | None = None,
+) -> Path:
     """Gradient PCA of the multi-task MLP: one row per hidden layer (at most :data:`MAX_HIDDEN_ROWS`).
 
     Left: ``gradient_pca_evr.pc{i}`` (layer ``"<layer>|<output>"``) vs step, colour = component,
@@ -172,11 +213,13 @@ def prepare(spec: Mapping, facts: RunFacts) -> dict:
     return {"dims": int((facts.source(first).get("model") or {}).get("hidden", DEFAULT_HIDDEN))}
 
 
-register(FigureKind(
-    name="gradient_pca",
-    description="two-task gradient PCA of one run (the first with a table), per hidden layer",
-    reads=("table",),
-    options={},
-    draw=draw,
-    prepare=prepare,
-))
+register(
+    FigureKind(
+        name="gradient_pca",
+        description="two-task gradient PCA of one run (the first with a table), per hidden layer",
+        reads=("table",),
+        options={},
+        draw=draw,
+        prepare=prepare,
+    )
+)

@@ -71,20 +71,23 @@ class _Study:
     metrics: set[str]
     events: pd.DataFrame | None
     notes: list[str] = field(default_factory=list)
-    drawn: dict[str, bool] = field(default_factory=lambda: {"baseline": False, "loss_events": False,
-                                                            "metric_events": False})
+    drawn: dict[str, bool] = field(
+        default_factory=lambda: {"baseline": False, "loss_events": False, "metric_events": False}
+    )
 
     def __post_init__(self):
         self.colours = run_colours(self.runs)
         self.has_logs = any(len(lg) for lg in self.logs.values())
-        self.ckpt_steps = np.unique(np.concatenate([t["step"].to_numpy(dtype=float) for t in self.tables.values()]
-                                                   + [np.array([])]))
-        self.log_steps = np.unique(np.concatenate([lg["step"].to_numpy(dtype=float) for lg in self.logs.values()]
-                                                  + [np.array([])]))
+        self.ckpt_steps = np.unique(
+            np.concatenate([t["step"].to_numpy(dtype=float) for t in self.tables.values()] + [np.array([])])
+        )
+        self.log_steps = np.unique(
+            np.concatenate([lg["step"].to_numpy(dtype=float) for lg in self.logs.values()] + [np.array([])])
+        )
         self.decide = self.ckpt_steps if self.ckpt_steps.size else self.log_steps
 
     def mode(self, base: str) -> str:
-        """"per_k" (``<base>.k{k}`` rows), "full" (``<base>`` rows) or "absent"."""
+        """ "per_k" (``<base>.k{k}`` rows), "full" (``<base>`` rows) or "absent"."""
         if any(f"{base}.k{k}" in self.metrics for k in self.ks):
             return "per_k"
         return "full" if base in self.metrics else "absent"
@@ -115,8 +118,15 @@ def _study(tables, logs, ks, events) -> _Study:
     if len(ks) > MAX_K_ROWS:
         notes.append(f"ranks k = {', '.join(map(str, ks[:MAX_K_ROWS]))} of {len(ks)} shown")
         ks = ks[:MAX_K_ROWS]
-    return _Study({r: t for r, t in tables.items() if r in runs}, {r: lg for r, lg in logs.items() if r in runs},
-                  runs, ks, metrics, events, notes)
+    return _Study(
+        {r: t for r, t in tables.items() if r in runs},
+        {r: lg for r, lg in logs.items() if r in runs},
+        runs,
+        ks,
+        metrics,
+        events,
+        notes,
+    )
 
 
 def _training_row(fig, gs, st: _Study) -> None:
@@ -137,8 +147,13 @@ def _training_row(fig, gs, st: _Study) -> None:
             lg = st.logs.get(run)
             if lg is None or lg.empty:
                 continue
-            ax.plot(lg["step"].to_numpy(dtype=float), lg[col].to_numpy(dtype=float),
-                    color=st.colours[run], linewidth=1.2, label=run)
+            ax.plot(
+                lg["step"].to_numpy(dtype=float),
+                lg[col].to_numpy(dtype=float),
+                color=st.colours[run],
+                linewidth=1.2,
+                label=run,
+            )
             cps = change_points(st.events, run, "loss", ["model"])
             st.drawn["loss_events"] |= draw_events(ax, cps, st.colours[run]) > 0
         if col == "loss":
@@ -169,10 +184,15 @@ def _metric_panel(ax, st: _Study, metric: str, pick, how: str, baseline: str | N
         n_layers = max(n_layers, len(layers))
         s = reduce_layers(sub, how)
         steps_here.extend(s.index)
-        ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(), color=st.colours[run],
-                linewidth=1.4, label=run, **markers(len(s)))
-        st.drawn["metric_events"] |= draw_events(
-            ax, change_points(st.events, run, metric, layers), st.colours[run]) > 0
+        ax.plot(
+            s.index.to_numpy(dtype=float),
+            s.to_numpy(),
+            color=st.colours[run],
+            linewidth=1.4,
+            label=run,
+            **markers(len(s)),
+        )
+        st.drawn["metric_events"] |= draw_events(ax, change_points(st.events, run, metric, layers), st.colours[run]) > 0
         if baseline is not None:
             b = t[(t["metric"] == baseline) & t["layer"].map(pick)]
             if not b.empty:
@@ -180,11 +200,20 @@ def _metric_panel(ax, st: _Study, metric: str, pick, how: str, baseline: str | N
     # The random baseline depends only on (d, k): one line unless the runs differ in d.
     shown: list[pd.Series] = []
     for b in base_series:
-        if any(len(b) == len(o) and np.allclose(b.to_numpy(), o.to_numpy(), equal_nan=True)
-               and np.array_equal(b.index, o.index) for o in shown):
+        if any(
+            len(b) == len(o)
+            and np.allclose(b.to_numpy(), o.to_numpy(), equal_nan=True)
+            and np.array_equal(b.index, o.index)
+            for o in shown
+        ):
             continue
-        ax.plot(b.index.to_numpy(dtype=float), b.to_numpy(), gid="random",
-                label="random subspaces" if not shown else "_random subspaces", **BASELINE_STYLE)
+        ax.plot(
+            b.index.to_numpy(dtype=float),
+            b.to_numpy(),
+            gid="random",
+            label="random subspaces" if not shown else "_random subspaces",
+            **BASELINE_STYLE,
+        )
         shown.append(b)
         st.drawn["baseline"] = True
     if n_layers == 0:
@@ -199,8 +228,9 @@ def _overlap_rows(fig, gs, st: _Study, wide: bool) -> None:
     for i, k in enumerate(st.ks):
         row = 1 + i
         for cell, wide_cell, name, pick, panel_title in (
-                (gs[row, 0], gs[row, 0:2], "qk_ov", _is_qk_ov, f"QK–OV subspace matching, rank k = {k}"),
-                (gs[row, 1], gs[row, 2:4], "embed_ov", _is_embed_ov, f"embedding–OV matching, rank k = {k}")):
+            (gs[row, 0], gs[row, 0:2], "qk_ov", _is_qk_ov, f"QK–OV subspace matching, rank k = {k}"),
+            (gs[row, 1], gs[row, 2:4], "embed_ov", _is_embed_ov, f"embedding–OV matching, rank k = {k}"),
+        ):
             ax = fig.add_subplot(wide_cell if wide else cell, label=f"{name}.k{k}")
             metric = f"{name}_overlap_max.k{k}"
             n = _metric_panel(ax, st, metric, pick, "max", f"{metric}_random")
@@ -228,9 +258,9 @@ def _token_panels(fig, gs, st: _Study) -> None:
         elif len(non_per_k) == 2 and n_k > 1:
             # both full rank: stacked wide panels in the right half of the k rows
             half = math.ceil(n_k / 2)
-            cells = [(gs[1:1 + half, 2:4] if col == 2 else gs[1 + half:1 + n_k, 2:4], None)]
+            cells = [(gs[1 : 1 + half, 2:4] if col == 2 else gs[1 + half : 1 + n_k, 2:4], None)]
         else:
-            cells = [(gs[1:1 + n_k, col], None)]
+            cells = [(gs[1 : 1 + n_k, col], None)]
         for cell, k in cells:
             ax = fig.add_subplot(cell, label=f"{name}.k{k}" if k is not None else name)
             metric = f"{base}.k{k}" if k is not None else base
@@ -257,8 +287,17 @@ def _legend_cell(fig, gs, st: _Study) -> None:
     if st.drawn["metric_events"]:
         handles.append(event_handle("change point of the\npanel's metric", run_cols))
     h, lab, hmap = legend_parts(handles)
-    ax.legend(h, lab, handler_map=hmap, loc="center left", title="data setting (run)", frameon=False,
-              fontsize=9, title_fontsize=9, handlelength=3.0)
+    ax.legend(
+        h,
+        lab,
+        handler_map=hmap,
+        loc="center left",
+        title="data setting (run)",
+        frameon=False,
+        fontsize=9,
+        title_fontsize=9,
+        handlelength=3.0,
+    )
 
 
 def _figure_induction_study(
@@ -284,8 +323,9 @@ def _figure_induction_study(
         if not wide and n_k:
             _token_panels(fig, gs, st)
         _legend_cell(fig, gs, st)
-        head = (title or INDUCTION_TITLE) + ("" if n_k == 0 else " (one row per subspace rank k; "
-                                                                  "multiple head pairs: best pair)")
+        head = (title or INDUCTION_TITLE) + (
+            "" if n_k == 0 else " (one row per subspace rank k; multiple head pairs: best pair)"
+        )
         fig.suptitle(_style.with_notes(head, st.notes))
         return fig
 
@@ -329,8 +369,14 @@ def plot_induction_study(
 
 
 def draw(spec: Mapping, path: Path, inputs: Mapping[str, Mapping[str, pd.DataFrame]]) -> Path:
-    return plot_induction_study(relabelled(spec, inputs.get("table")), relabelled(spec, inputs.get("log")), path,
-                                ks=spec.get("ks"), events=events_of(spec, inputs), title=spec.get("title"))
+    return plot_induction_study(
+        relabelled(spec, inputs.get("table")),
+        relabelled(spec, inputs.get("log")),
+        path,
+        ks=spec.get("ks"),
+        events=events_of(spec, inputs),
+        title=spec.get("title"),
+    )
 
 
 def check(spec: Mapping, key: str, facts: RunFacts) -> None:
@@ -341,11 +387,13 @@ def check(spec: Mapping, key: str, facts: RunFacts) -> None:
             )
 
 
-register(FigureKind(
-    name="induction",
-    description="induction task: circuit matching, z-score and token mismatch per rank k beside the training curves",
-    reads=("table", "dynamics", "log"),
-    options={"ks": KS_OPTION},
-    draw=draw,
-    check=check,
-))
+register(
+    FigureKind(
+        name="induction",
+        description="induction task: circuit matching, z-score and token mismatch per rank k beside the training curves",
+        reads=("table", "dynamics", "log"),
+        options={"ks": KS_OPTION},
+        draw=draw,
+        check=check,
+    )
+)

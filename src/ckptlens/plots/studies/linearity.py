@@ -32,14 +32,15 @@ _BANDS = ("linearity_per_sample", "consecutive_cosine")
 
 
 def _wanted(name: str) -> bool:
-    return (name in ("linearity_score", "linearity_score_no_residual", "activation_norm")
-            or name.startswith(tuple(f"{b}." for b in _BANDS)))
+    return name in ("linearity_score", "linearity_score_no_residual", "activation_norm") or name.startswith(
+        tuple(f"{b}." for b in _BANDS)
+    )
 
 
 def _pair_label(pair: str, prefix: str) -> str:
-    """"blocks.0~blocks.1" with prefix "blocks." -> "0 → 1"."""
+    """ "blocks.0~blocks.1" with prefix "blocks." -> "0 → 1"."""
     parts = split_pair(pair) or (pair,)
-    return " → ".join(p[len(prefix):] if p.startswith(prefix) and len(p) > len(prefix) else p for p in parts)
+    return " → ".join(p[len(prefix) :] if p.startswith(prefix) and len(p) > len(prefix) else p for p in parts)
 
 
 @dataclass
@@ -86,9 +87,18 @@ def _layout(table: pd.DataFrame) -> _Layout:
     norm = Normalize(vmin=min(values), vmax=max(max(values), min(values) + 1))
     cmap = depth_cmap()
     colour = {x: cmap(norm(depth[(split_pair(x) or (x,))[0]])) for x in pairs + layers}
-    return _Layout(df, metrics, [p for p in ("score", "activation_norm") if p in panels],
-                   [p for p in _BANDS if p in panels], pairs, layers, colour, common_prefix(members),
-                   np.sort(df["step"].unique()).astype(float), ", ".join(sorted(set(df["run"]) - {""})))
+    return _Layout(
+        df,
+        metrics,
+        [p for p in ("score", "activation_norm") if p in panels],
+        [p for p in _BANDS if p in panels],
+        pairs,
+        layers,
+        colour,
+        common_prefix(members),
+        np.sort(df["step"].unique()).astype(float),
+        ", ".join(sorted(set(df["run"]) - {""})),
+    )
 
 
 def _band_row(sf, lay: _Layout, panel: str, letter: str, title_size) -> None:
@@ -111,13 +121,18 @@ def _band_row(sf, lay: _Layout, panel: str, letter: str, title_size) -> None:
             ax.set_ylabel("per-sample linearity score" if panel == "linearity_per_sample" else "cosine per sample")
         else:
             ax.tick_params(labelleft=False)
-    what = ("per-sample linearity score" if panel == "linearity_per_sample"
-            else "per-sample cosine between consecutive layers' outputs")
+    what = (
+        "per-sample linearity score"
+        if panel == "linearity_per_sample"
+        else "per-sample cosine between consecutive layers' outputs"
+    )
     cut = f", {len(shown)} of {len(have)} layer pairs (evenly spaced)" if len(shown) < len(have) else ""
     sf.suptitle(f"({letter}) {what}: median and quantile bands{cut}", fontsize=title_size)
-    band = [Line2D([], [], color="0.3", linewidth=1.5, label="median"),
-            Patch(facecolor="0.3", alpha=0.45, label="p25–p75"),
-            Patch(facecolor="0.3", alpha=0.2, label="p5–p95")]
+    band = [
+        Line2D([], [], color="0.3", linewidth=1.5, label="median"),
+        Patch(facecolor="0.3", alpha=0.45, label="p25–p75"),
+        Patch(facecolor="0.3", alpha=0.2, label="p5–p95"),
+    ]
     sf.legend(handles=band, loc="outside right upper", frameon=False, fontsize=8)
 
 
@@ -156,22 +171,42 @@ def _figure_linearity_study(table: pd.DataFrame, *, title: str | None = None):
 def _linearity_score_panel(ax, df, pairs, colour, prefix, metrics) -> None:
     from matplotlib.lines import Line2D
 
-    cells = dict(iter(df[df["metric"].isin(["linearity_score", "linearity_score_no_residual"])]
-                      .groupby(["layer", "metric"], sort=False)))
+    cells = dict(
+        iter(
+            df[df["metric"].isin(["linearity_score", "linearity_score_no_residual"])].groupby(
+                ["layer", "metric"], sort=False
+            )
+        )
+    )
     for pair in pairs:
         for metric, ls in (("linearity_score", "-"), ("linearity_score_no_residual", "--")):
             sub = cells.get((pair, metric))
             if sub is None:
                 continue
             s = reduce_layers(sub, "mean")
-            ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(), color=colour[pair], linestyle=ls,
-                    linewidth=1.3, label=f"{_pair_label(pair, prefix)}|{metric}", **markers(len(s)))
+            ax.plot(
+                s.index.to_numpy(dtype=float),
+                s.to_numpy(),
+                color=colour[pair],
+                linestyle=ls,
+                linewidth=1.3,
+                label=f"{_pair_label(pair, prefix)}|{metric}",
+                **markers(len(s)),
+            )
     ax.set_ylabel("linearity score (1 − Procrustes residual)")
-    styles = [Line2D([], [], color="0.3", linestyle="-", label="with residual stream"),
-              Line2D([], [], color="0.3", linestyle="--", label="without (Y − X)")]
+    styles = [
+        Line2D([], [], color="0.3", linestyle="-", label="with residual stream"),
+        Line2D([], [], color="0.3", linestyle="--", label="without (Y − X)"),
+    ]
     styles = [h for h, m in zip(styles, ("linearity_score", "linearity_score_no_residual")) if m in metrics]
-    ax.legend(handles=_pair_handles(pairs, colour, prefix) + styles, loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), frameon=False, title="layer pair", fontsize=7)
+    ax.legend(
+        handles=_pair_handles(pairs, colour, prefix) + styles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        title="layer pair",
+        fontsize=7,
+    )
 
 
 def _activation_norm_panel(ax, df, layers, colour, prefix) -> None:
@@ -184,17 +219,24 @@ def _activation_norm_panel(ax, df, layers, colour, prefix) -> None:
     by_layer = dict(iter(norms.groupby("layer", sort=False)))
     for layer in layers:
         s = reduce_layers(by_layer[layer], "mean")
-        ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(), color=colour[layer], linewidth=1.3,
-                label=layer[len(prefix):] if prefix else layer, **markers(len(s)))
+        ax.plot(
+            s.index.to_numpy(dtype=float),
+            s.to_numpy(),
+            color=colour[layer],
+            linewidth=1.3,
+            label=layer[len(prefix) :] if prefix else layer,
+            **markers(len(s)),
+        )
     log = wants_log(values[np.isfinite(values)])
     if log:
         log_y(ax, values)
     ax.set_ylabel("mean activation norm" + (" (log scale)" if log else ""))
     shown = even_pick(layers, MAX_LEGEND_LAYERS + 4)
-    handles = [Line2D([], [], color=colour[x], linewidth=1.5, label=x[len(prefix):] if prefix else x) for x in shown]
+    handles = [Line2D([], [], color=colour[x], linewidth=1.5, label=x[len(prefix) :] if prefix else x) for x in shown]
     cut = f"\n({len(shown)} of {len(layers)})" if len(shown) < len(layers) else ""
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              title="layer" + cut, fontsize=7)
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="layer" + cut, fontsize=7
+    )
 
 
 def _pair_handles(pairs: Sequence[str], colour: Mapping[str, tuple], prefix: str) -> list:
@@ -257,10 +299,12 @@ def draw(spec: Mapping, path: Path, inputs: Mapping[str, Mapping[str, pd.DataFra
     return plot_linearity_study(first, path, title=title or f"{LINEARITY_TITLE}: {label}")
 
 
-register(FigureKind(
-    name="linearity",
-    description="linearity of consecutive layers of one run (the first with a table) over training",
-    reads=("table",),
-    options={},
-    draw=draw,
-))
+register(
+    FigureKind(
+        name="linearity",
+        description="linearity of consecutive layers of one run (the first with a table) over training",
+        reads=("table",),
+        options={},
+        draw=draw,
+    )
+)

@@ -55,8 +55,9 @@ def _size_axis(ax, sizes: Sequence[float]) -> None:
 def _inputs(explained, correlation, sizes) -> tuple[pd.DataFrame, pd.DataFrame, dict, list[str]]:
     """(PCA rows, correlation rows with ``pair``, run -> size, runs without a size) of the runs
     with a size."""
-    sizes = {str(r): float(v) for r, v in (sizes or {}).items()
-             if v is not None and np.isfinite(float(v)) and float(v) > 0}
+    sizes = {
+        str(r): float(v) for r, v in (sizes or {}).items() if v is not None and np.isfinite(float(v)) and float(v) > 0
+    }
     ex = explained.copy() if explained is not None and len(explained) else pd.DataFrame(columns=["run"])
     co = correlation.copy() if correlation is not None and len(correlation) else pd.DataFrame(columns=["run"])
     if not sizes:
@@ -110,8 +111,10 @@ def _pca_panels(ax_pc1, ax_n90, ex: pd.DataFrame, runs_sized: list[str], sizes: 
     ax_pc1.set_title("(a) variance explained by the first principal component")
     ax_pc1.set_ylabel("PC1 explained variance ratio")
     ax_pc1.set_ylim(0, 1.02)
-    ax_n90.set_title("(b) components needed for 90 % of the variance"
-                     + ("\n(not reached: " + ", ".join(not_reached) + ")" if not_reached else ""))
+    ax_n90.set_title(
+        "(b) components needed for 90 % of the variance"
+        + ("\n(not reached: " + ", ".join(not_reached) + ")" if not_reached else "")
+    )
     ax_n90.set_ylabel("number of components")
     ax_n90.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (ax_pc1, ax_n90):
@@ -126,9 +129,10 @@ def _correlation_panels(ax_r, ax_r2, co: pd.DataFrame, pairs: list[str], pair_co
     as small points."""
     from ...analysis.correlation import SUMMARY_ROW_LABELS
 
-    for ax, col, panel_title, ylabel in ((ax_r, "pearson_r", "(c) correlation of metric pairs over training",
-                                          "Pearson r"),
-                                         (ax_r2, "r_squared", "(d) variance of y explained by x (linear fit)", "R²")):
+    for ax, col, panel_title, ylabel in (
+        (ax_r, "pearson_r", "(c) correlation of metric pairs over training", "Pearson r"),
+        (ax_r2, "r_squared", "(d) variance of y explained by x (linear fit)", "R²"),
+    ):
         for j, pair in enumerate(pairs):
             one = co[co["pair"] == pair]
             # a small sideways offset per pair so that points of different pairs do not hide
@@ -136,11 +140,25 @@ def _correlation_panels(ax_r, ax_r2, co: pd.DataFrame, pairs: list[str], pair_co
             summary = one["layer"].isin(list(SUMMARY_ROW_LABELS))
             mean = one[summary].assign(size=lambda d: d["run"].map(sizes)).sort_values("size")
             layer = one[~summary]
-            ax.scatter(layer["run"].map(sizes).to_numpy(dtype=float) * shift, layer[col].to_numpy(dtype=float),
-                       s=9, color=pair_colour[pair], alpha=0.45, linewidths=0, gid=f"layers|{pair}")
-            ax.plot(mean["size"].to_numpy(dtype=float) * shift, mean[col].to_numpy(dtype=float),
-                    color=pair_colour[pair], marker="o", markersize=5, linewidth=1.4, label=pair,
-                    gid=f"mean|{pair}")
+            ax.scatter(
+                layer["run"].map(sizes).to_numpy(dtype=float) * shift,
+                layer[col].to_numpy(dtype=float),
+                s=9,
+                color=pair_colour[pair],
+                alpha=0.45,
+                linewidths=0,
+                gid=f"layers|{pair}",
+            )
+            ax.plot(
+                mean["size"].to_numpy(dtype=float) * shift,
+                mean[col].to_numpy(dtype=float),
+                color=pair_colour[pair],
+                marker="o",
+                markersize=5,
+                linewidth=1.4,
+                label=pair,
+                gid=f"mean|{pair}",
+            )
         ax.set_title(panel_title)
         ax.set_ylabel(ylabel)
         if col == "pearson_r":
@@ -152,8 +170,9 @@ def _correlation_panels(ax_r, ax_r2, co: pd.DataFrame, pairs: list[str], pair_co
             note(ax, "no correlation result")
 
 
-def _figure_model_size_study(explained: pd.DataFrame, correlation: pd.DataFrame,
-                             sizes: Mapping[str, float], *, title: str | None = None):
+def _figure_model_size_study(
+    explained: pd.DataFrame, correlation: pd.DataFrame, sizes: Mapping[str, float], *, title: str | None = None
+):
     import matplotlib
     from matplotlib.lines import Line2D
 
@@ -164,8 +183,10 @@ def _figure_model_size_study(explained: pd.DataFrame, correlation: pd.DataFrame,
     all_pairs = list(dict.fromkeys(co["pair"])) if not co.empty else []
     pairs = all_pairs[:MAX_PAIRS]
     pair_colour = run_colours(pairs)
-    notes = [f"left out, no model size: {', '.join(unsized)}" if unsized else "",
-             f"the first {len(pairs)} of {len(all_pairs)} metric pairs shown" if len(pairs) < len(all_pairs) else ""]
+    notes = [
+        f"left out, no model size: {', '.join(unsized)}" if unsized else "",
+        f"the first {len(pairs)} of {len(all_pairs)} metric pairs shown" if len(pairs) < len(all_pairs) else "",
+    ]
 
     with matplotlib.rc_context(_style.RC):
         fig = _style.new_figure(11.5, 8.2)
@@ -177,19 +198,32 @@ def _figure_model_size_study(explained: pd.DataFrame, correlation: pd.DataFrame,
         for ax in axes:
             _size_axis(ax, [sizes[r] for r in runs_sized])
         if pairs:
-            handles = [Line2D([], [], color=pair_colour[p], marker="o", markersize=5, linewidth=1.4, label=p)
-                       for p in pairs]
-            handles += [Line2D([], [], color="0.3", marker="o", markersize=5, linewidth=1.4, label="mean over layers"),
-                        Line2D([], [], color="0.3", marker="o", markersize=3.5, linewidth=0, alpha=0.5,
-                               label="single layer")]
-            fig.legend(handles=handles, loc="outside lower center", ncol=min(3, len(handles)), frameon=False,
-                       title="metric pair (x vs y)")
+            handles = [
+                Line2D([], [], color=pair_colour[p], marker="o", markersize=5, linewidth=1.4, label=p) for p in pairs
+            ]
+            handles += [
+                Line2D([], [], color="0.3", marker="o", markersize=5, linewidth=1.4, label="mean over layers"),
+                Line2D([], [], color="0.3", marker="o", markersize=3.5, linewidth=0, alpha=0.5, label="single layer"),
+            ]
+            fig.legend(
+                handles=handles,
+                loc="outside lower center",
+                ncol=min(3, len(handles)),
+                frameon=False,
+                title="metric pair (x vs y)",
+            )
         fig.suptitle(_style.with_notes(title or MODEL_SIZE_TITLE, notes))
         return fig
 
 
-def plot_model_size_study(explained: pd.DataFrame, correlation: pd.DataFrame, sizes: Mapping[str, float],
-                          path: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_model_size_study(
+    explained: pd.DataFrame,
+    correlation: pd.DataFrame,
+    sizes: Mapping[str, float],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
     """PCA and correlation summaries of several models against their size (log x axis, ticks
     like "70M", "1.4B"): (a) PC1 explained variance ratio of both PCA matrices; (b) the number
     of components needed for 90 % of the variance; (c) Pearson r per metric pair (at most
@@ -228,9 +262,13 @@ def draw(spec: Mapping, path: Path, inputs: Mapping[str, Mapping[str, pd.DataFra
     runs = spec["runs"]
     ex = [d.assign(run=r) for r, d in for_runs(inputs.get("pca"), runs).items() if len(d)]
     co = [d.assign(run=r) for r, d in for_runs(inputs.get("correlation"), runs).items() if len(d)]
-    return plot_model_size_study(pd.concat(ex, ignore_index=True) if ex else None,
-                                 pd.concat(co, ignore_index=True) if co else None, run_sizes(spec), path,
-                                 title=spec.get("title"))
+    return plot_model_size_study(
+        pd.concat(ex, ignore_index=True) if ex else None,
+        pd.concat(co, ignore_index=True) if co else None,
+        run_sizes(spec),
+        path,
+        title=spec.get("title"),
+    )
 
 
 def check(spec: Mapping, key: str, facts: RunFacts) -> None:
@@ -247,14 +285,20 @@ def prepare(spec: Mapping, facts: RunFacts) -> dict:
     return {"sizes": {r: (spec.get("sizes") or {}).get(r) or parse_model_size(r) for r in spec["runs"]}}
 
 
-register(FigureKind(
-    name="model_size",
-    description="PCA and correlation results of several models against model size",
-    reads=("pca", "correlation"),
-    options={"sizes": {"type": "object", "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
-                       "description": "run -> number of parameters (default: parsed from the run name, "
-                                      "e.g. 70m, 1.4b)"}},
-    draw=draw,
-    check=check,
-    prepare=prepare,
-))
+register(
+    FigureKind(
+        name="model_size",
+        description="PCA and correlation results of several models against model size",
+        reads=("pca", "correlation"),
+        options={
+            "sizes": {
+                "type": "object",
+                "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
+                "description": "run -> number of parameters (default: parsed from the run name, e.g. 70m, 1.4b)",
+            }
+        },
+        draw=draw,
+        check=check,
+        prepare=prepare,
+    )
+)

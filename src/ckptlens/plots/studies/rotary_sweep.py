@@ -88,8 +88,16 @@ def _sweep_panel(ax, sub: pd.DataFrame, kind: str, steps: list, norm, baseline: 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             y = np.nanmax(wide.to_numpy(dtype=float), axis=1)
-        ax.plot(wide.index.to_numpy(dtype=float), y, color=cmap(norm(float(s))), linewidth=1.3,
-                marker="o", markersize=3, label=f"step {s}", gid=f"step={s}")
+        ax.plot(
+            wide.index.to_numpy(dtype=float),
+            y,
+            color=cmap(norm(float(s))),
+            linewidth=1.3,
+            marker="o",
+            markersize=3,
+            label=f"step {s}",
+            gid=f"step={s}",
+        )
     drawn = False
     if kind != "zscore":
         b = baseline[baseline["metric"] == f"qk_ov_overlap_max.{kind}_random"]["value"].to_numpy(dtype=float)
@@ -109,8 +117,13 @@ def _step_colorbar(fig, axes, norm, every: np.ndarray, n_runs: int) -> None:
     from matplotlib.cm import ScalarMappable
     from matplotlib.ticker import FuncFormatter, NullLocator
 
-    cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=depth_cmap()), ax=axes.ravel().tolist(), pad=0.02,
-                        aspect=max(20, 12 * n_runs), shrink=min(1.0, 0.55 + 0.15 * n_runs))
+    cbar = fig.colorbar(
+        ScalarMappable(norm=norm, cmap=depth_cmap()),
+        ax=axes.ravel().tolist(),
+        pad=0.02,
+        aspect=max(20, 12 * n_runs),
+        shrink=min(1.0, 0.55 + 0.15 * n_runs),
+    )
     cbar.set_label("training step")
     if every.size <= 10:
         cbar.set_ticks(every)
@@ -136,17 +149,24 @@ def _figure_rotary_sweep(
     runs = list(parsed)[:MAX_RUN_ROWS]
     found_k = sorted({int(k) for sw in parsed.values() for k in sw["k"].dropna().unique()})
     ks = found_k if ks is None else [int(k) for k in ks]
-    kinds = [f"k{k}" for k in ks] + (["zscore"] if any((sw["kind"] == "zscore").any() for sw in parsed.values()) else [])
+    kinds = [f"k{k}" for k in ks] + (
+        ["zscore"] if any((sw["kind"] == "zscore").any() for sw in parsed.values()) else []
+    )
     if not kinds:
         raise NoData("none of the requested ranks k is in the tables")
-    notes = [f"{len(runs)} of {len(parsed)} runs shown" if len(runs) < len(parsed) else "",
-             f"{MAX_KIND_COLUMNS} of {len(kinds)} panels per run shown" if len(kinds) > MAX_KIND_COLUMNS else ""]
+    notes = [
+        f"{len(runs)} of {len(parsed)} runs shown" if len(runs) < len(parsed) else "",
+        f"{MAX_KIND_COLUMNS} of {len(kinds)} panels per run shown" if len(kinds) > MAX_KIND_COLUMNS else "",
+    ]
     kinds = kinds[:MAX_KIND_COLUMNS]
     chosen: dict[str, list] = {}
     for run in runs:
         run_steps = np.sort(parsed[run]["step"].unique())
-        chosen[run] = (_style.even_pick(list(run_steps), SWEEP_STEPS) if steps is None
-                       else [s for s in run_steps if s in set(int(x) for x in steps)])
+        chosen[run] = (
+            _style.even_pick(list(run_steps), SWEEP_STEPS)
+            if steps is None
+            else [s for s in run_steps if s in set(int(x) for x in steps)]
+        )
     norm, every = _step_norm({r: parsed[r] for r in runs}, chosen)
     offsets = np.unique(np.concatenate([parsed[r]["r"].to_numpy(dtype=float) for r in runs]))
 
@@ -170,8 +190,11 @@ def _figure_rotary_sweep(
                     ax.set_xlabel("")
         _step_colorbar(fig, axes, norm, every, len(runs))
         if drawn_baseline:
-            fig.legend(handles=[Line2D([], [], label="random subspaces (expected max cos)", **BASELINE_STYLE)],
-                       loc="outside lower center", frameon=False)
+            fig.legend(
+                handles=[Line2D([], [], label="random subspaces (expected max cos)", **BASELINE_STYLE)],
+                loc="outside lower center",
+                frameon=False,
+            )
         head = (title or ROTARY_TITLE) + " (one line per checkpoint; max over head pairs)"
         fig.suptitle(_style.with_notes(head, notes))
         return fig
@@ -207,10 +230,12 @@ def draw(spec: Mapping, path: Path, inputs: Mapping[str, Mapping[str, pd.DataFra
     return plot_rotary_sweep(relabelled(spec, inputs.get("table")), path, ks=spec.get("ks"), title=spec.get("title"))
 
 
-register(FigureKind(
-    name="rotary_sweep",
-    description="QK–OV matching against the relative position r under rotary embeddings",
-    reads=("table",),
-    options={"ks": KS_OPTION},
-    draw=draw,
-))
+register(
+    FigureKind(
+        name="rotary_sweep",
+        description="QK–OV matching against the relative position r under rotary embeddings",
+        reads=("table",),
+        options={"ks": KS_OPTION},
+        draw=draw,
+    )
+)

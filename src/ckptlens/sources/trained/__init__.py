@@ -30,11 +30,17 @@ TRAIN_SETTINGS = {
         "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.002},
         "weight_decay": {"type": "number", "minimum": 0, "default": 0.0},
         "log_every": {"type": "integer", "minimum": 1, "default": 10},
-        "seed": {"type": "integer", "default": 0,
-                 "description": "seeds the initialisation (and the data order unless data_seed is set)"},
-        "data_seed": {"type": ["integer", "null"], "default": None,
-                      "description": "seeds the order of training batches; runs with the same seed and different "
-                                     "data_seed share their step-0 weights (a common base)"},
+        "seed": {
+            "type": "integer",
+            "default": 0,
+            "description": "seeds the initialisation (and the data order unless data_seed is set)",
+        },
+        "data_seed": {
+            "type": ["integer", "null"],
+            "default": None,
+            "description": "seeds the order of training batches; runs with the same seed and different "
+            "data_seed share their step-0 weights (a common base)",
+        },
     },
 }
 
@@ -128,9 +134,16 @@ def _train(spec: Mapping, steps: list[int], paths: list, log_path) -> None:
     t = train_settings(spec)
     by_step = dict(zip(steps, paths))
     settings = dict(
-        total_steps=t["steps"], save_steps=list(steps), checkpoint_path=lambda step: Path(by_step[step]),
-        log_path=Path(log_path), batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
-        log_every=t["log_every"], seed=t["seed"], data_seed=t["data_seed"],
+        total_steps=t["steps"],
+        save_steps=list(steps),
+        checkpoint_path=lambda step: Path(by_step[step]),
+        log_path=Path(log_path),
+        batch_size=t["batch_size"],
+        lr=t["lr"],
+        weight_decay=t["weight_decay"],
+        log_every=t["log_every"],
+        seed=t["seed"],
+        data_seed=t["data_seed"],
     )
     if spec["type"] == "train_mlp":
         from .mlp import TwoForcesConfig
@@ -141,24 +154,30 @@ def _train(spec: Mapping, steps: list[int], paths: list, log_path) -> None:
         from .transformer import ToyModelConfig
 
         model_cfg = ToyModelConfig(**spec.get("model", {}))
-        train_induction(model_cfg, InductionTaskConfig(vocab_size=model_cfg.vocab_size, **spec.get("task", {})), **settings)
+        train_induction(
+            model_cfg, InductionTaskConfig(vocab_size=model_cfg.vocab_size, **spec.get("task", {})), **settings
+        )
 
 
-register(Source(
-    type="train_toy",
-    kind="train",
-    description="the demo attention-only transformer, trained here on the induction task",
-    schema=TOY_SCHEMA,
-    steps=_steps,
-    layer_names=_transformer_names,
-    train=_train,
-))
-register(Source(
-    type="train_mlp",
-    kind="train",
-    description="the two-output MLP, trained here on the two-forces task",
-    schema=MLP_SCHEMA,
-    steps=_steps,
-    layer_names=_mlp_names,
-    train=_train,
-))
+register(
+    Source(
+        type="train_toy",
+        kind="train",
+        description="the demo attention-only transformer, trained here on the induction task",
+        schema=TOY_SCHEMA,
+        steps=_steps,
+        layer_names=_transformer_names,
+        train=_train,
+    )
+)
+register(
+    Source(
+        type="train_mlp",
+        kind="train",
+        description="the two-output MLP, trained here on the two-forces task",
+        schema=MLP_SCHEMA,
+        steps=_steps,
+        layer_names=_mlp_names,
+        train=_train,
+    )
+)

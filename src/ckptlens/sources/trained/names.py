@@ -9,7 +9,9 @@ from collections.abc import Mapping
 def transformer_state_keys(model_cfg: Mapping) -> list[str]:
     """Keys of :class:`~ckptlens.sources.trained.transformer.AttnOnlyTransformer`."""
     n_layers = model_cfg.get("n_layers", 2)
-    projections = [f"blocks.{i}.attn.{p}.weight" for i in range(n_layers) for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    projections = [
+        f"blocks.{i}.attn.{p}.weight" for i in range(n_layers) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+    ]
     return ["embed.weight"] + projections + ["unembed.weight"]
 
 

@@ -42,7 +42,11 @@ def train_two_forces(cfg, **kwargs) -> list[dict]:
     """Train the two-output MLP on the two-forces task (see :func:`train_model`)."""
     from .mlp import TwoForcesTask, TwoOutputMLP
 
-    meta = {"ckptlens_arch": "mlp", "ckptlens_model": json.dumps(cfg.to_dict()), "ckptlens_task": json.dumps(cfg.to_dict())}
+    meta = {
+        "ckptlens_arch": "mlp",
+        "ckptlens_model": json.dumps(cfg.to_dict()),
+        "ckptlens_task": json.dumps(cfg.to_dict()),
+    }
     return train_model(lambda: TwoOutputMLP(cfg), TwoForcesTask(cfg), meta, **kwargs)
 
 
