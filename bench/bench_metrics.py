@@ -157,6 +157,58 @@ def case_token(d, dh, heads, vocab, rng, which):
     return f"{label} ({heads} pairs, vocab={vocab})", study, ours
 
 
+def case_study_checkpoint(rng):
+    """One checkpoint of the induction study at its authors' scale (bench/bench_scale.py): every
+    measurement at every rotary offset. The study: its plain per-offset code (full SVDs per pair,
+    vocab × vocab token matrices, the screenot package), run once per offset as its sweep did;
+    ckptlens: the circuits family and ScreeNOT ranks, all offsets in one call. Both sides' random
+    baselines are computed once per process (this is a later checkpoint's cost)."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    import bench_scale as study
+
+    d, vocab = 64, 64
+    w = {"embed.weight": rng.standard_normal((vocab, d)).astype(np.float32)}
+    for layer in range(2):
+        for p in "qkvo":
+            w[f"blocks.{layer}.attn.{p}_proj.weight"] = (rng.standard_normal((d, d)) / 8).astype(np.float32)
+    pieces = {"embed": w["embed.weight"]}
+    for layer in range(2):
+        q, k, v, o = (w[f"blocks.{layer}.attn.{p}_proj.weight"].astype(np.float64) for p in "qkvo")
+        pre = f"blocks.{layer}.attn.head0"
+        pieces |= {
+            f"{pre}.qk": (q.T @ k / math.sqrt(d)).astype(np.float32),
+            f"{pre}.ov": (o @ v).astype(np.float32),
+            f"{pre}.q": q.astype(np.float32),
+            f"{pre}.k": k.astype(np.float32),
+        }
+    ks = study.KS
+    circuits = {
+        "qk_ov_overlap_max": {"ks": ks},
+        "embed_ov_overlap_max": {"ks": ks},
+        "qk_ov_token_diag_zscore": {"ks": ks},
+        "qk_ov_token_mismatch": {"ks": ks},
+        "qk_ov_rotary_sweep": {"ks": ks, "offsets": study.OFFSETS},
+    }
+    loop_rng = np.random.default_rng(0)
+
+    def straightforward():
+        out = {}
+        for r in study.OFFSETS:
+            out.update(study.study_measurements(w, r, loop_rng))
+        return np.array([out[f"qk_ov_rotary_sweep.k{k}_r{r}"] for r in study.OFFSETS for k in ks])
+
+    def ours():
+        rows = M.compute_family("circuits", circuits, pieces) + M.compute_family(
+            "weight_spectrum", {"screenot_rank": {}}, pieces
+        )
+        got = {r["metric"]: r["value"] for r in rows}
+        return np.array([got[f"qk_ov_rotary_sweep.k{k}_r{r}"] for r in study.OFFSETS for k in ks])
+
+    ours()  # the random baselines, once per process
+    study.study_measurements(w, 0, loop_rng)
+    return "induction study, one checkpoint (8 offsets)", straightforward, ours
+
+
 def main(quick=False):
     rng = np.random.default_rng(0)
     s = 0.25 if quick else 1.0
@@ -168,6 +220,7 @@ def main(quick=False):
         case_overlap(256, 32, 4 if quick else 8, rng),
         case_token(128, 16, 4, int(4000 * s), rng, "zscore"),
         case_token(128, 16, 4, int(4000 * s), rng, "mismatch"),
+        case_study_checkpoint(rng),
     ]
     print(f"{'case':44s} {'straightforward':>15s} {'ckptlens':>12s} {'speed-up':>9s} {'max |Δ|':>9s}")
     total = time.perf_counter()

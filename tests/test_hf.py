@@ -285,6 +285,49 @@ def test_bert_classifier_activations_skip_padding_and_gradients(bert_cls, tokeni
         np.testing.assert_allclose(grads["classifier"][i], gc.numpy(), rtol=1e-4, atol=1e-7)
 
 
+def test_bert_attention_probabilities_of_the_real_tokens(bert_cls, tokenizer_dir, probe_text, tmp_path):
+    """The attentions extraction against softmax(QKᵀ/√d_head) over the real keys, written out from
+    the layer's own q/k weights and its input: one row per real query token, padding left out."""
+    model, path, cfg = bert_cls
+    probe = {
+        "text": str(probe_text),
+        "tokenizer": str(tokenizer_dir),
+        "seq_len": 10,
+        "batch_size": 6,
+        "n_batches": 1,
+        "seed": 1,
+    }
+    out = tmp_path / "att.safetensors"
+    extract_model(
+        path,
+        {"attentions": ["bert.encoder.layer.*.attention"]},
+        probe,
+        {"attentions": str(out)},
+        device="cpu",
+        hf_config=cfg,
+    )
+    att = load_np(out)
+    assert sorted(att) == ["bert.encoder.layer.0.attention", "bert.encoder.layer.1.attention"]
+    b0 = probe_batches(probe)[0]
+    mask = b0["attention_mask"].bool()
+    with torch.no_grad():
+        hidden = model(input_ids=b0["input_ids"], attention_mask=b0["attention_mask"], output_hidden_states=True)
+        x = hidden.hidden_states[1]  # the input of layer 1
+        layer = model.bert.encoder.layer[1].attention.self
+        n_heads = model.config.num_attention_heads
+        dh = x.shape[-1] // n_heads
+        q = (x @ layer.query.weight.T + layer.query.bias).view(*x.shape[:2], n_heads, dh).transpose(1, 2)
+        k = (x @ layer.key.weight.T + layer.key.bias).view(*x.shape[:2], n_heads, dh).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / dh**0.5
+        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        want = scores.softmax(-1).permute(0, 2, 1, 3)[mask]  # [real query tokens, heads, keys]
+    got = att["bert.encoder.layer.1.attention"]
+    assert got.shape == (int(mask.sum()), n_heads, 10)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=2), 1.0, rtol=1e-5)
+    assert (got[..., ~mask[0].numpy()][: int(mask[0].sum())] == 0).all()  # no weight on padding keys
+
+
 def test_bert_masked_lm_and_headless(tokenizer_dir, probe_text, tmp_path):
     from transformers import BertConfig, BertForMaskedLM, BertModel
 

@@ -242,3 +242,113 @@ def test_minilm_probe_with_every_task_sentence(tmp_path):
     assert len(write_probe(tmp_path / "eval.txt").read_text().splitlines()) == 64
     with pytest.raises(ValueError, match="which"):
         write_probe(tmp_path / "x.txt", which="train")
+
+
+# ---------------------------------------------------------------- debiased CKA, against ckatorch
+
+
+def hsic1(k, l):
+    """Song et al. 2012, eq. 5: the unbiased HSIC estimator, written out."""
+    n = k.shape[0]
+    k, l = k.copy(), l.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l, 0)
+    one = np.ones(n)
+    return (
+        np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ k @ l @ one
+    ) / (n * (n - 3))
+
+
+@pytest.mark.parametrize("n, d1, d2", [(200, 5, 7), (8, 60, 40), (30, 30, 30)])
+def test_debiased_cka_matches_song_hsic_and_ckatorch(n, d1, d2):
+    rng = np.random.default_rng(n + d2)
+    x = rng.standard_normal((n, d1)) + 2.0
+    y = x[:, :1] * rng.standard_normal(d2) + 0.5 * rng.standard_normal((n, d2)) - 1.0
+    k, l = x @ x.T, y @ y.T  # uncentred: HSIC₁ does not depend on the features' means
+    expected = hsic1(k, l) / math.sqrt(hsic1(k, k) * hsic1(l, l))
+    rows = M.compute_family(
+        "activation_similarity",
+        {"cka_to_final": {"debiased": True}, "cka_to_previous": {}},
+        {"l": x},
+        {"final": {"l": y}, "previous": {"l": y}},
+    )
+    got = {r["metric"]: r["value"] for r in rows}
+    assert got["cka_to_final"] == pytest.approx(expected, rel=1e-9)
+    assert got["cka_to_previous"] == pytest.approx(cka_by_definition(x, y), rel=1e-10)  # default: biased
+    ckatorch = pytest.importorskip("ckatorch")  # pip install ckatorch==1.0.3 (in the test extra)
+    import torch
+
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    assert got["cka_to_final"] == pytest.approx(ckatorch.cka_base(tx, ty, unbiased=True).item(), rel=1e-9)
+    assert got["cka_to_previous"] == pytest.approx(ckatorch.cka_base(tx, ty).item(), rel=1e-9)
+
+
+def test_debiased_cka_removes_the_small_sample_bias():
+    """Two independent representations: biased CKA ≈ d/n-ish, debiased ≈ 0."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((40, 30)), rng.standard_normal((40, 30))
+    a, b = ActivationContext(x), ActivationContext(y)
+    from ckptlens.metrics.activations import debiased_linear_cka
+
+    assert linear_cka(a, b) > 0.4 and abs(debiased_linear_cka(a, b)) < 0.05
+
+
+def test_debiased_cka_degenerate_and_parameter_check():
+    with pytest.warns(RuntimeWarning, match="at least 4 probe samples"):
+        rows = M.compute_family(
+            "activation_similarity", {"cka_to_final": {"debiased": True}}, {"l": np.eye(3)}, {"final": {"l": np.eye(3)}}
+        )
+    assert math.isnan(rows[0]["value"])
+    with pytest.raises(M.MetricConfigError, match=r"metrics\.cka_to_final\.debiased"):
+        M.resolve_params("cka_to_final", {"debiased": "yes"})
+
+
+# ---------------------------------------------------------------- linearity on a rank-deficient layer
+
+
+def microscope_procrustes(x, y, dtype):
+    """LLM-Microscope's ``procrustes_similarity`` (``get_est_svd``) written out: the reciprocal of
+    every singular value of X, no rank cutoff."""
+    x = (x - x.mean(0)).astype(dtype)
+    y = (y - y.mean(0)).astype(dtype)
+    x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
+    u, s, vh = np.linalg.svd(x, full_matrices=False)
+    a = (vh.T * (1 / s)[None, :]) @ u.T @ y
+    return float(1 - np.sum((x @ a - y) ** 2))
+
+
+def test_linearity_score_is_right_on_a_rank_deficient_layer():
+    """X of rank 8 in 64 features (float32 activations), Y a noisy linear map of X: least squares
+    explains 98 % of Y. LLM-Microscope's formula inverts the ~1e-8 singular values of X's null
+    space too, and its float32 result is far off (−5.3 with numpy's LAPACK here, 0.60 with torch's;
+    in float64 the error is ~2e-5)."""
+    rng = np.random.default_rng(0)
+    n, d, r = 500, 64, 8
+    x = (rng.standard_normal((n, r)) @ rng.standard_normal((r, d))).astype(np.float32)
+    y = x @ rng.standard_normal((d, d)) + 1.2 * rng.standard_normal((n, d)) * np.linalg.norm(x) / np.sqrt(n * d)
+    y = y.astype(np.float32)
+    got = pair_rows({"l.0": x, "l.1": y}, {"linearity_score": {}})[("l.0~l.1", "linearity_score")]
+    expected = plain_linearity(x.astype(np.float64), y.astype(np.float64))[0]  # min-norm lstsq (rcond)
+    assert got == pytest.approx(expected, abs=1e-9) and 0.97 < got < 0.99
+    assert microscope_procrustes(x, y, np.float32) < 0.9  # far from 0.98
+    assert microscope_procrustes(x, y, np.float64) == pytest.approx(got, abs=1e-4)  # 1/σ amplifies rounding
+    micro = _llm_microscope()
+    if micro is not None:  # the package itself (torch, float32 as given): as wrong
+        import torch
+
+        assert micro.procrustes_similarity(torch.from_numpy(x), torch.from_numpy(y)) < 0.9
+
+
+def _llm_microscope():
+    """llm-microscope 0.0.7's functions.py, loaded by path (``import llm_microscope`` fails: its
+    __init__ imports a module it does not ship); None where it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_microscope")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = f"{spec.submodule_search_locations[0]}/functions.py"
+    mod_spec = importlib.util.spec_from_file_location("llm_microscope_functions", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return mod

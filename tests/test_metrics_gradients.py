@@ -75,3 +75,58 @@ def test_degenerate_gradients():
     with pytest.warns(RuntimeWarning):
         rows = M.compute_family("gradient_pca", {"gradient_pca_evr": {"n_components": 2}}, {"l|a": np.zeros((5, 3))})
     assert all(math.isnan(r["value"]) for r in rows) and len(rows) == 2
+
+
+# ---------------------------------------------------------------- gradient signal-to-noise ratio
+
+
+def snr_plain(g, form):
+    """The definitions written out over the K per-batch gradients g_k (flattened)."""
+    g = g.reshape(len(g), -1)
+    k = len(g)
+    mean = sum(g) / k
+    if form == "norm":  # ‖ḡ‖² / ((1/(K−1)) Σ_k ‖g_k − ḡ‖²)
+        return float(mean @ mean / (sum((row - mean) @ (row - mean) for row in g) / (k - 1)))
+    var = sum((row - mean) ** 2 for row in g) / (k - 1)  # Liu et al.'s GSNR per parameter, averaged
+    return float(np.mean(mean**2 / var))
+
+
+@pytest.mark.parametrize("form", ["norm", "parameter"])
+def test_gradient_snr_matches_plain_formulas(form):
+    rng = np.random.default_rng(1)
+    signal = rng.standard_normal((3, 5))
+    g = signal + 0.7 * rng.standard_normal((6, 3, 5))  # 6 probe batches sharing a signal
+    rows = M.compute_family(
+        "gradient",
+        {"gradient_snr": {"form": form}},
+        {"l": g, "noise": rng.standard_normal((6, 3, 5))},
+    )
+    got = {r["layer"]: r["value"] for r in rows}
+    assert got["l"] == pytest.approx(snr_plain(g, form), rel=1e-12)
+    assert got["l"] > 1.0 > got["noise"]
+    debiased = M.compute_family("gradient", {"gradient_snr": {"form": form, "debiased": True}}, {"l": g})
+    assert debiased[0]["value"] == pytest.approx(snr_plain(g, form) - 1 / 6, rel=1e-12)
+
+
+def test_gradient_snr_of_pure_noise_is_about_one_over_k():
+    """E‖ḡ‖² = tr Σ / K without signal: SNR ≈ 1/K, the debiased one ≈ 0."""
+    g = np.random.default_rng(2).standard_normal((4, 20000))
+    rows = M.compute_family("gradient", {"gradient_snr": {"debiased": True}}, {"l": g, "m": g[:2]})
+    got = {r["layer"]: r["value"] for r in rows}
+    assert abs(got["l"]) < 0.02 and abs(got["m"]) < 0.03
+
+
+def test_gradient_snr_degenerate_inputs():
+    g = np.random.default_rng(3).standard_normal((1, 4, 3))
+    same = np.repeat(np.random.default_rng(4).standard_normal((1, 6)), 3, axis=0)
+    with pytest.warns(RuntimeWarning) as rec:
+        rows = M.compute_family(
+            "gradient",
+            {"gradient_snr": {}},
+            {"one_batch": g, "zero": np.zeros((3, 6)), "identical": same},
+        )
+    assert all(math.isnan(r["value"]) for r in rows)
+    text = " ".join(str(w.message) for w in rec)
+    assert "1 probe batch" in text and "all-zero gradients" in text and "no noise" in text
+    with pytest.raises(M.MetricConfigError, match=r"metrics\.gradient_snr\.form"):
+        M.resolve_params("gradient_snr", {"form": "sample"})

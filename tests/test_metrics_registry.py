@@ -173,3 +173,46 @@ def test_summarize_matches_numpy():
     assert s["p5"] == pytest.approx(np.quantile(v, 0.05))
     assert s["p50"] == pytest.approx(np.median(v))
     assert quantile_key(0.025) == "p2.5" and "p2.5" in s
+
+
+def test_degenerate_and_metric_warning_name_run_step_layer_metric(scratch_registry):
+    @M.metric("_test_undefined", label="test", family="weight_spectrum")
+    def undefined(ctx):
+        raise M.Degenerate("no value on this input")
+
+    @M.metric("_test_flagged", label="test", family="weight_spectrum")
+    def flagged(ctx):
+        M.metric_warning("fitted on 3 points")
+        return 2.5
+
+    with pytest.warns(RuntimeWarning) as rec:
+        rows = M.compute_family(
+            "weight_spectrum", {"_test_undefined": {}, "_test_flagged": {}}, {"a": np.eye(2)}, run="r", step=4
+        )
+    got = {r["metric"]: r["value"] for r in rows}
+    assert math.isnan(got["_test_undefined"]) and got["_test_flagged"] == 2.5
+    messages = [str(w.message) for w in rec]
+    assert any(
+        "run 'r', step 4, layer 'a': metric '_test_undefined'" in m and "no value on this input" in m for m in messages
+    )
+    assert any("run 'r', step 4, layer 'a': metric '_test_flagged': fitted on 3 points" in m for m in messages)
+    assert len(messages) == 2  # the NaN itself is not warned a second time
+
+
+def test_outputs_may_depend_on_the_input_shape(scratch_registry):
+    @M.metric(
+        "_test_per_row",
+        label="test",
+        family="weight_spectrum",
+        outputs=lambda params, shape=None: [f"r{i}" for i in range(shape[0] if shape else 0)] + ["all"],
+    )
+    def per_row(ctx):
+        return {**{f"r{i}": float(v) for i, v in enumerate(ctx.w.sum(axis=1))}, "all": float(ctx.w.sum())}
+
+    bad = np.ones((3, 2))
+    bad[0, 0] = np.nan
+    with pytest.warns(RuntimeWarning, match="NaN/Inf"):
+        rows = M.compute_family("weight_spectrum", {"_test_per_row": {}}, {"ok": np.ones((3, 2)), "bad": bad})
+    names = {(r["layer"], r["metric"]) for r in rows}
+    assert names == {(layer, f"_test_per_row.{s}") for layer in ("ok", "bad") for s in ("r0", "r1", "r2", "all")}
+    assert M.value_names("_test_per_row") == ["_test_per_row.all"]

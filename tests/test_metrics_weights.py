@@ -65,18 +65,24 @@ def test_zero_matrix_has_zero_norms_and_ranks():
     assert all(v[m] == 0.0 for m in SPECTRAL), v
 
 
-def test_one_svd_shared_by_all_spectral_metrics(monkeypatch):
-    calls = []
-    real = np.linalg.svd
+def test_one_decomposition_shared_by_all_spectral_metrics(monkeypatch):
+    """One Gram eigendecomposition per matrix serves every spectral metric (no SVD at all)."""
+    calls = {"eigvalsh": 0, "svd": 0}
+    real_eig, real_svd = np.linalg.eigvalsh, np.linalg.svd
 
-    def counting(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
+    def counting_eig(*a, **k):
+        calls["eigvalsh"] += 1
+        return real_eig(*a, **k)
 
-    monkeypatch.setattr(np.linalg, "svd", counting)
+    def counting_svd(*a, **k):
+        calls["svd"] += 1
+        return real_svd(*a, **k)
+
+    monkeypatch.setattr(np.linalg, "eigvalsh", counting_eig)
+    monkeypatch.setattr(np.linalg, "svd", counting_svd)
     w = np.random.default_rng(2).standard_normal((20, 10))
-    values(w, SPECTRAL)
-    assert len(calls) == 1
+    values(w, SPECTRAL + ["alpha", "alpha_weighted", "mp_softrank", "num_spikes", "condition_number", "nuclear_norm"])
+    assert calls == {"eigvalsh": 1, "svd": 0}
 
 
 def test_circuit_matrices_are_ordinary_weights():

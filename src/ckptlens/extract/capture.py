@@ -130,3 +130,21 @@ def output_gradients(
         for n, g in zip(names, grads):
             result[f"{n}{OUTPUT_SEP}out{k}"] = g.detach().float().reshape(g.shape[0], -1).cpu().numpy()
     return result
+
+
+def capture_attentions(
+    patterns: Callable[[], Mapping[str, torch.Tensor]], mask: torch.Tensor | None = None
+) -> dict[str, np.ndarray]:
+    """Attention probabilities of one forward pass (``patterns()`` runs it and returns
+    ``{module: [batch, heads, query, key]}``) as float32 [rows, heads, keys]: one row per real query
+    position (``mask`` [batch, position] true; every position without one). Padding queries are
+    left out: a model gives them a uniform row that would read as a real, maximally spread one."""
+    with torch.no_grad():
+        found = patterns()
+    out = {}
+    for name, p in found.items():
+        p = p.detach().float().cpu()  # [b, h, q, k]
+        p = p.permute(0, 2, 1, 3)  # [b, q, h, k]
+        p = p[mask.cpu()] if mask is not None else p.reshape(-1, p.shape[2], p.shape[3])
+        out[name] = p.contiguous().numpy()
+    return out

@@ -205,6 +205,7 @@ class HFModel:
                     "metadata; pass the model's config.json content as hf_config"
                 )
             self.config_dict, self.kind = cfg, model_kind(cfg, ckpt.keys)
+            self.keys = list(ckpt.keys)
             self.model = _build(cfg, self.kind, ckpt.keys, ckpt.shapes, path)
             self._names = _Names(self.model, ckpt.keys)
         self.device = device or "cpu"
@@ -261,6 +262,15 @@ class HFModel:
         if tied:
             model.tie_weights()
         model.to(self.device).eval()
+
+    def attention_modules(self) -> list[str]:
+        """The attention modules (checkpoint names) in depth order: one per layer, the order of the
+        model's ``output_attentions``."""
+        from ..adapters import get_adapter
+        from ..store.layers import layer_order
+
+        adapter = get_adapter("auto", self.keys, {"config": self.config_dict})
+        return layer_order(adapter.attention_modules(self.keys))
 
     def transposed(self, module: str) -> bool:
         """Whether a module stores its weight [in, out] (GPT-2's Conv1D): gradients are transposed
@@ -530,6 +540,19 @@ def open_hf_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | 
     dev = hf.device
     params = dict(model.named_parameters())
     owners = [c for c, m in hf.names.items() if f"{m}.weight" in params]
+    attention = hf.attention_modules()
+
+    def attentions(batch, chosen):
+        """``output_attentions`` of the eager implementation: one [batch, heads, q, k] per layer, in
+        the order of the attention modules."""
+        out = model(**_model_inputs(model, batch, dev), output_attentions=True).attentions
+        if not out or len(out) != len(attention):
+            raise ExtractionError(
+                f"{checkpoint}: the model gave {len(out or ())} attention patterns for {len(attention)} attention "
+                "modules"
+            )
+        return {name: out[attention.index(name)] for name in chosen}
+
     return ProbedModel(
         model=model,
         modules=dict(hf.names),
@@ -543,4 +566,6 @@ def open_hf_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | 
         transposed=hf.transposed,
         load=hf.load,
         kind=kind,
+        attention_modules=attention,
+        attentions=attentions if attention else None,
     )

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..store.failures import naming_source
 from ..store.patterns import select
 from ..store.tensors import SafetensorsFile, write_tensors
 
-KINDS = ("activations", "gradients", "activation_gradients")
+KINDS = ("activations", "gradients", "activation_gradients", "attentions")
 
 
 class ExtractionError(ValueError):
@@ -41,6 +42,10 @@ class ProbedModel:
     transposed: Callable[[str], bool]  # model module name -> weight stored [in, out]
     load: Callable[[str], None]  # put a checkpoint's weights into the model
     kind: str  # what kind of model (for the files' metadata)
+    attention_modules: list[str] = field(default_factory=list)  # checkpoint names of the attention modules
+    # batch, chosen attention modules -> {module: probabilities [batch, heads, query, key]}; None: the
+    # model cannot expose them
+    attentions: Callable[[object, list[str]], dict] | None = None
 
 
 def open_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | None = None) -> ProbedModel:
@@ -66,7 +71,7 @@ def _chosen(targets: Mapping, kind: str, names: Sequence[str], checkpoint) -> li
 
 def run_extractions(pm: ProbedModel, checkpoint, targets: Mapping, probe: Mapping, outputs: Mapping[str, str]) -> None:
     """The extractions ``outputs`` names (kind -> path) of the checkpoint whose weights ``pm`` holds."""
-    from .capture import capture_outputs, output_gradients, weight_gradients
+    from .capture import capture_attentions, capture_outputs, output_gradients, weight_gradients
 
     if "gradients" in outputs and pm.loss is None:  # before anything is written
         raise ExtractionError(f"{checkpoint}: {pm.no_loss_reason}")
@@ -91,6 +96,13 @@ def run_extractions(pm: ProbedModel, checkpoint, targets: Mapping, probe: Mappin
             outputs["activation_gradients"],
             meta,
         )
+    if "attentions" in outputs:
+        if pm.attentions is None:
+            raise ExtractionError(f"{checkpoint}: this model does not expose its attention probabilities")
+        chosen = _chosen(targets, "attentions", pm.attention_modules, checkpoint)
+        write_tensors(
+            capture_attentions(lambda: pm.attentions(first, chosen), pm.mask(first)), outputs["attentions"], meta
+        )
 
 
 def extract_models(
@@ -111,10 +123,12 @@ def extract_models(
         return
     torch.manual_seed(0)
     dev = torch.device(device) if device is not None else pick_device()
-    pm = open_model(checkpoints[0], probe, dev, hf_config)
+    with naming_source(checkpoints[0]):
+        pm = open_model(checkpoints[0], probe, dev, hf_config)
     for checkpoint, outs in zip(checkpoints, outputs):
-        pm.load(checkpoint)
-        run_extractions(pm, checkpoint, targets, probe, outs)
+        with naming_source(checkpoint):  # an error names the checkpoint, and its source file
+            pm.load(checkpoint)
+            run_extractions(pm, checkpoint, targets, probe, outs)
 
 
 def extract_model(

@@ -53,6 +53,19 @@ def open_trained_model(checkpoint, probe: Mapping, device=None) -> ProbedModel:
     ]
     modules = {n: n for n, _ in model.named_modules() if n}
     params = [n[: -len(".weight")] for n, _ in model.named_parameters() if n.endswith(".weight")]
+    attention = [n for n, m in model.named_modules() if hasattr(m, "keep_pattern")]  # the demo transformer's
+
+    def attentions(batch, chosen):
+        found = dict(model.named_modules())
+        for n in chosen:
+            found[n].keep_pattern = True
+        try:
+            model(task.inputs(batch))
+            return {n: found[n].pattern for n in chosen}
+        finally:
+            for n in chosen:
+                found[n].keep_pattern, found[n].pattern = False, None
+
     return ProbedModel(
         model=model,
         modules=modules,
@@ -66,4 +79,6 @@ def open_trained_model(checkpoint, probe: Mapping, device=None) -> ProbedModel:
         transposed=lambda module: False,
         load=lambda ckpt: _load(model, ckpt, device),
         kind=SafetensorsFile(checkpoint).metadata.get("ckptlens_arch", ""),
+        attention_modules=attention,
+        attentions=attentions if attention else None,
     )

@@ -9,17 +9,29 @@ Families (see each module's docstring for its metrics, parameters and input layo
     activation_pairs       (activations, model scope)   linearity.py
     gradient               (gradients, per layer)       gradients.py
     gradient_pca           (activation_gradients, model scope)  gradient_pca.py
+    attention              (attentions, per layer)      attention.py
 A job's inputs (extraction files, failed checkpoints) are opened by :mod:`.inputs`. Adding a
 metric: one decorated function in the module of its family (see :mod:`.registry`) and its value test.
 """
 
 # Importing the modules registers their families and metrics.
-from . import activation_stats, activations, circuits, gradient_pca, gradients, linearity, updates, weights  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    activation_stats,
+    activations,
+    attention,
+    circuits,
+    gradient_pca,
+    gradients,
+    linearity,
+    updates,
+    weights,
+)
 from .registry import (  # noqa: F401
     FAMILIES,
     METRICS,
     NEEDS,
     REFERENCES,
+    Degenerate,
     LayerStore,
     MetricConfigError,
     Unavailable,
@@ -29,8 +41,10 @@ from .registry import (  # noqa: F401
     get_metric,
     group_by_family,
     metric,
+    metric_warning,
     references_of,
     resolve_params,
     split_metric_name,
     value_names,
+    values_depend_on_input,
 )

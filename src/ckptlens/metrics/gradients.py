@@ -1,4 +1,11 @@
-"""Gradient metrics over the fixed probe batches (gradients stacked as [n_batches, ...])."""
+"""Gradient metrics over the fixed probe batches (gradients stacked as [n_batches, ...]).
+
+Registered metrics (family ``gradient``, no reference):
+    gradient_norm     mean Frobenius norm of the layer's weight gradient over the probe batches
+    gradient_cosine   mean cosine of the gradients of consecutive probe batches
+    gradient_snr      (form="norm", debiased=False) signal-to-noise ratio across the batches:
+                      ‖ḡ‖²/tr Σ (or the per-parameter mean of ḡ_j²/s_j², form="parameter")
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,8 @@ from functools import cached_property
 
 import numpy as np
 
-from .registry import family, metric
+from ._common import _fail, check_choice
+from .registry import Degenerate, family, metric
 
 
 @family("gradient", needs="gradients")
@@ -36,3 +44,59 @@ def gradient_cosine(ctx: GradientContext) -> float:
     dots = np.einsum("ij,ij->i", ctx.g[:-1], ctx.g[1:])
     denom = ctx.norms[:-1] * ctx.norms[1:]
     return float(np.mean(dots / denom))
+
+
+# ---------------------------------------------------------------- signal-to-noise ratio
+
+
+def _check_snr(params):
+    check_choice("gradient_snr", "form", params["form"], ("norm", "parameter"))
+    if not isinstance(params["debiased"], bool):
+        _fail("gradient_snr", "debiased", f"must be true or false, not {params['debiased']!r}")
+
+
+@metric(
+    "gradient_snr",
+    label="gradient signal-to-noise ratio",
+    family="gradient",
+    validate=_check_snr,
+    form="norm",
+    debiased=False,
+)
+def gradient_snr(ctx: GradientContext, form="norm", debiased=False) -> float:
+    """Signal-to-noise ratio of the layer's gradient across the K probe batches.
+
+    With g_k the flattened gradient on batch k, ḡ = (1/K) Σ_k g_k:
+      form="norm" (default): ‖ḡ‖² / V, V = (1/(K−1)) Σ_k ‖g_k − ḡ‖² the trace of the per-batch
+        gradient covariance (unbiased): how much of the gradient is shared by the batches; 1/SNR
+        is McCandlish et al. 2018's gradient noise scale in units of one probe batch.
+      form="parameter": mean_j ḡ_j² / s_j², s_j² the unbiased variance of parameter j over the
+        batches (Liu et al. 2020's GSNR, averaged over the layer's parameters; parameters with zero
+        gradient on every batch are left out).
+    debiased=True subtracts 1/K (E‖ḡ‖² = ‖E g‖² + tr Σ/K): an unbiased numerator, ≈ 0 for a
+    layer whose batch gradients share nothing (it can then be slightly negative).
+    The ratio depends on the probe batch size (the noise of a batch mean is Σ/B); per-batch, not
+    per-sample, gradients: Liu et al.'s and Cockpit's per-sample GSNR is not what this measures.
+    Fewer than 2 batches, an all-zero gradient, or identical gradients on every batch (no noise)
+    are NaN with a warning."""
+    g = ctx.g
+    k = g.shape[0]
+    if k < 2:
+        raise Degenerate(f"{k} probe batch(es): a gradient SNR needs at least 2")
+    mean = g.mean(axis=0)
+    if form == "norm":
+        signal = float(np.dot(mean, mean))
+        noise = sum(float(np.dot(r, r)) for r in (row - mean for row in g)) / (k - 1)
+        if noise == 0:
+            raise Degenerate("all-zero gradients" if signal == 0 else "identical gradients on every batch: no noise")
+        snr = signal / noise
+    else:
+        var = g.var(axis=0, ddof=1)
+        used = (var > 0) | (mean != 0)
+        if not used.any():
+            raise Degenerate("all-zero gradients")
+        if np.any(var[used] == 0):
+            n0 = int(np.sum(var[used] == 0))
+            raise Degenerate(f"{n0} parameters have the same nonzero gradient on every batch: their SNR is infinite")
+        snr = float(np.mean(mean[used] ** 2 / var[used]))
+    return snr - 1.0 / k if debiased else snr

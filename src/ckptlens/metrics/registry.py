@@ -16,8 +16,14 @@
   ``"initial"``, ``"previous2"`` (two back), or a tuple of them; it receives one reference context
   per entry, and is skipped where one is missing (``previous`` at the first checkpoint).
 * Degenerate input never aborts a job: NaN/Inf input, a non-finite result, an SVD that does not
-  converge (``LinAlgError``) or an unavailable reference (its checkpoint failed:
-  :class:`Unavailable`) give NaN with a warning naming run, step, layer and metric.
+  converge (``LinAlgError``), a metric that raises :class:`Degenerate` (its value is undefined on
+  this input: a zero matrix, constant activations, fewer samples than features, a fit that does
+  not converge; the message says which) or an unavailable reference (its checkpoint failed:
+  :class:`Unavailable`) give NaN with a warning naming run, step, layer and metric. A metric that
+  returns a value but wants it flagged calls :func:`metric_warning` (same naming).
+* ``outputs`` may take the input's shape as a second argument (``outputs(params, shape)``) when
+  its suffixes depend on the data (one per attention head); it is then called with ``shape=None``
+  where no input is at hand (:func:`value_names`).
 * :func:`family_code_hash` hashes the code that computes a family (its modules' import closure),
   so that editing one metric reruns only its family's jobs.
 
@@ -26,8 +32,10 @@ Only numpy is imported here: metric jobs must stay cheap to start (no torch).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +43,7 @@ import numpy as np
 from ..store.codehash import code_hash
 from ..store.joblog import warn
 
-NEEDS = ("weights", "activations", "gradients", "activation_gradients")
+NEEDS = ("weights", "activations", "gradients", "activation_gradients", "attentions")
 REFERENCES = ("final", "previous", "initial", "previous2")
 SCOPES = ("layer", "model")
 SUFFIX_SEP = "."
@@ -74,6 +82,21 @@ METRICS: dict[str, Metric] = {}
 
 class MetricConfigError(ValueError):
     """A metric name or parameter in the config is not valid; the message names the key."""
+
+
+class Degenerate(ValueError):
+    """Raised by a metric whose value is undefined on this input (the message says why): the job
+    records NaN with a warning naming run, step, layer and metric, and goes on."""
+
+
+#: "run 'r', step 3, layer 'l': metric 'm'" while a metric runs (for :func:`metric_warning`)
+_RUNNING: ContextVar[str] = ContextVar("ckptlens_metric_running", default="")
+
+
+def metric_warning(msg: str) -> None:
+    """Warn about the value the running metric returns (it is kept), naming run, step, layer and
+    metric; use :class:`Degenerate` instead when there is no value to keep."""
+    warn(f"{_RUNNING.get() or 'metric'}: {msg}")
 
 
 def family(name: str, needs: str, description: str = "", scope: str = "layer"):
@@ -164,13 +187,32 @@ def split_metric_name(label: str) -> tuple[str, str | None]:
     return base, (suffix if sep else None)
 
 
+def _outputs(m: Metric, params: Mapping, shape=None) -> list[str]:
+    """The suffixes of a multi-valued metric; ``outputs(params, shape)`` where it takes the shape."""
+    if _takes_shape(m):
+        return list(m.outputs(params, shape))
+    return list(m.outputs(params))
+
+
+def _takes_shape(m: Metric) -> bool:
+    return m.outputs is not None and len(inspect.signature(m.outputs).parameters) >= 2
+
+
+def values_depend_on_input(name: str) -> bool:
+    """Whether some of a metric's values are known only from its input (one per attention head):
+    :func:`value_names` then lists the others, and a config naming one of the rest cannot be
+    checked before the data exist."""
+    return _takes_shape(get_metric(name))
+
+
 def value_names(name: str, params: Mapping | None = None) -> list[str]:
     """The row names ``"<name>.<suffix>"`` of a multi-valued metric with its parameters; ``[]`` for
-    a metric giving one value (or one that does not declare its suffixes)."""
+    a metric giving one value (or one that does not declare its suffixes). For a metric whose
+    suffixes depend on the input (``outputs(params, shape)``), those it gives without one."""
     m = get_metric(name)
     if m.outputs is None:
         return []
-    return [f"{name}{SUFFIX_SEP}{s}" for s in m.outputs(resolve_params(name, params))]
+    return [f"{name}{SUFFIX_SEP}{s}" for s in _outputs(m, resolve_params(name, params))]
 
 
 def group_by_family(metric_names) -> dict[str, list[str]]:
@@ -261,12 +303,18 @@ def _rows(run, step, layer, name, out, where, warn_nonfinite=True) -> list[dict]
 
 
 def _call(m: Metric, args, params, where):
+    token = _RUNNING.set(f"{where}: metric {m.name!r}")
     try:
         with np.errstate(all="ignore"):
             return m.fn(*args, **params)
     except np.linalg.LinAlgError as exc:
         warn(f"{where}: metric {m.name!r} failed ({exc}); recorded as NaN")
         return None
+    except Degenerate as exc:
+        warn(f"{where}: metric {m.name!r} is undefined here ({exc}); recorded as NaN")
+        return None
+    finally:
+        _RUNNING.reset(token)
 
 
 def compute_family(
@@ -337,7 +385,7 @@ def compute_family(
                     out = _call(m, [ctx, *args], params, where)
                 computed = out is not None
                 if not computed and m.outputs is not None:
-                    out = {k: math.nan for k in m.outputs(params)}
+                    out = {k: math.nan for k in _outputs(m, params, x.shape)}
                 rows += _rows(run, step, layer, name, out, where, warn_nonfinite=computed)
     return rows
 
