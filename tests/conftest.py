@@ -7,7 +7,7 @@ from workflow_helpers import REPO, copy_project, snakemake
 
 @pytest.fixture(scope="session")
 def local_checkpoints(tmp_path_factory) -> Path:
-    """Toy checkpoints in a plain folder (steps 0, 20, 60; step 40 is kept aside for the
+    """Toy checkpoints in a plain folder (steps 0, 20, 40; step 60 is kept aside for the
     'one more checkpoint' test), as a user's own training run would leave them."""
     from ckptlens.sources.trained.induction import InductionTaskConfig
     from ckptlens.sources.trained.train import train_induction
@@ -25,7 +25,7 @@ def local_checkpoints(tmp_path_factory) -> Path:
         log_path=root / "log.csv",
     )
     (root / "spare").mkdir()
-    shutil.move(root / "ckpts" / "ckpt_40.safetensors", root / "spare" / "ckpt_40.safetensors")
+    shutil.move(root / "ckpts" / "ckpt_60.safetensors", root / "spare" / "ckpt_60.safetensors")
     return root
 
 

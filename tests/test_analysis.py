@@ -19,6 +19,7 @@ from ckptlens.analysis import (
     missing_steps,
     pca_explained_variance,
 )
+from ckptlens.analysis.correlation import MEAN_TRAJECTORY_LAYER
 from ckptlens.store.layers import layer_order
 
 # ../shared beside the checkout (CI clones elsewhere than /work)
@@ -322,3 +323,38 @@ def test_real_pythia_table():
     row = corr[(corr.x_metric == "cka_scores") & (corr.y_metric == "grad_sim") & (corr.layer == layer)]
     assert row.pearson_r.iloc[0] == pytest.approx(expected, rel=1e-10)
     assert row.n_steps.iloc[0] == len(steps) == 27
+
+
+def test_without_pairs_every_pair_of_layer_mean_trajectories_clustered_and_bounded():
+    """75 metrics × 20 layers: the summary has one row per pair of metrics (not per layer), their
+    layer-mean trajectories' Pearson r; the per-layer table has every pair on every layer."""
+    from ckptlens.analysis.correlation import clustered_order, correlation_matrix, layer_correlations
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(30)
+    trend = np.cumsum(rng.standard_normal(30))
+    metrics = {f"m{i:02d}": trend * (1 if i < 10 else 0) + rng.standard_normal((30, 20)).T for i in range(75)}
+    rows = [
+        {"run": "r", "step": int(s), "layer": f"blocks.{j}", "metric": m, "value": float(v[j][k])}
+        for m, v in metrics.items()
+        for j in range(20)
+        for k, s in enumerate(steps)
+    ]
+    table = pd.DataFrame(rows)
+    corr, notes = correlation_matrix(table)
+    assert len(corr) == 75 * 74 // 2 and set(corr["layer"]) == {MEAN_TRAJECTORY_LAYER}
+    mean = table.groupby(["metric", "step"])["value"].mean().unstack(0)
+    row = corr[(corr.x_metric + corr.y_metric).isin(["m00m11", "m11m00"])].iloc[0]
+    assert row.pearson_r == pytest.approx(stats.pearsonr(mean["m00"], mean["m11"])[0], abs=1e-12)
+    slope = np.polyfit(mean[row.x_metric], mean[row.y_metric], 1)[0]
+    assert row.slope == pytest.approx(slope, rel=1e-9) and row.r_squared == pytest.approx(row.pearson_r**2)
+    # the ten metrics sharing a trend sit together in the clustered order
+    order = list(dict.fromkeys(list(corr["x_metric"]) + list(corr["y_metric"])))
+    assert order == clustered_order(mean[order])
+    together = sorted(order.index(f"m{i:02d}") for i in range(10))
+    assert together[-1] - together[0] == 9
+    per_layer, _ = layer_correlations(table)
+    assert len(per_layer) == 20 * 75 * 74 // 2
+    one = per_layer[(per_layer.layer == "blocks.3") & (per_layer.x_metric == "m00") & (per_layer.y_metric == "m01")]
+    wide = table[table.layer == "blocks.3"].pivot(index="step", columns="metric", values="value")
+    assert one.pearson_r.item() == pytest.approx(np.corrcoef(wide["m00"], wide["m01"])[0, 1], abs=1e-12)

@@ -148,3 +148,56 @@ def test_targets_of_a_save_pretrained_folder_are_checked_before_any_job(example_
         ConfigError, match=r"runs.minilm_linearity.targets.chain\[1\].*'bert.encodr.layer.\*' matches no module"
     ):
         validate(cfg)
+
+
+def _local_run(tmp_path, n_steps, size_bytes, **run):
+    folder = tmp_path / "ck"
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(n_steps):
+        with open(folder / f"step_{s * 10}.pt", "wb") as fh:
+            fh.truncate(size_bytes)  # sparse: only the size counts
+    return {"runs": {"r": {"source": {"type": "local", "path": str(folder)}, **run}}, "metrics": {"frobenius_norm": {}}}
+
+
+def test_jobs_are_sized_to_the_checkpoints():
+    from ckptlens.config import CHECKPOINT_BYTES_PER_JOB, MAX_CHECKPOINTS_PER_JOB, checkpoints_per_job
+
+    toy = {
+        "runs": {
+            "t": {"source": {"type": "train_toy", "model": {"d_model": 64, "vocab_size": 64}, "train": {"steps": 100}}}
+        }
+    }
+    assert checkpoints_per_job(toy, "t") == MAX_CHECKPOINTS_PER_JOB  # a tiny model: as many as allowed
+    hub = {
+        "runs": {
+            m: {"source": {"type": "huggingface", "model": f"EleutherAI/{m}", "steps": "pythia"}}
+            for m in ("pythia-70m", "pythia-410m", "pythia-2.8b", "mystery")
+        }
+    }
+    # from the size in the model's name (float16 on the hub): 2 GiB / 140 MB, / 820 MB; 2.8b: one each
+    assert checkpoints_per_job(hub, "pythia-70m") == CHECKPOINT_BYTES_PER_JOB // int(2 * 70e6) == 15
+    assert checkpoints_per_job(hub, "pythia-410m") == 2
+    assert checkpoints_per_job(hub, "pythia-2.8b") == 1 and checkpoints_per_job(hub, "mystery") == 1
+
+
+def test_chunks_are_stable_as_steps_are_added_and_metric_parts_group_them(tmp_path):
+    from ckptlens.config import MIN_METRIC_CHECKPOINTS_PER_JOB, checkpoints_per_job, chunks, metric_parts
+
+    cfg = _local_run(tmp_path, 7, 1 << 30)  # 1 GiB files: two per job
+    assert checkpoints_per_job(cfg, "r") == 2
+    assert chunks(cfg, "r") == [[0, 10], [20, 30], [40, 50], [60]]
+    (tmp_path / "ck" / "step_70.pt").write_bytes(b"\0")
+    assert chunks(cfg, "r") == [[0, 10], [20, 30], [40, 50], [60, 70]]  # only the last chunk changed
+    assert metric_parts(cfg, "r") == [[0, 1, 2, 3]]  # metric jobs carry at least 32 checkpoints
+    cfg["runs"]["r"]["checkpoints_per_job"] = 1
+    assert len(chunks(cfg, "r")) == 8 and metric_parts(cfg, "r") == [list(range(8))]
+    assert MIN_METRIC_CHECKPOINTS_PER_JOB == 32
+    many = _local_run(tmp_path / "m", 70, 1, checkpoints_per_job=8)
+    parts = metric_parts(many, "r")
+    assert [len(p) for p in parts] == [4, 4, 1] and sum(parts, []) == list(range(9))
+
+
+def test_checkpoints_per_job_is_checked(tmp_path):
+    cfg = _local_run(tmp_path, 2, 8, checkpoints_per_job=0)
+    with pytest.raises(ConfigError, match="runs.r.checkpoints_per_job"):
+        validate(cfg)

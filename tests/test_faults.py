@@ -100,19 +100,18 @@ def test_aggregation_policy_fail_or_list_the_gaps(tmp_path):
         collect_run_tables([good], "ignore")
 
 
-def test_import_records_only_bad_checkpoints_and_only_under_skip(tmp_path, monkeypatch):
+def test_import_records_only_bad_checkpoints(tmp_path, monkeypatch):
     empty = tmp_path / "ckpt_3.safetensors"
     empty.write_bytes(b"")
     with pytest.raises(CheckpointError, match=f"{empty}: empty file"):
-        import_or_record(empty, tmp_path / "out" / "a.safetensors", "fail", step=3)
-    assert not (tmp_path / "out" / "a.safetensors").exists()
+        open_checkpoint(empty)
     with pytest.warns(RuntimeWarning, match="step 3: bad checkpoint"):
-        rec = import_or_record(empty, tmp_path / "out" / "b.safetensors", "skip", step=3)
+        rec = import_or_record(empty, tmp_path / "out" / "b.safetensors", step=3)
     assert rec == {"step": 3, "file": str(empty), "reason": "empty file (0 bytes) — an interrupted download or save?"}
     assert checkpoint_record(tmp_path / "out" / "b.safetensors") == rec
-    # a good file is imported (with its source path in the header) whatever the policy
+    # a good file is imported (with its source path in the header)
     good = _tiny_checkpoint(tmp_path / "ckpt_4.safetensors")
-    assert import_or_record(good, tmp_path / "out" / "c.safetensors", "skip", step=4) is None
+    assert import_or_record(good, tmp_path / "out" / "c.safetensors", step=4) is None
     with open_checkpoint(tmp_path / "out" / "c.safetensors") as ckpt:
         assert ckpt.metadata["ckptlens_source"] == str(good) and ckpt.keys == ["a.weight"]
     # our own failure (memory, a bug) is never written down as a bad checkpoint
@@ -123,7 +122,7 @@ def test_import_records_only_bad_checkpoints_and_only_under_skip(tmp_path, monke
 
     monkeypatch.setattr(importer, "import_checkpoint", boom)
     with pytest.raises(MemoryError):
-        import_or_record(good, tmp_path / "out" / "d.safetensors", "skip", step=4)
+        import_or_record(good, tmp_path / "out" / "d.safetensors", step=4)
     assert not (tmp_path / "out" / "d.safetensors").exists()
 
 
@@ -167,15 +166,14 @@ def test_a_bad_hugging_face_revision_is_recorded_but_a_failed_download_is_not(tm
         return local_dir
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.setattr("ckptlens.sources.hub.DOWNLOAD_BACKOFF_S", 0.0)
     dl = tmp_path / "downloads" / "step8"
-    with pytest.raises(RevisionError, match=r"org/m@step8: the downloaded checkpoint cannot be imported .*empty file"):
-        fetch_or_record("org/m", "step8", tmp_path / "a.safetensors", dl, policy="fail", step=8)
     with pytest.warns(RuntimeWarning, match="bad checkpoint org/m@step8"):
-        rec = fetch_or_record("org/m", "step8", tmp_path / "b.safetensors", dl, policy="skip", step=8)
+        rec = fetch_or_record("org/m", "step8", tmp_path / "b.safetensors", dl, step=8)
     assert rec["file"] == "org/m@step8" and "empty file" in rec["reason"]
     assert checkpoint_record(tmp_path / "b.safetensors") == rec and not dl.exists()  # our download removed
     with pytest.raises(RevisionError, match="download failed"):  # the network is not a bad checkpoint
-        fetch_or_record("org/m", "offline", tmp_path / "c.safetensors", tmp_path / "dl2", policy="skip", step=9)
+        fetch_or_record("org/m", "offline", tmp_path / "c.safetensors", tmp_path / "dl2", step=9)
     assert not (tmp_path / "c.safetensors").exists()
 
 
@@ -383,6 +381,7 @@ CONFIG = """
 runs:
   lab:
     source: {type: local, path: LOCAL_DIR}
+    checkpoints_per_job: 2
     targets:
       weights: ["blocks.*.attn.*"]
       activations: ["blocks.*"]
@@ -502,25 +501,36 @@ def run_until_paused(project: Path, pause_at: str, *args: str, timeout=1800):
     return sig.read_text()
 
 
-# stage, the file whose job is killed right before its rename, the targets of that run
+# stage, the file whose job is killed right before its rename, the targets of that run (the lab
+# run's chunks: [0, 20], [40, 60])
 INTERRUPTIONS = [
-    ("checkpoint import", "checkpoints/step20.safetensors", ["results/runs/lab/checkpoints/step20.safetensors"]),
-    ("weights digest", "digests/step40.txt", ["results/runs/lab/digests/step40.txt"]),
+    (
+        "checkpoint import, after one of the chunk's two",
+        "checkpoints/chunk0/step20.safetensors",
+        ["results/runs/lab/checkpoints/chunk0"],
+    ),
+    ("weights digests", "digests/chunk1.txt", ["results/runs/lab/digests/chunk1.txt"]),
     ("identical-steps check", "identical_steps.csv", ["results/runs/lab/identical_steps.csv"]),
     (
         "weight extraction (streamed)",
-        "extract/weights/step60.safetensors",
-        ["results/runs/lab/extract/weights/step60.safetensors"],
+        "extract/weights/chunk1/step60.safetensors",
+        ["results/runs/lab/extract/weights/chunk1"],
     ),
     (
         "model extraction, between its two outputs",
-        "extract/gradients/step0.safetensors",
-        ["results/runs/lab/extract/gradients/step0.safetensors"],
+        "extract/gradients/chunk0/step0.safetensors",
+        ["results/runs/lab/extract/gradients/chunk0"],
     ),
-    ("metric job, with the rest of the run in flight", "metrics/activation_similarity/step40.csv", TARGETS),
+    ("metric job, with the rest of the run in flight", "metrics/activation_similarity/part0.csv", TARGETS),
     ("aggregation", "metrics.parquet", ["results/runs/lab/metrics.parquet"]),
-    ("analysis, after two of its four outputs", "analysis/correlation.csv", TARGETS),
+    ("analysis, after two of its five outputs", "analysis/correlation.csv", TARGETS),
 ]
+
+
+def _under_incomplete(rel: str, incomplete: set[str]) -> bool:
+    """A file is incomplete if it, or a folder holding it (a chunk's output folder), is marked so."""
+    path = f"results/runs/lab/{rel}"
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in incomplete)
 
 
 @pytest.mark.slow
@@ -538,13 +548,14 @@ def test_sigkill_at_every_stage_then_rerun_gives_identical_results(tmp_path, goo
         # anything under a final name is finished (equal to the uninterrupted run's) or marked incomplete
         incomplete = incomplete_files(project)
         for rel, path in result_files(project).items():
-            if f"results/runs/lab/{rel}" not in incomplete:
+            if not _under_incomplete(rel, incomplete):
                 assert rel in ref and same_content(path, ref[rel]), (stage, rel)
-        if stage.startswith(("model extraction", "analysis")):  # outputs written before the kill
+        if stage.startswith(("checkpoint import", "model extraction", "analysis")):  # written before the kill
             assert incomplete & {
-                "results/runs/lab/extract/activations/step0.safetensors",
+                "results/runs/lab/checkpoints/chunk0",
+                "results/runs/lab/extract/activations/chunk0",
                 "results/runs/lab/analysis/pca.csv",
-            }
+            }, (stage, incomplete)
     snakemake(project, "--unlock")
     # a plain rerun: the default profile sets rerun-incomplete, so incomplete outputs are redone
     snakemake(project, "--cores", "2", *TARGETS)
@@ -622,23 +633,28 @@ def make_bad_folder(good: Path, dest: Path, marker: Path) -> dict[int, tuple[str
     return {s: (c, str(dest / name), reason) for s, (c, name, _, reason) in cases.items()}
 
 
-def scheduled(project, *args) -> list[tuple[str, str]]:
+def scheduled(project, *args) -> list[str]:
     from workflow_helpers import scheduled_jobs
 
-    return sorted((r, wc.get("step", "")) for r, wc in scheduled_jobs(project, *args))
+    return sorted(r for r, _ in scheduled_jobs(project, *args))
 
 
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory, good_checkpoints, reference):
-    """One project over the bad folder, run three times: under fail (with --keep-going), switched
-    to skip, switched back to fail. Returns what each run did."""
+    """One project over the bad folder, run three times: under fail, switched to skip, switched
+    back to fail. Returns what each run did."""
     root = tmp_path_factory.mktemp("bad")
     marker = root / "CODE_RAN"
     bad = make_bad_folder(good_checkpoints, root / "ckpts", marker)
     project = make_project(root / "p", root / "ckpts", on_bad_checkpoint="fail")
     out = {"project": project, "bad": bad, "marker": marker}
-    out["fail"] = snakemake(project, "--cores", "2", "--keep-going", *TARGETS, check=False)
-    out["fail_files"] = {k: p.read_bytes() for k, p in result_files(project).items() if "metrics/" in k}
+    out["fail"] = snakemake(project, "--cores", "2", *TARGETS, check=False)
+    from ckptlens.store.tidy import read_rows_csv
+
+    out["fail_records"], out["fail_tables"] = {}, {}
+    for fam in ("weight_spectrum", "activation_similarity", "gradient"):
+        records, frame = read_rows_csv(project / f"results/runs/lab/metrics/{fam}/part0.csv")
+        out["fail_records"][fam], out["fail_tables"][fam] = records, frame
     out["fail_table"] = (project / "results/runs/lab/metrics.parquet").exists()
     cfg = yaml.safe_load((project / "config/config.yaml").read_text())
     cfg["on_bad_checkpoint"] = "skip"
@@ -655,31 +671,35 @@ def bad_runs(tmp_path_factory, good_checkpoints, reference):
 
 
 @pytest.mark.slow
-def test_bad_checkpoints_fail_naming_file_and_reason_and_keep_going_finishes_the_rest(bad_runs, reference):
+def test_bad_checkpoints_fail_the_run_naming_every_file_and_reason_and_nothing_else_is_lost(bad_runs, reference):
+    """Under fail every readable checkpoint still goes all the way through (a bad file becomes a
+    failure record in its chunk); the run's aggregation then stops, naming every bad file."""
     proc, project, bad = bad_runs["fail"], bad_runs["project"], bad_runs["bad"]
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert text.count("Error in rule materialise_checkpoint") == len(bad)
+    assert text.count("Error in rule aggregate_metrics") == 1 and "Error in rule materialise" not in text
+    assert "checkpoint(s) failed and on_bad_checkpoint is 'fail'" in text
+    logs = "".join(p.read_text() for p in (project / "results/runs/lab/logs/materialise_checkpoints").glob("*.log"))
     for step, (case, path, reason) in bad.items():
-        log = (project / f"results/runs/lab/logs/materialise/step{step}.log").read_text()
-        assert f"{path}: " in log and reason in log, (case, log[-1500:])
-        assert path in text, case
+        assert f"step {step}: {path}" in text, case  # the aggregation's error lists it
+        assert f"step {step}: bad checkpoint {path}" in logs and reason in logs, case
     assert not bad_runs["marker"].exists()  # the pickle's code never ran
     # every good checkpoint went all the way through; values equal the run without bad files
-    files = bad_runs["fail_files"]
-    ref = result_files(reference)
+    ref = pd.read_parquet(reference / "results/runs/lab/metrics.parquet")
+    keys = ["step", "layer", "metric"]
     for fam in ("weight_spectrum", "activation_similarity", "gradient"):
-        for step in (20, 40, 50, 60):
-            assert f"metrics/{fam}/step{step}.csv" in files
-        for step in (20, 40, 60):
-            assert files[f"metrics/{fam}/step{step}.csv"] == ref[f"metrics/{fam}/step{step}.csv"].read_bytes()
-    assert not bad_runs["fail_table"]  # the run's aggregation could not run under fail: Snakemake said so
-    assert "At least one job did not complete successfully" in text or "Exiting because a job execution failed" in text
+        got = bad_runs["fail_tables"][fam]
+        assert sorted(got["step"].unique()) == [20, 40, 50, 60]
+        assert sorted(r["step"] for r in bad_runs["fail_records"][fam]) == sorted(bad)
+        good = got[got.step.isin([20, 40, 60])]  # (CKA to the final checkpoint: step 60 in both runs)
+        merged = good.merge(ref, on=keys, how="left", suffixes=("", "_ref"))
+        assert len(merged) == len(good) and (merged["value"] == merged["value_ref"]).all(), fam
+    assert not bad_runs["fail_table"]  # the run's aggregation refused to run: no tidy table
     for step, (case, _, _) in bad.items():
         figure(
-            "bad checkpoint, on_bad_checkpoint: fail (--keep-going)",
+            "bad checkpoint, on_bad_checkpoint: fail",
             case,
-            "its import fails naming the file and reason; every other checkpoint processed",
+            "recorded in its chunk; every other checkpoint processed; aggregation fails naming the file and reason",
         )
 
 
@@ -687,10 +707,8 @@ def test_bad_checkpoints_fail_naming_file_and_reason_and_keep_going_finishes_the
 def test_skip_lists_the_gaps_and_analyses_the_rest_with_the_same_values(bad_runs, reference):
     bad, res = bad_runs["bad"], bad_runs["skip_results"]
     assert bad_runs["skip"].returncode == 0, bad_runs["skip"].stderr[-3000:]
-    # switching fail -> skip reruns only the failed steps' jobs and what aggregates them
-    jobs = bad_runs["skip_jobs"]
-    assert {s for _, s in jobs if s} == {str(s) for s in bad}
-    assert {r for r, s in jobs if not s} == {"aggregate_metrics", "cross_metric_analysis", "identical_steps"}
+    # switching fail -> skip reruns only the aggregation and what follows it: the records are there
+    assert bad_runs["skip_jobs"] == ["aggregate_metrics", "cross_metric_analysis"]
     missing = pd.read_csv(res / "missing_steps.csv")
     assert missing["step"].tolist() == sorted(bad)
     for row in missing.itertuples():
@@ -712,7 +730,7 @@ def test_skip_lists_the_gaps_and_analyses_the_rest_with_the_same_values(bad_runs
     nan_rows = table[table.value.isna()]
     assert set(nan_rows["step"]) == {50}
     assert ("blocks.1.attn.v_proj", "frobenius_norm") in set(zip(nan_rows.layer, nan_rows.metric))
-    log = (res / "logs/metrics/weight_spectrum/step50.log").read_text()
+    log = (res / "logs/metric_family/weight_spectrum/part0.log").read_text()
     assert "run 'lab', step 50, layer 'blocks.1.attn.v_proj': input has NaN/Inf values" in log
     assert "'blocks.1.attn.v_proj|frobenius_norm' dropped: contains NaN/Inf" in notes
     assert pd.read_csv(res / "analysis" / "pca.csv")["explained_variance_ratio"].notna().all()
@@ -728,7 +746,7 @@ def test_skip_lists_the_gaps_and_analyses_the_rest_with_the_same_values(bad_runs
         "values NaN with a warning naming run, step, layer; analysis drops and reports the columns",
     )
     assert table.query("step == 50 and layer == 'blocks.1' and metric == 'cka_to_final'")["value"].isna().all()
-    log = (res / "logs/metrics/activation_similarity/step50.log").read_text()
+    log = (res / "logs/metric_family/activation_similarity/part0.log").read_text()
     assert "run 'lab', step 50, layer 'blocks.1': input has NaN/Inf values" in log
     figure(
         "NaN/Inf (workflow)",
@@ -739,7 +757,7 @@ def test_skip_lists_the_gaps_and_analyses_the_rest_with_the_same_values(bad_runs
 
 @pytest.mark.slow
 def test_switching_back_to_fail_reruns_only_aggregation_which_names_the_missing_steps(bad_runs):
-    assert bad_runs["back_jobs"] == [("aggregate_metrics", ""), ("cross_metric_analysis", "")]
+    assert bad_runs["back_jobs"] == ["aggregate_metrics", "cross_metric_analysis"]
     proc = bad_runs["back"]
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -791,7 +809,7 @@ def test_degenerate_runs_single_checkpoint_identical_checkpoints_zero_layer_one_
     assert np.allclose(one.xs("cka_to_final", level="metric"), 1.0)
     assert not {"cka_to_previous", "update_norm_previous"} & set(one.index.get_level_values("metric"))
     assert one.xs("gradient_cosine", level="metric").isna().all()  # one probe batch: no pair; warned
-    log = (project / "results/runs/single/logs/metrics/gradient/step60.log").read_text()
+    log = (project / "results/runs/single/logs/metric_family/gradient/part0.log").read_text()
     assert "run 'single', step 60, layer 'blocks.0.attn.q_proj': metric 'gradient_cosine' is not finite" in log
     notes = (project / "results/runs/single/analysis/notes.txt").read_text()
     assert "no PCA: needs at least 2 steps" in notes

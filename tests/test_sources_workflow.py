@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import REPO, copy_project, finetune_minilm, snakemake
+from workflow_helpers import REPO, copy_project, finetune_minilm, snakemake, step_file
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +24,18 @@ def test_pythia_table_example(tmp_path):
     snakemake(project, "--cores", "2", "--configfile", "pythia.yaml")
 
     raw = pd.read_csv(PYTHIA)
-    for model in cfg["runs"]:
-        got = pd.read_parquet(project / f"results/runs/{model}/metrics.parquet")
-        want = raw[
-            (raw["model"] == model)
-            & raw["layer"].str.match(r"gpt_neox\.layers\.\d+\.(attention\.dense|mlp\.dense_4h_to_h)$")
-        ]
+    # the study's selection (runs named after the models) and the broader one beside it
+    selections = {"": r"attention\.dense", ".attn_mlp": r"(attention\.dense|mlp\.dense_4h_to_h)"}
+    assert len(cfg["runs"]) == 10
+    for run in cfg["runs"]:
+        model, suffix = (run[: -len(".attn_mlp")], ".attn_mlp") if run.endswith(".attn_mlp") else (run, "")
+        got = pd.read_parquet(project / f"results/runs/{run}/metrics.parquet")
+        want = raw[(raw["model"] == model) & raw["layer"].str.match(rf"gpt_neox\.layers\.\d+\.{selections[suffix]}$")]
         assert len(got) == len(want) > 0
         merged = got.merge(want, on=["layer", "metric", "step"], suffixes=("", "_csv"))
         assert len(merged) == len(want) and np.allclose(merged["value"], merged["value_csv"])
         for png in ["pca.png", "correlation.png", "trajectories/trajectory_cka_scores.png"]:
-            assert (project / f"results/runs/{model}/plots/{png}").stat().st_size > 0
+            assert (project / f"results/runs/{run}/plots/{png}").stat().st_size > 0
     # the study's correlation for one layer, recomputed plainly from the CSV
     model, layer = "pythia-410m-deduped", "gpt_neox.layers.5.attention.dense"  # noqa: F841 (read by the query)
     wide = raw.query("model == @model and layer == @layer").pivot(index="step", columns="metric", values="value")
@@ -42,6 +43,8 @@ def test_pythia_table_example(tmp_path):
     r = corr.query("layer == @layer and x_metric == 'cka_scores' and y_metric == 'grad_sim'")["pearson_r"].item()
     assert r == pytest.approx(np.corrcoef(wide["cka_scores"], wide["grad_sim"])[0, 1], abs=1e-9)
     assert not (project / "results/runs/demo").exists()  # the example does not drag the demo in
+    for figure in ("pythia_model_size", "pythia_model_size_attn_mlp"):
+        assert (project / f"results/figures/{figure}.png").stat().st_size > 0
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +84,65 @@ def test_minilm_finetuning_through_the_workflow(tmp_path, minilm_checkpoints):
     # two runs: the first component explains everything (a centred 2-point cloud is a line)
     assert np.allclose(tv[tv["metric"] == "task_vector_pca_evr.pc1"]["value"], 1.0)
     assert (project / "results/runs/minilm_seed0/identical_steps.csv").exists()
+
+
+NEW_METRICS = {  # issue: the catalogue of the field's tools (weights, activations, gradients, attention)
+    "alpha": {}, "alpha_xmin": {}, "alpha_ks_distance": {}, "alpha_weighted": {}, "log_spectral_norm": {},
+    "mp_softrank": {}, "num_spikes": {}, "condition_number": {}, "nuclear_norm": {}, "gini": {}, "hoyer": {},
+    "cka_to_final": {"debiased": True}, "svcca_to_final": {}, "pwcca_to_final": {}, "mutual_knn_to_final": {},
+    "rankme": {}, "alpha_req": {}, "anisotropy": {}, "anisotropy_microscope": {}, "intrinsic_dimension": {},
+    "dormant_fraction": {}, "gradient_snr": {}, "attention_entropy": {},
+}  # fmt: skip
+
+
+def test_the_field_metrics_on_minilm_through_the_workflow(tmp_path, minilm_checkpoints):
+    """Every metric added from the peers' catalogues, on the real MiniLM fine-tuning, through the
+    workflow: a value per layer and step, and a few of them against the checkpoint or extraction
+    written out plainly."""
+    from safetensors.numpy import load_file
+
+    project = copy_project(tmp_path / "p")
+    mods = ["bert.encoder.layer.*.attention.self.query", "bert.encoder.layer.*.output.dense"]
+    run = {
+        "source": {"type": "local", "path": str(minilm_checkpoints / "seed0")},
+        "targets": {
+            "weights": mods,
+            "activations": ["bert.encoder.layer.*"],
+            "gradients": mods[:1],
+            "attentions": ["bert.encoder.layer.*.attention"],
+        },
+        "probe": {
+            "text": str(minilm_checkpoints / "probe.txt"),
+            "tokenizer": str(minilm_checkpoints / "tokenizer"),
+            "seq_len": 32,
+            "batch_size": 64,
+            "n_batches": 2,
+            "seed": 0,
+        },
+    }
+    (project / "new.yaml").write_text(yaml.safe_dump({"runs": {"minilm": run}, "metrics": NEW_METRICS}))
+    snakemake(project, "--cores", "2", "--configfile", "new.yaml")
+    t = pd.read_parquet(project / "results/runs/minilm/metrics.parquet")
+    assert {m.partition(".")[0] for m in t["metric"]} == set(NEW_METRICS)
+    assert sorted(t["step"].unique()) == [0, 10, 20]
+    finite = t[t["value"].notna()]
+    assert {m.partition(".")[0] for m in finite["metric"]} == set(NEW_METRICS)  # every metric is defined here
+    w = load_file(minilm_checkpoints / "seed0/step20/model.safetensors")["bert.encoder.layer.2.output.dense.weight"]
+    s = np.linalg.svd(w.astype(np.float64), compute_uv=False)
+    one = t.query("step == 20 and layer == 'bert.encoder.layer.2.output.dense'").set_index("metric")["value"]
+    assert one["nuclear_norm"] == pytest.approx(s.sum(), rel=1e-9)
+    assert one["log_spectral_norm"] == pytest.approx(np.log10(s[0] ** 2), rel=1e-9)
+    x = load_file(step_file(project, "minilm", "extract/activations", 10))["bert.encoder.layer.4"].astype(np.float64)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cos = u @ u.T
+    n = len(u)
+    want = (cos.sum() - np.trace(cos)) / (n * (n - 1))  # mean cosine of distinct token pairs
+    got = t.query("step == 10 and layer == 'bert.encoder.layer.4' and metric == 'anisotropy'")["value"].item()
+    assert got == pytest.approx(want, rel=1e-9)
+    heads = t[t["metric"].str.startswith("attention_entropy.head")]["metric"].unique()
+    assert len(heads) == 12  # MiniLM's 12 heads
+    ent = t[t["metric"] == "attention_entropy.mean"]["value"]
+    assert (ent > 0).all() and (ent < np.log(32)).all()
 
 
 FAKE_HUB_SITECUSTOMIZE = """
@@ -157,7 +219,7 @@ def test_huggingface_revisions_through_the_workflow(tmp_path, monkeypatch):
     got = t.query("step == 8 and layer == 'gpt_neox.layers.1.attention.query_key_value' and metric == 'frobenius_norm'")
     assert got["value"].item() == pytest.approx(np.linalg.norm(w8.astype(np.float64)), rel=1e-5)
     assert len({l for l in t["layer"] if l.endswith(".ov")}) == 8  # 4 heads x 2 layers
-    assert not list((r / "checkpoints").glob("*.safetensors")), "temp() checkpoints are deleted once extracted"
+    assert not list((r / "checkpoints").rglob("*.safetensors")), "temp() checkpoints are deleted once extracted"
     assert not (r / "downloads").exists() or not any((r / "downloads").iterdir())
     assert pd.read_csv(r / "identical_steps.csv").values.tolist() == [[1, 0]]
     dry = _with_site(project, site, "-n", "--configfile", "hf.yaml")

@@ -70,6 +70,7 @@ def test_code_hash_is_the_import_closure(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(codehash, "_ROOT", root)
     codehash._imports.cache_clear()
+    codehash.code_hash.cache_clear()
     names = lambda *s: sorted(p.relative_to(root).as_posix() for p in codehash.closure(s))  # noqa: E731
     # a submodule import does not pull in its package's __init__ (which imports every sibling)
     assert names("ckptlens.a.b") == ["a/b.py", "s/h.py", "s/k.py"]
@@ -78,13 +79,16 @@ def test_code_hash_is_the_import_closure(tmp_path, monkeypatch):
     before = codehash.code_hash("ckptlens.t")
     (root / "a" / "c.py").write_text("import numpy as np\n")
     codehash._imports.cache_clear()
+    codehash.code_hash.cache_clear()
     assert codehash.code_hash("ckptlens.t") == before  # c is not imported by t
     (root / "s" / "k.py").write_text("x = 1\n")
     codehash._imports.cache_clear()
+    codehash.code_hash.cache_clear()
     assert codehash.code_hash("ckptlens.t") != before  # k is, inside a function of h
     with pytest.raises(ValueError, match="no module"):
         codehash.closure(["ckptlens.nope"])
     codehash._imports.cache_clear()
+    codehash.code_hash.cache_clear()
 
 
 def test_every_stage_orders_layers_alike():

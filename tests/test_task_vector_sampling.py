@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
-from workflow_helpers import finetune_minilm
+from workflow_helpers import finetune_minilm, step_file
 
 from ckptlens.task_vectors.sampling import (
     TaskVectorSampler,
@@ -294,10 +294,11 @@ def test_sampled_minilm_weights_through_the_workflow(tmp_path, minilm_seeds):
     # the runs must share the base: a seed that drew its own head is refused, naming the head
     from ckptlens.store.tensors import write_tensors
 
-    own = dict(TensorFile(project / "results/runs/minilm_seed1/checkpoints/step0.safetensors").items())
-    meta = TensorFile(project / "results/runs/minilm_seed1/checkpoints/step0.safetensors").metadata
+    own = dict(TensorFile(step_file(project, "minilm_seed1", "checkpoints", 0)).items())
+    meta = TensorFile(step_file(project, "minilm_seed1", "checkpoints", 0)).metadata
     own["classifier.weight"] = own["classifier.weight"] + np.float32(0.01)
-    write_tensors(own, project / "results/runs/minilm_seed1/checkpoints/step0.safetensors", meta)
+    write_tensors(own, step_file(project, "minilm_seed1", "checkpoints", 0), meta)
+    # (a file edited inside a chunk's folder does not date the folder: the sampling is forced)
     proc = snakemake(
         project,
         "results/task_vectors/minilm_seeds/samples/mean.safetensors",
@@ -305,6 +306,8 @@ def test_sampled_minilm_weights_through_the_workflow(tmp_path, minilm_seeds):
         "2",
         "--configfile",
         "minilm.yaml",
+        "--forcerun",
+        "sample_task_vectors_minilm_seeds",
         check=False,
     )
     assert proc.returncode != 0
@@ -341,8 +344,8 @@ def test_sampling_without_evaluation_on_trained_runs(tmp_path):
     d = "results/task_vectors/mlps/samples"
     snakemake(project, f"{d}/components.csv", "--cores", "2", "--configfile", "mlp.yaml")
 
-    base = load_file(project / "results/runs/mlp_1/checkpoints/step0.safetensors")
-    finals = [load_file(project / f"results/runs/{r}/checkpoints/step20.safetensors") for r in runs]
+    base = load_file(step_file(project, "mlp_1", "checkpoints", 0))
+    finals = [load_file(step_file(project, r, "checkpoints", 20)) for r in runs]
     mean = load_file(project / f"{d}/mean.safetensors")
     assert set(mean) == set(base) and any(k.startswith("head") for k in base)
     for k in base:

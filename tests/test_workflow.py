@@ -8,22 +8,24 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.numpy import load_file
-from workflow_helpers import scheduled_jobs, snakemake
+from workflow_helpers import scheduled_jobs, snakemake, step_file
 
 pytestmark = pytest.mark.slow
 
-RUNS = {"small": [0, 20, 40, 60], "imported": [0, 20, 60]}
+RUNS = {"small": [0, 20, 40, 60], "imported": [0, 20, 40]}
+CHUNKS = {"small": [[0, 20, 40, 60]], "imported": [[0, 20], [40]]}  # the imported run: 2 per job
 
 
 def test_every_stage_wrote_its_files(small_project):
-    for run, steps in RUNS.items():
+    for run, chunks in CHUNKS.items():
         r = small_project / "results" / "runs" / run
-        for s in steps:
-            assert (r / "checkpoints" / f"step{s}.safetensors").exists()
-            for kind in ("weights", "activations", "gradients"):
-                assert (r / "extract" / kind / f"step{s}.safetensors").exists()
-            for fam in ("activation_similarity", "gradient", "weight_spectrum"):
-                assert (r / "metrics" / fam / f"step{s}.csv").exists()
+        for c, steps in enumerate(chunks):
+            for s in steps:
+                assert (r / "checkpoints" / f"chunk{c}" / f"step{s}.safetensors").exists()
+                for kind in ("weights", "activations", "gradients"):
+                    assert (r / "extract" / kind / f"chunk{c}" / f"step{s}.safetensors").exists()
+        for fam in ("activation_similarity", "gradient", "weight_spectrum"):
+            assert [p.name for p in (r / "metrics" / fam).glob("*.csv")] == ["part0.csv"]  # one job per family
         for f in [
             "metrics.parquet",
             "analysis/pca.csv",
@@ -46,7 +48,7 @@ def test_tidy_table_values_match_independent_computations(small_project):
     assert sorted(table["step"].unique()) == RUNS["small"]
     # Frobenius norm and effective rank against the checkpoint's own tensors, written plainly.
     for step in (0, 60):
-        ckpt = load_file(small_project / f"results/runs/small/checkpoints/step{step}.safetensors")
+        ckpt = load_file(step_file(small_project, "small", "checkpoints", step))
         w = ckpt["blocks.1.attn.v_proj.weight"].astype(np.float64)
         s = np.linalg.svd(w, compute_uv=False)
         p = s / s.sum()
@@ -68,7 +70,7 @@ def test_gradients_match_autograd_on_the_probe_batches(small_project):
 
     from ckptlens.extract.trained_model import load_trained as load_toy
 
-    model, task = load_toy(small_project / "results/runs/small/checkpoints/step20.safetensors")
+    model, task = load_toy(step_file(small_project, "small", "checkpoints", 20))
     batches = task.probe_batches(3, 8, 7)
     grads = []
     for b in batches:
@@ -122,7 +124,14 @@ def _dry_run_with(project, cfg: dict, tmp_path) -> list:
     return scheduled_jobs(project, "--configfile", str(path))
 
 
-DOWNSTREAM = {"aggregate_metrics", "cross_metric_analysis", "detect_dynamics", "plot_trajectories", "plot_analysis"}
+DOWNSTREAM = {
+    "aggregate_metrics",
+    "cross_metric_analysis",
+    "detect_dynamics",
+    "plot_trajectories",
+    "plot_analysis",
+    "report_tables",
+}
 
 
 def test_nothing_runs_when_nothing_changed(small_project):
@@ -136,30 +145,35 @@ def test_changing_a_metric_parameter_reruns_only_its_family(small_project, tmp_p
     rules = Counter(r for r, _ in jobs)
     metric_jobs = [wc for r, wc in jobs if r == "metric_family"]
     assert {wc["family"] for wc in metric_jobs} == {"weight_spectrum"}
-    assert len(metric_jobs) == len(RUNS["small"]) + len(RUNS["imported"])
+    assert len(metric_jobs) == 2  # one part per run
     assert set(rules) == {"metric_family"} | DOWNSTREAM, rules
 
 
-def test_one_more_checkpoint_runs_only_that_checkpoint(small_project, local_checkpoints):
-    extra = local_checkpoints / "ckpts" / "ckpt_40.safetensors"
-    shutil.copy(local_checkpoints / "spare" / "ckpt_40.safetensors", extra)
+def test_one_more_checkpoint_at_the_end_reruns_only_its_chunk(small_project, local_checkpoints):
+    """Step 60 added to the imported run: it joins the last chunk ([40] -> [40, 60]), which alone
+    is imported and extracted again; the first chunk's jobs do not run. The metric part holding
+    both chunks reruns (its inputs changed), also for the CKA to the final checkpoint, which is
+    now step 60."""
+    extra = local_checkpoints / "ckpts" / "ckpt_60.safetensors"
+    shutil.copy(local_checkpoints / "spare" / "ckpt_60.safetensors", extra)
     try:
         jobs = scheduled_jobs(small_project)
     finally:
         extra.unlink()
-    per_checkpoint = [(r, wc) for r, wc in jobs if "step" in wc]
+    per_chunk = [(r, wc) for r, wc in jobs if "chunk" in wc]
     # (the per-run extraction rule, extract_model_imported, has the run in its name, not a wildcard)
-    assert per_checkpoint and all(
-        wc["step"] == "40" and wc.get("run", "imported") == "imported" for _, wc in per_checkpoint
-    ), jobs
-    assert Counter(r for r, _ in per_checkpoint) == {
-        "materialise_checkpoint": 1,
-        "checkpoint_digest": 1,
+    assert per_chunk and all(wc["chunk"] == "1" and wc.get("run", "imported") == "imported" for _, wc in per_chunk), (
+        jobs
+    )
+    assert Counter(r for r, _ in per_chunk) == {
+        "materialise_checkpoints": 1,
         "extract_weights": 1,
         "extract_model_imported": 1,
-        "metric_family": 3,
     }
-    others = {r for r, wc in jobs if "step" not in wc}
+    metric_jobs = [wc for r, wc in jobs if r == "metric_family"]
+    assert sorted(wc["family"] for wc in metric_jobs) == ["activation_similarity", "gradient", "weight_spectrum"]
+    assert {wc["part"] for wc in metric_jobs} == {"0"} and {wc["run"] for wc in metric_jobs} == {"imported"}
+    others = {r for r, wc in jobs if "chunk" not in wc and r != "metric_family"}
     assert others == DOWNSTREAM | {"identical_steps"}
     assert {wc.get("run", "imported") for r, wc in jobs} == {"imported"}
 
@@ -176,7 +190,7 @@ def test_editing_one_metric_reruns_only_that_metric(small_project):
         code.write_text(original)
     metric_jobs = [wc for r, wc in jobs if r == "metric_family"]
     assert {wc["family"] for wc in metric_jobs} == {"gradient"}
-    assert len(metric_jobs) == len(RUNS["small"]) + len(RUNS["imported"])
+    assert len(metric_jobs) == 2  # one part per run
     assert {r for r, _ in jobs} == {"metric_family"} | DOWNSTREAM
 
 

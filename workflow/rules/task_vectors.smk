@@ -4,7 +4,7 @@
 
 rule task_vectors:
     input:
-        unpack(get_task_vector_inputs),
+        get_task_vector_inputs,
     output:
         table="results/task_vectors/{name}/task_vectors.csv",
     log:
@@ -13,6 +13,7 @@ rule task_vectors:
         "../envs/ckptlens.yaml"
     params:
         n_components=lambda w: TASK_VECTORS[w.name].get("n_components", 3),
+        files=lambda w: canonical(task_vector_files(w.name)),
         code=script_code("task_vectors"),
     script:
         "../scripts/task_vectors.py"
@@ -47,7 +48,7 @@ for _name in TV_SAMPLE:
         name:
             f"sample_task_vectors_{identifier(_name)}"
         input:
-            tv_checkpoint_files(_name),
+            tv_checkpoint_dirs(_name),
         output:
             mean=tv_sample_files(_name)["mean"],
             samples=tv_sample_files(_name)["samples"],
@@ -69,7 +70,7 @@ for _name in TV_SAMPLE:
 
 rule evaluate_task_vector_samples:
     input:
-        lambda w: sorted({r["path"] for r in tv_evaluation_rows(w.name)}),
+        get_evaluation_inputs,
     output:
         table="results/task_vectors/{name}/samples.csv",
     log:

@@ -5,15 +5,24 @@ from ckptlens.store.joblog import job_log
 with job_log(snakemake.log[0]):
     import pandas as pd
 
-    from ckptlens.analysis import gap_notes, metric_correlations, pca_explained_variance
+    from ckptlens.analysis.correlation import correlation_matrix, layer_correlations, metric_correlations
+    from ckptlens.analysis.notes import gap_notes
+    from ckptlens.analysis.pca import pca_explained_variance
     from ckptlens.store.atomic import atomic_path, write_text
 
     table = pd.read_parquet(snakemake.input.table)
     gaps = gap_notes(pd.read_csv(snakemake.input.missing)) if "missing" in snakemake.input.keys() else []
     explained, loadings, notes = pca_explained_variance(table)
     pairs = snakemake.params.pairs
-    corr, corr_notes = metric_correlations(table, [tuple(p) for p in pairs] if pairs else None)
-    for df, key in ((explained, "pca"), (loadings, "loadings"), (corr, "correlation")):
+    # the configured pairs per layer, else every pair of the layer-averaged metrics (bounded by the
+    # number of metrics); every pair on every layer goes to a file of its own
+    if pairs:
+        corr, corr_notes = metric_correlations(table, [tuple(p) for p in pairs])
+    else:
+        corr, corr_notes = correlation_matrix(table)
+    per_layer, layer_notes = layer_correlations(table)
+    corr_notes += layer_notes
+    for df, key in ((explained, "pca"), (loadings, "loadings"), (corr, "correlation"), (per_layer, "layers")):
         with atomic_path(snakemake.output[key]) as tmp:
             df.to_csv(tmp, index=False)
     write_text(snakemake.output.notes, "".join(f"{n}\n" for n in gaps + notes + corr_notes))

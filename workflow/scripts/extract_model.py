@@ -1,18 +1,31 @@
-"""Activations and/or gradients of one checkpoint (a GPU-tagged job; runs on CPU without one)."""
+"""Activations and/or gradients of a chunk of checkpoints from one model, built once (a GPU-tagged
+job; runs on CPU without one)."""
 
 import json
 
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):
-    from ckptlens.store.failures import naming_source, pass_on
+    from pathlib import Path
 
-    if not pass_on(snakemake.input, snakemake.output):  # a failed checkpoint's record goes on
-        with naming_source(snakemake.input[0]):
-            import torch
+    from ckptlens.store.failures import pass_on
 
-            from ckptlens.extract.model import extract_model
+    src = Path(snakemake.input[0])
+    outputs = {kind: Path(folder) for kind, folder in snakemake.output.items()}
+    todo = []  # (checkpoint, {kind: file}) of the steps that did not fail
+    for step in snakemake.params.steps:
+        checkpoint = src / f"step{step}.safetensors"
+        files = {kind: folder / f"step{step}.safetensors" for kind, folder in outputs.items()}
+        if not pass_on([checkpoint], list(files.values())):  # a failed checkpoint's record goes on
+            todo.append((checkpoint, files))
+    if todo:
+        import torch
 
-            torch.set_num_threads(snakemake.threads)
-            targets, probe = json.loads(snakemake.params.targets), json.loads(snakemake.params.probe)
-            extract_model(snakemake.input[0], targets, probe, dict(snakemake.output.items()))
+        from ckptlens.extract.model import extract_models
+
+        torch.set_num_threads(snakemake.threads)
+        targets, probe = json.loads(snakemake.params.targets), json.loads(snakemake.params.probe)
+        extract_models([c for c, _ in todo], targets, probe, [f for _, f in todo])
+        print(f"{len(todo)} checkpoints extracted from one model")
+    for folder in outputs.values():
+        folder.mkdir(parents=True, exist_ok=True)  # a chunk of failed steps only still has its folder

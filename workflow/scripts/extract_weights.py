@@ -1,13 +1,18 @@
-"""Weight matrices of one checkpoint (numpy only)."""
+"""Weight matrices of a chunk of checkpoints (numpy only)."""
 
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):
+    from pathlib import Path
+
+    from ckptlens.extract.weights import extract_weights
     from ckptlens.store.failures import naming_source, pass_on
 
-    if not pass_on(snakemake.input, snakemake.output):  # a failed checkpoint's record goes on
-        with naming_source(snakemake.input[0]):
-            from ckptlens.extract.weights import extract_weights
-
-            names = extract_weights(snakemake.input[0], snakemake.params.patterns, snakemake.output[0])
-            print(f"extracted {len(names)} weight matrices")
+    src, out = Path(snakemake.input[0]), Path(snakemake.output[0])
+    for step in snakemake.params.steps:
+        checkpoint, weights = src / f"step{step}.safetensors", out / f"step{step}.safetensors"
+        if pass_on([checkpoint], [weights]):  # a failed checkpoint's record goes on
+            continue
+        with naming_source(checkpoint):
+            names = extract_weights(checkpoint, snakemake.params.patterns, weights)
+        print(f"step {step}: {len(names)} weight matrices")

@@ -1,4 +1,5 @@
-"""One metric family on one checkpoint -> a small tidy CSV (numpy only)."""
+"""One metric family on a part of a run's checkpoints -> a small tidy CSV (numpy only); the steps
+whose checkpoint failed are recorded at its top."""
 
 import json
 import time
@@ -9,26 +10,23 @@ with job_log(snakemake.log[0]):
     from ckptlens.metrics import FAMILIES, compute_family
     from ckptlens.metrics.inputs import open_metric_inputs
     from ckptlens.store.patterns import select_layers
-    from ckptlens.store.tidy import write_rows_csv, write_table_record
+    from ckptlens.store.tidy import write_rows_csv
 
-    family, step = snakemake.wildcards.family, int(snakemake.wildcards.step)
+    family, run = snakemake.wildcards.family, snakemake.wildcards.run
     grouped = FAMILIES[family].needs == "gradients"
-    # a reference whose checkpoint failed comes back as Unavailable: its metrics are NaN
-    current, references, record = open_metric_inputs(snakemake.input, group_gradients=grouped)
-    if record is not None:  # this checkpoint failed (on_bad_checkpoint: skip): a table record
-        write_table_record(snakemake.output[0], {**record, "step": step})
-        print(f"step {step} failed ({record['file']}: {record['reason']}); no values, recorded as a gap")
-    else:
-        current = select_layers(current, json.loads(snakemake.params.layers))
+    metrics, layers = json.loads(snakemake.params.metrics), json.loads(snakemake.params.layers)
+    rows, records, seconds = [], [], 0.0
+    for step, files in json.loads(snakemake.params.files).items():
+        step = int(step)
+        # a reference whose checkpoint failed comes back as Unavailable: its metrics are NaN
+        current, references, record = open_metric_inputs(files, group_gradients=grouped)
+        if record is not None:  # this checkpoint failed (on_bad_checkpoint: skip): a gap
+            records.append({**record, "step": step})
+            print(f"step {step} failed ({record['file']}: {record['reason']}); no values, recorded as a gap")
+            continue
         started = time.perf_counter()
-        rows = compute_family(
-            family,
-            json.loads(snakemake.params.metrics),
-            current,
-            references,
-            run=snakemake.wildcards.run,
-            step=step,
-        )
-        print(f"metric computation: {time.perf_counter() - started:.4f} s")
-        write_rows_csv(rows, snakemake.output[0])
-        print(f"{len(rows)} values")
+        rows += compute_family(family, metrics, select_layers(current, layers), references, run=run, step=step)
+        seconds += time.perf_counter() - started
+    print(f"metric computation: {seconds:.4f} s")
+    write_rows_csv(rows, snakemake.output[0], records)
+    print(f"{len(rows)} values, {len(records)} failed steps")

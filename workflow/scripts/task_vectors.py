@@ -9,11 +9,14 @@ with job_log(snakemake.log[0]):
     from ckptlens.store.tensors import TensorFile
     from ckptlens.task_vectors.pca import task_vector_pca
 
-    base = TensorFile(snakemake.input.base)
-    runs = [k for k in snakemake.input.keys() if k != "base"]
+    import json
+
+    files = json.loads(snakemake.params.files)  # {"base": file, run: file}
+    base = TensorFile(files.pop("base"))
+    runs = list(files)
     rows = task_vector_pca(
         base,
-        [TensorFile(snakemake.input[r]) for r in runs],
+        [TensorFile(files[r]) for r in runs],
         snakemake.params.n_components,
         run=snakemake.wildcards.name,
     )

@@ -11,6 +11,5 @@ with job_log(snakemake.log[0]):
 
     torch.set_num_threads(snakemake.threads)
     spec = json.loads(snakemake.params.source)
-    get_source(spec["type"]).train(
-        spec, snakemake.params.steps, list(snakemake.output.checkpoints), snakemake.output.log_csv
-    )
+    files = {int(s): f for s, f in json.loads(snakemake.params.files).items()}
+    get_source(spec["type"]).train(spec, list(files), list(files.values()), snakemake.output.log_csv)

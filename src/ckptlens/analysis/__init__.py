@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # the lazy names' modules, for type checkers and the code has
     from . import correlation, notes, pca  # noqa: F401
 
 _EXPORTS = {
+    "correlation_matrix": "correlation",
+    "layer_correlations": "correlation",
     "CORRELATION_COLUMNS": "correlation",
     "MEAN_LAYER": "correlation",
     "MEAN_TRAJECTORY_LAYER": "correlation",

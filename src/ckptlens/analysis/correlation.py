@@ -194,3 +194,109 @@ def metric_correlations(
     corr = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
     corr["n_steps"] = corr["n_steps"].astype("Int64")
     return corr, notes
+
+
+def _pairs_of(wide: pd.DataFrame, run: str, layer: str, order: list[str]) -> pd.DataFrame:
+    """Rows (CORRELATION_COLUMNS) of every pair of the columns of a step × metric matrix whose
+    values are all finite, in ``order``: r, R² (= r² for a line), slope, intercept, n_steps."""
+    x = wide[order].to_numpy(dtype=float)
+    n = x.shape[0]
+    mean = x.mean(axis=0)
+    xc = x - mean
+    ss = np.einsum("ij,ij->j", xc, xc)
+    cov = xc.T @ xc
+    with np.errstate(all="ignore"):
+        r = np.clip(cov / np.sqrt(np.outer(ss, ss)), -1.0, 1.0)
+        slope = cov / ss[:, None]  # slope[i, j]: y = metric j on x = metric i
+    i, j = np.triu_indices(len(order), 1)
+    defined = n >= 3
+    return pd.DataFrame(
+        {
+            "run": run,
+            "x_metric": np.asarray(order)[i],
+            "y_metric": np.asarray(order)[j],
+            "layer": layer,
+            "pearson_r": r[i, j] if defined else np.nan,
+            "r_squared": r[i, j] ** 2 if defined else np.nan,
+            "slope": slope[i, j],
+            "intercept": mean[j] - slope[i, j] * mean[i],
+            "n_steps": n,
+        },
+        columns=CORRELATION_COLUMNS,
+    )
+
+
+def _finite_columns(wide: pd.DataFrame, notes: list[str], prefix: str) -> pd.DataFrame:
+    bad = [c for c in wide.columns if not np.isfinite(wide[c].to_numpy(dtype=float)).all()]
+    const = [c for c in wide.columns if c not in bad and is_constant(wide[c].to_numpy(dtype=float))]
+    if bad or const:
+        notes.append(
+            f"{prefix}: {len(bad) + len(const)} metric(s) left out (not finite at every step: {bad[:5]}; "
+            f"constant: {const[:5]})"
+        )
+    return wide.drop(columns=bad + const)
+
+
+def clustered_order(wide: pd.DataFrame) -> list[str]:
+    """The columns of a step × metric matrix ordered so that metrics moving together sit together:
+    average-linkage hierarchical clustering on the distance 1 − |r| (its leaf order)."""
+    cols = list(wide.columns)
+    if len(cols) < 3:
+        return cols
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    r = np.nan_to_num(np.corrcoef(wide.to_numpy(dtype=float).T), nan=0.0)
+    dist = np.clip(1.0 - np.abs(r), 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    order = leaves_list(linkage(squareform((dist + dist.T) / 2, checks=False), method="average"))
+    return [cols[k] for k in order]
+
+
+def correlation_matrix(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Every pair of metrics of ONE run, on their mean-over-layers trajectories: the analysis when
+    no pairs are configured, bounded by the number of metrics (not layers × pairs).
+
+    Each metric's trajectory is its mean over the layers finite at every step (as in the PCA);
+    metrics not finite at every step, or constant, are left out with a note. Rows (columns
+    :data:`CORRELATION_COLUMNS`, ``layer`` = :data:`MEAN_TRAJECTORY_LAYER`) come for every pair
+    ``x < y`` in the clustered order of :func:`clustered_order`, which is also the order in which
+    each metric first appears in the table."""
+    from .pca import _layer_mean_matrix
+
+    run = single_run(table, "correlation_matrix")
+    notes: list[str] = []
+    empty = pd.DataFrame(columns=CORRELATION_COLUMNS).astype({"n_steps": "Int64"})
+    if table.empty:
+        return empty, ["correlation_matrix: the table is empty; nothing to analyse"]
+    df = clean(table, notes, f"run {run!r}")
+    steps = np.sort(df["step"].unique())
+    prefix = f"run {run!r}, correlation matrix"
+    wide = _finite_columns(_layer_mean_matrix(df, steps, notes, prefix), notes, prefix)
+    if wide.shape[1] < 2 or wide.shape[0] < 3:
+        notes.append(f"{prefix}: needs 2 usable metrics and 3 steps, has {wide.shape[1]} and {wide.shape[0]}")
+        return empty, notes
+    corr = _pairs_of(wide, run, MEAN_TRAJECTORY_LAYER, clustered_order(wide))
+    corr["n_steps"] = corr["n_steps"].astype("Int64")
+    return corr, notes
+
+
+def layer_correlations(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Every pair of metrics of ONE run on every layer they share (the full per-layer table, a
+    file beside the figure's summary): per layer, the metrics finite at every step of the run,
+    correlated over the steps. Layers in depth order, metric pairs in name order."""
+    run = single_run(table, "layer_correlations")
+    notes: list[str] = []
+    if table.empty:
+        return pd.DataFrame(columns=CORRELATION_COLUMNS).astype({"n_steps": "Int64"}), notes
+    df = clean(table, notes, f"run {run!r}")
+    steps = np.sort(df["step"].unique())
+    frames = []
+    for layer, sub in sorted(df.groupby("layer"), key=lambda kv: layer_key(kv[0])):
+        wide = sub.pivot(index="step", columns="metric", values="value").reindex(steps)
+        finite = [c for c in wide.columns if np.isfinite(wide[c].to_numpy(dtype=float)).all()]
+        if len(finite) >= 2:
+            frames.append(_pairs_of(wide, run, str(layer), sorted(finite)))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CORRELATION_COLUMNS)
+    out["n_steps"] = out["n_steps"].astype("Int64")
+    return out, notes

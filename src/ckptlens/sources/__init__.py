@@ -12,12 +12,16 @@ parses the workflow, on every cluster job too):
   - ``"train"``: one job trains the model and writes every checkpoint and a training log
     (``train(spec, steps, paths, log_path)``);
   - ``"fetch"``: one job per checkpoint brings it into the results folder as safetensors
-    (``materialise(spec, step, out, policy)``; ``inputs(spec, step)`` are the local files it reads
+    (``materialise(spec, step, out)``, which writes a failure record for a checkpoint that cannot be
+    read and returns it; ``inputs(spec, step)`` are the local files it reads
     and ``step_params(spec, step)`` the rest of what decides that checkpoint, so that a change of
     either fetches it again, and only it; ``temporary(spec)``: the copy is deleted once extracted);
     the steps' weight digests are compared, since published revisions sometimes hold identical
     weights;
   - ``"table"``: no checkpoints, the run's metrics come as a finished table.
+
+* ``checkpoint_bytes(spec)``: about how large one checkpoint is (None: unknown), so that jobs are
+  sized to their work (:func:`ckptlens.config.checkpoints_per_job`).
 
 Adding a source is one module here that registers a :class:`Source` (and its test); the workflow
 reads everything else from the registry.
@@ -25,10 +29,14 @@ reads everything else from the registry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 KINDS = ("train", "fetch", "table")
+_SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([kmbt])(?![A-Za-z])", re.IGNORECASE)
+_SIZE_FACTOR = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
 
 class SourceError(ValueError):
@@ -56,6 +64,10 @@ def _no_params(spec: Mapping, step: int) -> dict:
     return {}
 
 
+def _unknown_size(spec: Mapping) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Source:
     type: str
@@ -68,6 +80,7 @@ class Source:
     train: Callable | None = None
     inputs: Callable[[Mapping, int], list[str]] = _no_inputs
     step_params: Callable[[Mapping, int], dict] = _no_params
+    checkpoint_bytes: Callable[[Mapping], int | None] = _unknown_size
     temporary: Callable[[Mapping], bool] = _not_temporary
 
     def __post_init__(self):
@@ -96,16 +109,39 @@ def get_source(type_: str) -> Source:
         raise SourceError(f"unknown source type {type_!r}; known: {', '.join(SOURCES)}", "type") from None
 
 
+def parse_model_size(name: str) -> float | None:
+    """Parameter count written in a model name: "pythia-1.4b-deduped" -> 1.4e9, "70m" -> 7e7."""
+    m = _SIZE.search(name)
+    return None if m is None else float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()]
+
+
+def files_bytes(paths) -> int:
+    """Bytes of files, or of the weight files of folders (a save_pretrained folder's shards)."""
+    total = 0
+    for p in map(Path, paths):
+        if p.is_dir():
+            total += sum(f.stat().st_size for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))
+        elif p.is_file():
+            total += p.stat().st_size
+    return total
+
+
 def names_from_keys(keys, metadata: Mapping | None = None, shapes: Mapping | None = None) -> dict[str, list[str]]:
     """The names target patterns select from, known from a state dict's keys: weights as the
     architecture adapter names them (per-head pieces included), modules for activations (every
-    dotted prefix) and weight owners for gradients."""
+    dotted prefix), weight owners for gradients, and the attention modules whose probabilities
+    can be captured."""
     from ..adapters import get_adapter, module_names_from_keys
 
     keys = list(keys)
     arch = get_adapter("auto", keys, metadata or {}, shapes=shapes)
     owners = [k[: -len(".weight")] for k in keys if k.endswith(".weight")]
-    return {"weights": arch.layer_names(keys, shapes), "activations": module_names_from_keys(keys), "gradients": owners}
+    return {
+        "weights": arch.layer_names(keys, shapes),
+        "activations": module_names_from_keys(keys),
+        "gradients": owners,
+        "attentions": arch.attention_modules(keys),
+    }
 
 
 # the sources that ship with ckptlens register themselves

@@ -7,8 +7,8 @@ publishes Pythia (``EleutherAI/pythia-160m-deduped`` at revision ``step1000``, .
   (``huggingface_hub.snapshot_download``; the network is touched only here, inside a job), marked with
   :data:`MARKER` so that :func:`cleanup` can later delete it — and only it;
 - :func:`fetch_or_record`: the workflow job (source ``type: huggingface``): one revision downloaded,
-  converted to safetensors and its download deleted; under ``on_bad_checkpoint: skip`` a revision
-  whose checkpoint cannot be read becomes a failure record.
+  converted to safetensors and its download deleted; a revision whose checkpoint cannot be read
+  becomes a failure record.
 
 Nothing here imports ``huggingface_hub`` (or anything heavy) at import time.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from ..store.failures import write_checkpoint_record
 from ..store.joblog import warn
-from ..store.records import CheckpointError, check_policy, make_record
-from . import Source, SourceError, register
+from ..store.records import CheckpointError, make_record
+from . import Source, SourceError, parse_model_size, register
 
 #: file written into a download folder before anything else; :func:`cleanup` deletes only folders holding it
 MARKER = ".ckptlens-download.json"
@@ -267,24 +267,21 @@ def cleanup(path, created_by_us_marker: str = MARKER) -> bool:
 
 
 def fetch_or_record(
-    model: str, revision: str, dst, download_dir, cache_dir=None, policy: str = "fail", step: int | None = None
+    model: str, revision: str, dst, download_dir, cache_dir=None, step: int | None = None
 ) -> dict | None:
-    """The workflow job: :func:`fetch_revision` with the download deleted afterwards. Under ``skip``
-    a downloaded checkpoint that cannot be read gives a failure record (file ``model@revision``) and
-    is returned; a failed *download* still fails the job (and is retried): a network fault is not a
-    bad checkpoint."""
-    check_policy(policy)
+    """The workflow job: :func:`fetch_revision` with the download deleted afterwards. A downloaded
+    checkpoint that cannot be read gives a failure record (file ``model@revision``), returned; a
+    failed *download* still fails the job (after its retries): a network fault is not a bad
+    checkpoint."""
     try:
         fetch_revision(model, revision, dst, download_dir=download_dir, cache_dir=cache_dir, delete_after=True)
         return None
     except RevisionError as exc:
-        if policy != "skip" or not isinstance(exc.__cause__, CheckpointError):
+        if not isinstance(exc.__cause__, CheckpointError):
             raise
         cleanup(download_dir)
         record = make_record(f"{model}@{revision}", str(exc.__cause__), step)
-    warn(
-        f"step {step}: bad checkpoint {record['file']}: {record['reason']} — recorded as a gap (on_bad_checkpoint: skip)"
-    )
+    warn(f"step {step}: bad checkpoint {record['file']}: {record['reason']} — recorded as a failed step")
     write_checkpoint_record(dst, record)
     return record
 
@@ -331,15 +328,14 @@ def revisions(spec: Mapping) -> dict[int, str]:
         raise SourceError(str(exc)) from None
 
 
-def _materialise(spec: Mapping, step: int, out, policy: str) -> dict | None:
+def _materialise(spec: Mapping, step: int, out) -> dict | None:
     out = Path(out)
     return fetch_or_record(
         spec["model"],
         revisions(spec)[step],
         out,
-        download_dir=out.parent.parent / "downloads" / out.stem,
+        download_dir=out.parents[2] / "downloads" / out.stem,  # results/runs/<run>/downloads/step<N>
         cache_dir=spec.get("cache_dir"),
-        policy=policy,
         step=step,
     )
 
@@ -357,6 +353,8 @@ register(
             "revision": revisions(spec)[step],
             "cache_dir": spec.get("cache_dir"),
         },
+        # parameters from the model's name (pythia-410m), two bytes each as the hub stores them (float16)
+        checkpoint_bytes=lambda spec: None if (n := parse_model_size(spec["model"])) is None else int(2 * n),
         temporary=lambda spec: spec.get("delete_after", SCHEMA["properties"]["delete_after"]["default"]),
     )
 )

@@ -4,7 +4,9 @@ Safetensors files are copied after their header is checked (the copy's header ga
 ``ckptlens_source``, the source path, so that a later job's error can name it); PyTorch state
 dicts and Hugging Face folders are loaded safely (``weights_only``; pickles that need code are
 refused) and converted, so that every later stage reads one lazy, memory-mappable format.
-:func:`import_or_record` is the workflow job, with the ``on_bad_checkpoint`` policy.
+:func:`import_or_record` is the workflow job: a checkpoint that cannot be read becomes a failure
+record (what the run then does with it is the ``on_bad_checkpoint`` policy, applied when the run's
+table is aggregated).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from ..store.failures import write_checkpoint_record
 from ..store.joblog import warn
-from ..store.records import CheckpointError, check_policy, make_record, reason_of
+from ..store.records import CheckpointError, make_record, reason_of
 from ..store.tensors import copy_with_metadata, write_tensors
 from .readers import open_checkpoint
 
@@ -33,20 +35,16 @@ def import_checkpoint(src, dst) -> None:
     write_tensors(tensors, dst, meta)
 
 
-def import_or_record(src, dst, policy: str = "fail", step: int | None = None) -> dict | None:
-    """The import job: :func:`import_checkpoint`; under ``skip`` a checkpoint that cannot be read (a
-    :class:`~ckptlens.store.records.CheckpointError`) gives a failure record instead. Returns the
-    record, or None when the checkpoint was imported."""
-    check_policy(policy)
+def import_or_record(src, dst, step: int | None = None) -> dict | None:
+    """The import job: :func:`import_checkpoint`; a checkpoint that cannot be read (a
+    :class:`~ckptlens.store.records.CheckpointError`) gives a failure record instead, so that the
+    other checkpoints of its job go on. Returns the record, or None when the checkpoint was
+    imported. Any other error (our code, memory, the disk) still fails the job."""
     try:
         import_checkpoint(src, dst)
         return None
     except CheckpointError as exc:
-        if policy != "skip":
-            raise
         record = make_record(src, reason_of(exc, src), step)
-    warn(
-        f"step {step}: bad checkpoint {record['file']}: {record['reason']} — recorded as a gap (on_bad_checkpoint: skip)"
-    )
+    warn(f"step {step}: bad checkpoint {record['file']}: {record['reason']} — recorded as a failed step")
     write_checkpoint_record(dst, record)
     return record

@@ -6,22 +6,29 @@
   ``runs/a/step*``, ``runs/a/checkpoint-*/``; ``**`` recurses);
 - ``step_pattern`` (optional): a regular expression with one group capturing the step, searched in
   the candidate's path relative to the folder (or to the glob's fixed leading folders), with ``/``
-  separators. Default: the last integer in the file or folder name without its suffix
-  (``ckpt_1200.pt``, ``step1200/``, ``checkpoint-1200/``, ``model_step_1200.safetensors``); a name
-  without an integer (``model.safetensors`` in ``step1200/``) takes the last integer of the nearest
-  enclosing folder below the base.
+  separators. Default: the number after ``step`` where the name has one (``epoch=3-step=1200.ckpt``
+  and ``epoch=3-step=1200-v1.ckpt`` from Lightning, ``global_step1200``), else the last integer in
+  the file or folder name without its suffix (``ckpt_1200.pt``, ``step1200/``, ``checkpoint-1200/``
+  from the Hugging Face Trainer, ``ckpt_1200.safetensors``); a name without an integer
+  (``model.safetensors`` in ``step1200/``) takes the step of the nearest enclosing folder below the
+  base.
 
 Candidates are ``.safetensors``/``.pt``/``.pth``/``.bin``/``.ckpt`` files and Hugging Face
-``save_pretrained`` folders. Entries with no step are skipped with a warning; two candidates with the
-same step, or none at all, are errors naming the paths.
+``save_pretrained`` folders (one file, or shards with their index). What training saves beside the
+weights (``optimizer.pt``, ``scheduler.pt``, ``rng_state*.pth``, ``training_args.bin``) is never a
+candidate, so it is never opened. Entries with no step are skipped with a warning, not guessed;
+:func:`scan` lists every entry left out and why (``ckptlens layers`` and ``ckptlens init`` print
+them). Two candidates with the same step, or none at all, are errors naming the paths.
 """
 
 from __future__ import annotations
 
+import functools
 import glob as _glob
 import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import Source, SourceError, register
@@ -33,14 +40,53 @@ class DiscoveryError(ValueError):
 
 
 _LAST_INT = re.compile(r"(\d+)(?!.*\d)")
+#: an explicit step marker wins over the last integer: ``epoch=3-step=1200-v1.ckpt`` (Lightning's
+#: versioned names), ``ckpt_step1200_seed3``, ``global_step1200``
+_STEP_MARK = re.compile(r"(?:^|[^A-Za-z])(?:global_?)?step[=_-]?(\d+)", re.IGNORECASE)
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _HF_WEIGHT_NAME = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)$")
+#: what training frameworks save beside the weights: optimizer/scheduler/scaler states, RNG states,
+#: the training arguments (Hugging Face Trainer). Pickles that are not weights: never candidates,
+#: never opened.
+_TRAINING_STATE = re.compile(
+    r"^(optimizer|scheduler|scaler|lr_scheduler|rng_state|training_args|trainer_state)([_-]\d+)?\.(pt|pth|bin|ckpt)$"
+)
+
+
+@dataclass
+class Discovery:
+    """What :func:`scan` found at a path: ``found`` {step: path}, sorted; ``skipped`` the entries left
+    out, as (name, why), of which ``no_step`` are the checkpoints without a step; ``where`` the
+    folder or glob, in words; ``base`` the folder step patterns are matched below."""
+
+    found: dict[int, Path]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    no_step: list[str] = field(default_factory=list)
+    where: str = ""
+    base: Path = Path(".")
 
 
 def _is_candidate(p: Path) -> bool:
     if p.is_dir():
         return is_checkpoint_dir(p)
-    return p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+    return (
+        p.is_file()
+        and p.suffix.lower() in CHECKPOINT_SUFFIXES
+        and not p.name.startswith(".")
+        and not _TRAINING_STATE.match(p.name)
+    )
+
+
+def _not_a_candidate(p: Path) -> str | None:
+    """Why an entry of a folder of checkpoints is not one, where a reader would expect it to be
+    (None for ordinary other files: logs, JSON, text)."""
+    if p.name.startswith("."):
+        return None
+    if p.is_dir():
+        return "a folder without model weights (no model.safetensors, pytorch_model.bin or shard index)"
+    if _TRAINING_STATE.match(p.name):
+        return "training state (optimizer, scheduler, RNG or arguments), not weights: never opened"
+    return None
 
 
 def _stem(p: Path) -> str:
@@ -57,18 +103,26 @@ def _base_of_glob(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
+def _step_in(name: str) -> int | None:
+    marks = _STEP_MARK.findall(name)
+    if marks:
+        return int(marks[-1])
+    m = _LAST_INT.search(name)
+    return int(m[1]) if m else None
+
+
 def _default_step(p: Path, base: Path) -> int | None:
-    m = _LAST_INT.search(_stem(p))
-    if m:
-        return int(m[1])
+    step = _step_in(_stem(p))
+    if step is not None:
+        return step
     try:
         parents = p.relative_to(base).parts[:-1]
     except ValueError:
         parents = ()
     for part in reversed(parents):
-        m = _LAST_INT.search(part)
-        if m:
-            return int(m[1])
+        step = _step_in(part)
+        if step is not None:
+            return step
     return None
 
 
@@ -82,18 +136,32 @@ def _compile_step_pattern(pattern: str) -> re.Pattern:
     return rx
 
 
-def discover(spec: Mapping | str | Path) -> dict[int, Path]:
-    """``{step: checkpoint path}``, sorted by step; see the module docstring."""
+def is_single_checkpoint_folder(path) -> bool:
+    """A folder that is one checkpoint (``save_pretrained``, a Trainer ``checkpoint-N`` folder with
+    its optimizer state beside the weights, a sharded folder), not a folder of checkpoints."""
+    path = Path(path)
+    if not is_checkpoint_dir(path):
+        return False
+    return all(_HF_WEIGHT_NAME.match(p.name) for p in path.iterdir() if _is_candidate(p))
+
+
+def scan(spec: Mapping | str | Path) -> Discovery:
+    """The checkpoints at ``spec`` and the entries left out, with why (see the module docstring)."""
     if isinstance(spec, (str, Path)):
         spec = {"path": str(spec)}
     if "path" not in spec or not spec["path"]:
         raise DiscoveryError(f"checkpoint source {dict(spec)!r} has no 'path'")
     raw = str(spec["path"])
     step_rx = _compile_step_pattern(spec["step_pattern"]) if spec.get("step_pattern") else None
+    skipped: list[tuple[str, str]] = []
 
     if _GLOB_CHARS.search(raw):
         base = _base_of_glob(raw)
         candidates = [Path(p) for p in sorted(_glob.glob(raw, recursive=True))]
+        for p in candidates:
+            why = None if _is_candidate(p) else _not_a_candidate(p)
+            if why:
+                skipped.append((p.name, why))
         candidates = [p for p in candidates if _is_candidate(p)]
         where = f"glob {raw!r}"
     else:
@@ -104,13 +172,15 @@ def discover(spec: Mapping | str | Path) -> dict[int, Path]:
             raise DiscoveryError(
                 f"checkpoint path {raw} is a single file; give its folder or a glob (e.g. {base.parent}/*{base.suffix})"
             )
-        candidates = [p for p in sorted(base.iterdir()) if _is_candidate(p)]
-        where = f"folder {raw}"
-        if is_checkpoint_dir(base) and all(_HF_WEIGHT_NAME.match(p.name) for p in candidates):
+        if is_single_checkpoint_folder(base):
             raise DiscoveryError(
                 f"checkpoint path {raw} is one Hugging Face checkpoint folder, not a folder of checkpoints; "
                 f"give its parent or a glob (e.g. {base.parent}/step*)"
             )
+        entries = sorted(base.iterdir())
+        candidates = [p for p in entries if _is_candidate(p)]
+        skipped += [(p.name, why) for p in entries if not _is_candidate(p) and (why := _not_a_candidate(p))]
+        where = f"folder {raw}"
 
     if not candidates:
         raise DiscoveryError(
@@ -119,7 +189,7 @@ def discover(spec: Mapping | str | Path) -> dict[int, Path]:
         )
 
     found: dict[int, Path] = {}
-    skipped: list[str] = []
+    no_step: list[str] = []
     for p in candidates:
         if step_rx is not None:
             try:
@@ -131,7 +201,9 @@ def discover(spec: Mapping | str | Path) -> dict[int, Path]:
         else:
             step = _default_step(p, base)
         if step is None:
-            skipped.append(p.name)
+            no_step.append(p.name)
+            why = f"step_pattern {step_rx.pattern!r} does not match" if step_rx else "no step number in the name"
+            skipped.append((p.name, why + " (rename it, or set step_pattern)"))
             continue
         if step in found:
             raise DiscoveryError(
@@ -141,10 +213,19 @@ def discover(spec: Mapping | str | Path) -> dict[int, Path]:
         found[step] = p
     if not found:
         how = f"step_pattern {step_rx.pattern!r}" if step_rx else "an integer in the name"
-        raise DiscoveryError(f"no step number ({how}) in any checkpoint name at {where}: {skipped[:10]}")
-    if skipped:
-        warnings.warn(f"{where}: skipped {len(skipped)} entries without a step number: {skipped[:10]}", stacklevel=2)
-    return dict(sorted(found.items()))
+        raise DiscoveryError(f"no step number ({how}) in any checkpoint name at {where}: {no_step[:10]}")
+    return Discovery(dict(sorted(found.items())), skipped, no_step, where, base)
+
+
+def discover(spec: Mapping | str | Path) -> dict[int, Path]:
+    """``{step: checkpoint path}``, sorted by step; see the module docstring. Checkpoints without a
+    step are skipped with a warning (:func:`scan` says which, and why)."""
+    d = scan(spec)
+    if d.no_step:
+        warnings.warn(
+            f"{d.where}: skipped {len(d.no_step)} entries without a step number: {d.no_step[:10]}", stacklevel=2
+        )
+    return d.found
 
 
 # --------------------------------------------------------------------------------------------- source
@@ -165,6 +246,20 @@ SCHEMA = {
 
 
 def _found(spec: Mapping) -> dict[int, Path]:
+    """:func:`discover`, once per folder state: the workflow asks for every step of every chunk
+    while it is parsed (a folder's mtime changes when an entry is added or removed)."""
+    raw = str(spec["path"])
+    folder = _base_of_glob(raw) if _GLOB_CHARS.search(raw) else Path(raw)
+    try:
+        stamp = folder.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _found_cached(raw, spec.get("step_pattern"), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _found_cached(path: str, step_pattern: str | None, _stamp) -> dict[int, Path]:
+    spec = {"path": path, **({"step_pattern": step_pattern} if step_pattern else {})}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skipped entries are reported by the checks, not at every parse
@@ -205,14 +300,20 @@ def _layer_names(spec: Mapping) -> dict | None:
     raise SourceError(f"no checkpoint can be read: {'; '.join(errors[:3])}", "path")
 
 
-def _materialise(spec: Mapping, step: int, out, policy: str) -> dict | None:
+def _materialise(spec: Mapping, step: int, out) -> dict | None:
     from .importer import import_or_record
 
-    return import_or_record(_found(spec)[step], out, policy, step=step)
+    return import_or_record(_found(spec)[step], out, step=step)
 
 
 def _inputs(spec: Mapping, step: int) -> list[str]:
     return [str(_found(spec)[step])]
+
+
+def _checkpoint_bytes(spec: Mapping) -> int:
+    from . import files_bytes
+
+    return files_bytes([next(iter(_found(spec).values()))])
 
 
 register(
@@ -225,5 +326,6 @@ register(
         layer_names=_layer_names,
         materialise=_materialise,
         inputs=_inputs,
+        checkpoint_bytes=_checkpoint_bytes,
     )
 )

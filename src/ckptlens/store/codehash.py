@@ -92,9 +92,11 @@ def closure(starts: Iterable[str | Path]) -> list[Path]:
     return sorted(seen)
 
 
+@functools.cache
 def code_hash(*starts: str | Path) -> str:
     """A short hash of the import closure of ``starts`` (module names or file paths); see the
-    module docstring. A script file in ``starts`` is part of the hash too."""
+    module docstring. A script file in ``starts`` is part of the hash too. Cached for the process
+    (Snakemake asks once per job while it builds the DAG)."""
     h = hashlib.sha256()
     for f in closure(starts):
         try:

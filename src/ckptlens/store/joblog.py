@@ -16,9 +16,17 @@ def warn(msg: str) -> None:
     print(f"WARNING: {msg}", file=sys.stderr)
 
 
+def peak_rss_mib() -> float:
+    """The largest resident set this process has had, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 @contextlib.contextmanager
 def job_log(path):
-    """Send a job's prints and warnings to its log file (and keep a copy on stderr on failure)."""
+    """Send a job's prints and warnings to its log file (and keep a copy on stderr on failure); a
+    job that succeeds ends its log with its peak memory."""
     if not path:
         yield
         return
@@ -42,6 +50,7 @@ def job_log(path):
         )
         try:
             yield
+            print(f"peak memory: {peak_rss_mib():.0f} MiB")
         except BaseException:
             import traceback
 

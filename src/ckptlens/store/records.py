@@ -1,17 +1,18 @@
 """The format of *failure records*: what stands in for a checkpoint that could not be read.
 
-A run over hundreds of checkpoints must not be lost to one truncated or unsafe file. Under the
-config key ``on_bad_checkpoint: skip`` the stage that reads a source checkpoint writes a record
-instead of the checkpoint, and every later stage passes it on, so that the step ends up listed in
-``missing_steps.csv`` instead of the tidy table (``fail``, the default, stops at the import). A
-record is never taken for a result:
+A run over hundreds of checkpoints must not be lost to one truncated or unsafe file. The stage
+that reads a source checkpoint writes a record instead of a checkpoint it cannot read, and every
+later stage passes it on; the run's aggregation then applies the config key ``on_bad_checkpoint``:
+``fail`` (the default) stops there with an error naming every failed step, its file and the
+reason, ``skip`` lists the steps in ``missing_steps.csv`` and aggregates the others. A record is
+never taken for a result:
 
 * checkpoint or extraction record: a safetensors file holding **no tensor** whose metadata key
   :data:`ERROR_KEY` is the JSON ``{"step", "file", "reason"}`` (:mod:`ckptlens.store.tensors`
   refuses to read it as tensors);
-* table record (a metric job's output for a failed step): a CSV whose first line is
-  :data:`TABLE_RECORD_PREFIX` + the JSON (then the tidy header, no rows), so that a plain
-  ``pandas.read_csv`` finds none of the tidy columns;
+* table record (a metric job's output for a failed step): a line :data:`TABLE_RECORD_PREFIX` +
+  the JSON at the top of the job's CSV, before the tidy header and the other steps' rows (a plain
+  ``pandas.read_csv`` finds no tidy column in a file that starts with one);
 * digest record: the line ``failed: <file>: <reason>``, never equal to a weights digest.
 
 Only the format lives here (pure functions of strings and dicts); writing and detecting record
@@ -33,10 +34,10 @@ MISSING_COLUMNS = ["step", "file", "reason"]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot be opened or read; the message names the file and the reason. Under
-    ``on_bad_checkpoint: skip`` this error, and only this one, becomes a record: a failure of our
-    own code, of memory or of the network still fails the job, so that a transient fault is never
-    written down as a permanent gap."""
+    """A checkpoint cannot be opened or read; the message names the file and the reason. This
+    error, and only this one, becomes a record: a failure of our own code, of memory or of the
+    network still fails the job, so that a transient fault is never written down as a permanent
+    gap."""
 
 
 class FailureRecordError(CheckpointError):

@@ -1,9 +1,10 @@
 """The tidy metrics table: one row per (run, step, layer, metric), columns :data:`TIDY_COLUMNS`.
 
-Metric jobs write small tidy CSVs (:func:`write_rows_csv`), or a *table record* for a step whose
-checkpoint failed (:func:`write_table_record`); aggregation concatenates them into
-``metrics.parquet`` (:func:`write_table`); analysis, dynamics and figures read it and check it with
-:func:`check_tidy`. This module is the one place that knows the columns.
+Metric jobs write small tidy CSVs (:func:`write_rows_csv`), one per group of checkpoints, which
+start with a *table record* line for each of its steps whose checkpoint failed
+(:mod:`ckptlens.store.records`); aggregation reads them back (:func:`read_rows_csv`) and
+concatenates them into ``metrics.parquet`` (:func:`write_table`); analysis, dynamics and figures
+read it and check it with :func:`check_tidy`. This module is the one place that knows the columns.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ TIDY_COLUMNS = ["run", "step", "layer", "metric", "value"]
 TIDY_DTYPES = {"run": str, "step": "int64", "layer": str, "metric": str, "value": "float64"}
 
 
-def write_rows_csv(rows, path, columns=TIDY_COLUMNS) -> None:
-    """Tidy rows (dicts) as a CSV, atomically; NaN written as ``nan``."""
+def write_rows_csv(rows, path, records=(), columns=TIDY_COLUMNS) -> None:
+    """Tidy rows (dicts) as a CSV, atomically, after one record line per failed step in
+    ``records``; NaN written as ``nan``."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        for rec in records:
+            fh.write(table_record_line(rec))
         w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for r in rows:
@@ -30,15 +34,26 @@ def write_rows_csv(rows, path, columns=TIDY_COLUMNS) -> None:
 
 
 def write_table_record(path, record: dict, columns=TIDY_COLUMNS) -> None:
-    """A metric job's output for a failed step: the record line, then the tidy header, no rows."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(table_record_line(record) + ",".join(columns) + "\n")
+    """A table whose only step failed: its record line, then the tidy header, no rows."""
+    write_rows_csv([], path, [record], columns)
+
+
+def table_records(path) -> list[dict]:
+    """The records of the failed steps a metric table starts with (none for a table of good steps)."""
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            rec = record_from_table_line(line)
+            if rec is None:
+                break
+            out.append(rec)
+    return out
 
 
 def table_record(path) -> dict | None:
-    """The record of a table record file, None for a real table."""
-    with open(path) as fh:
-        return record_from_table_line(fh.readline())
+    """The first record of a metric table, None for a table of good steps only."""
+    recs = table_records(path)
+    return recs[0] if recs else None
 
 
 def empty_table():
@@ -49,10 +64,13 @@ def empty_table():
 
 
 def read_rows_csv(path):
-    """One metric job's CSV as a typed tidy frame."""
+    """``(records, rows)`` of one metric job's CSV: the records of its failed steps, and its rows
+    as a typed tidy frame (never a record line read as data)."""
     import pandas as pd
 
-    return pd.read_csv(path, dtype={"run": str, "layer": str, "metric": str})
+    records = table_records(path)
+    frame = pd.read_csv(path, skiprows=len(records), dtype={"run": str, "layer": str, "metric": str})
+    return records, frame
 
 
 def write_table(table, path) -> None:

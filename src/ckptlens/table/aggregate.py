@@ -1,4 +1,5 @@
-"""Aggregation: a run's per-(checkpoints, family) metric CSVs -> its tidy table and missing steps.
+"""Aggregation: a run's metric CSVs (one per group of checkpoints and metric family) -> its tidy
+table and missing steps.
 
 Failed checkpoints' table records (:mod:`ckptlens.store.records`) are never read as data: under
 ``on_bad_checkpoint: fail`` they are an error listing every failed step with its file and reason;
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..store.records import MISSING_COLUMNS, check_policy, describe_missing
-from ..store.tidy import TIDY_COLUMNS, empty_table, read_rows_csv, table_record
+from ..store.tidy import TIDY_COLUMNS, empty_table, read_rows_csv
 
 
 class MissingStepsError(ValueError):
@@ -23,11 +24,11 @@ def collect_run_tables(paths, on_bad_checkpoint: str = "fail") -> tuple[pd.DataF
     check_policy(on_bad_checkpoint)
     frames, missing = [], {}
     for p in paths:
-        rec = table_record(p)
-        if rec is not None:
+        records, frame = read_rows_csv(p)
+        for rec in records:
             missing.setdefault(int(rec["step"]), rec)
-            continue
-        frames.append(read_rows_csv(p))
+        if len(frame):
+            frames.append(frame)
     missing_df = pd.DataFrame(
         [{"step": s, "file": missing[s]["file"], "reason": missing[s]["reason"]} for s in sorted(missing)],
         columns=MISSING_COLUMNS,
@@ -41,7 +42,6 @@ def collect_run_tables(paths, on_bad_checkpoint: str = "fail") -> tuple[pd.DataF
             )
         if not frames:
             raise MissingStepsError(f"every checkpoint failed, nothing to aggregate: {listing}")
-    frames = [f for f in frames if len(f)]
     if not frames:
         return empty_table(), missing_df
     table = pd.concat(frames, ignore_index=True)[TIDY_COLUMNS]

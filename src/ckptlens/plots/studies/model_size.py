@@ -5,29 +5,21 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ...sources import parse_model_size
 from . import FigureKind, RunFacts, register
 from ._common import NoData, fmt_size, for_runs, note, run_colours
 
 MODEL_SIZE_TITLE = "training-dynamics summaries across model sizes"
 #: At most this many metric pairs (lines) in the correlation panels.
 MAX_PAIRS = 10
-_SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([kmbt])(?![A-Za-z])", re.IGNORECASE)
-_SIZE_FACTOR = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 _PCA_COLUMNS = {"matrix", "component", "explained_variance_ratio", "cumulative"}
 _CORR_COLUMNS = {"x_metric", "y_metric", "layer", "pearson_r"}
-
-
-def parse_model_size(name: str) -> float | None:
-    """Parameter count written in a model name: "pythia-1.4b-deduped" -> 1.4e9, "70m" -> 7e7."""
-    m = _SIZE.search(name)
-    return None if m is None else float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()]
 
 
 def components_for(explained: pd.DataFrame, threshold: float = 0.9) -> float:
