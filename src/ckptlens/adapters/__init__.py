@@ -4,6 +4,7 @@
     adapter = get_adapter("auto", keys, metadata=meta)       # or "toy", "gpt_neox", "gpt2", "bert", "generic"
     for name, w in adapter.weight_matrices(keys, get, ["*.attention.dense", "*.head*.ov"]):
         ...
+    default_targets(names_from_keys(keys, meta))             # a run's targets when its config gives none
 
 Only numpy is imported.
 """
@@ -17,6 +18,7 @@ from .base import (
     HEAD_PIECES,
     Adapter,
     AttentionWeights,
+    TargetGroup,
     model_config,
     module_name,
     module_names_from_keys,
@@ -107,6 +109,23 @@ def detect_adapter_name(keys: Sequence[str], metadata: Mapping | None = None) ->
     return _detect(list(keys), dict(metadata or {})).name
 
 
+def adapter_for_names(names: Mapping[str, Sequence[str]], metadata: Mapping | None = None) -> type[Adapter]:
+    """The adapter class of a model known by its names (``names_from_keys``: its ``gradients`` are
+    the owners of its ``.weight`` keys, enough to detect the architecture)."""
+    return _detect([f"{o}.weight" for o in names.get("gradients", [])], dict(metadata or {}))
+
+
+def target_groups(names: Mapping[str, Sequence[str]], metadata: Mapping | None = None) -> list[TargetGroup]:
+    """What each target pattern selects in this model (:meth:`Adapter.target_groups`)."""
+    return adapter_for_names(names, metadata).target_groups(names)
+
+
+def default_targets(names: Mapping[str, Sequence[str]], metadata: Mapping | None = None) -> dict[str, list[str]]:
+    """The targets of a run whose config gives none (:meth:`Adapter.default_targets`): per block the
+    attention output projection and its per-head OV/QK circuits, the MLP output, the block output."""
+    return adapter_for_names(names, metadata).default_targets(names)
+
+
 __all__ = [
     "ADAPTERS",
     "EMBED",
@@ -117,12 +136,16 @@ __all__ = [
     "GPT2Adapter",
     "GPTNeoXAdapter",
     "GenericAdapter",
+    "TargetGroup",
     "ToyAdapter",
+    "adapter_for_names",
     "adapter_names",
+    "default_targets",
     "detect_adapter_name",
     "get_adapter",
     "model_config",
     "module_name",
     "module_names_from_keys",
     "register_adapter",
+    "target_groups",
 ]

@@ -105,6 +105,27 @@ class AttentionWeights:
         raise ValueError(f"unknown head piece {which!r}; expected one of {HEAD_PIECES}")
 
 
+@dataclass(frozen=True)
+class TargetGroup:
+    """Target patterns selecting one kind of piece (``kind``: weights, activations or gradients),
+    ``n`` the names they match; ``default``: part of the architecture's default targets."""
+
+    kind: str
+    label: str
+    patterns: list[str]
+    default: bool = False
+    n: int = 0
+
+
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.|$)")
+
+
+def _generalise(names: Iterable[str]) -> list[str]:
+    """Module names with their layer index as ``*`` (``gpt_neox.layers.3.attention`` ->
+    ``gpt_neox.layers.*.attention``), each pattern once, in first-seen order."""
+    return list(dict.fromkeys(_INDEX.sub("*", n) for n in names))
+
+
 def split_heads_rows(w: np.ndarray, n_heads: int, what: str) -> np.ndarray:
     """[n_heads·d_head, d_model] -> [n_heads, d_head, d_model] (head h = rows h·dh:(h+1)·dh)."""
     if w.shape[0] % n_heads:
@@ -173,6 +194,11 @@ class Adapter:
     block_pattern: str | None = None
     #: state-dict keys (exact suffix match after an optional prefix) of the token embedding
     embed_suffixes: tuple[str, ...] = ()
+    #: the attention output projection, relative to the attention module (``dense`` of
+    #: ``gpt_neox.layers.0.attention``); None: no attention modules
+    attention_output: str | None = None
+    #: the MLP's output projection, relative to a block (``mlp.dense_4h_to_h``); None: no MLP
+    mlp_output: str | None = None
 
     def __init__(
         self,
@@ -307,6 +333,79 @@ class Adapter:
             return _largest_module_list(names)
         rx = re.compile(self.block_pattern)
         return _sort_numeric([n for n in names if rx.search(n)])
+
+    def head_shapes(self, keys: Sequence[str], shapes: Mapping[str, Sequence[int]], module: str) -> dict[str, tuple]:
+        """Shapes of one attention module's head pieces (``q``/``k``/``v``: [d_head, d_model], ``o``:
+        [d_model, d_head], ``qk``/``ov``: [d_model, d_model]) from the output projection's shape,
+        without reading a tensor; {} where that shape or the number of heads is unknown."""
+        key = f"{module}.{self.attention_output}.weight" if self.attention_output else None
+        if key is None or key not in shapes or not self.heads_available or len(shapes[key]) != 2:
+            return {}
+        d_model, inner = shapes[key][::-1] if self._transposed(key) else shapes[key]
+        if inner % self.n_heads:
+            return {}
+        dh = inner // self.n_heads
+        return {"q": (dh, d_model), "k": (dh, d_model), "v": (dh, d_model), "o": (d_model, dh)} | {
+            "qk": (d_model, d_model),
+            "ov": (d_model, d_model),
+        }
+
+    @classmethod
+    def target_groups(cls, names: Mapping[str, Sequence[str]]) -> list[TargetGroup]:
+        """What target patterns select in a model whose names (:func:`ckptlens.sources.names_from_keys`:
+        ``weights``, ``activations``, ``gradients``) are given: one :class:`TargetGroup` per kind of
+        piece the architecture has (a group matching nothing is left out); the groups marked
+        ``default`` are the run's targets when its config gives none (:meth:`default_targets`).
+
+        Per block: the attention output projection with its per-head OV and QK circuits, the MLP
+        output (weights; their weight gradients), and the block's output, the residual stream after
+        the block (activations). Patterns are the model's own names with the layer index as ``*``."""
+        from ..store.patterns import select
+
+        weights = list(names.get("weights", []))
+        modules = list(names.get("activations", []))
+        owners = list(names.get("gradients", []))
+        adapter = cls()
+        blocks = _generalise(adapter.activation_modules(modules))
+        attn = _generalise(adapter._attention_modules([f"{o}.weight" for o in owners]))
+        out_proj = [f"{a}.{cls.attention_output}" for a in attn] if cls.attention_output else []
+        mlp_out = [f"{b}.{cls.mlp_output}" for b in blocks] if cls.mlp_output else []
+        groups = [
+            TargetGroup("weights", "every weight matrix", ["**"]),
+            TargetGroup("weights", "token embedding", [EMBED]),
+            TargetGroup("weights", "attention output projection", out_proj, default=True),
+            TargetGroup("weights", "per-head OV circuits W_O·W_V", [f"{a}.head*.ov" for a in attn], default=True),
+            TargetGroup(
+                "weights", "per-head QK circuits W_Qᵀ·W_K/√d_head", [f"{a}.head*.qk" for a in attn], default=True
+            ),
+            TargetGroup(
+                "weights", "per-head q, k, v, o maps", [f"{a}.head*.{p}" for a in attn for p in ("q", "k", "v", "o")]
+            ),
+            TargetGroup("weights", "MLP output projection", mlp_out, default=True),
+            TargetGroup("activations", "block outputs (the residual stream after each block)", blocks, default=True),
+            TargetGroup("activations", "every module", ["**"]),
+            TargetGroup("gradients", "attention output and MLP output projections", out_proj + mlp_out, default=True),
+            TargetGroup("gradients", "every weight", ["**"]),
+        ]
+        pools = {"weights": weights, "activations": modules, "gradients": owners}
+        out = []
+        for g in groups:
+            pats = [p for p in g.patterns if select([p], pools[g.kind])]
+            if pats:
+                out.append(TargetGroup(g.kind, g.label, pats, g.default, len(select(pats, pools[g.kind]))))
+        return out
+
+    @classmethod
+    def default_targets(cls, names: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """The targets of a run whose config gives none: the default groups of :meth:`target_groups`
+        (every weight matrix where the architecture has no known pieces)."""
+        out: dict[str, list[str]] = {"weights": [], "activations": [], "gradients": []}
+        for g in cls.target_groups(names):
+            if g.default:
+                out[g.kind] += [p for p in g.patterns if p not in out[g.kind]]
+        if not out["weights"]:
+            out["weights"] = ["**"]
+        return out
 
     # ---- internals ----------------------------------------------------------------------------
     def _require_heads(self) -> None:

@@ -21,6 +21,8 @@ class BertAdapter(Adapter):
     n_heads_keys = ("num_attention_heads",)
     block_pattern = r"(^|\.)encoder\.layer\.\d+$"
     embed_suffixes = ("embeddings.word_embeddings.weight",)
+    attention_output = "output.dense"
+    mlp_output = "output.dense"  # encoder.layer.{i}.output.dense: the feed-forward output
 
     @classmethod
     def detect(cls, keys: list[str]) -> bool:

@@ -22,6 +22,8 @@ class GPT2Adapter(Adapter):
     n_heads_keys = ("n_head", "num_attention_heads")
     block_pattern = r"(^|\.)h\.\d+$"
     embed_suffixes = ("wte.weight",)
+    attention_output = "c_proj"
+    mlp_output = "mlp.c_proj"
 
     @classmethod
     def detect(cls, keys: list[str]) -> bool:

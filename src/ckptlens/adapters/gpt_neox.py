@@ -22,6 +22,8 @@ class GPTNeoXAdapter(Adapter):
     n_heads_keys = ("num_attention_heads",)
     block_pattern = r"(^|\.)layers\.\d+$"
     embed_suffixes = ("embed_in.weight",)
+    attention_output = "dense"
+    mlp_output = "mlp.dense_4h_to_h"
 
     @classmethod
     def detect(cls, keys: list[str]) -> bool:

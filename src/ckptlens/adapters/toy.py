@@ -21,6 +21,7 @@ class ToyAdapter(Adapter):
     n_heads_keys = ("n_heads",)
     block_pattern = r"^blocks\.\d+$"
     embed_suffixes = ("embed.weight",)
+    attention_output = "o_proj"
 
     @classmethod
     def detect(cls, keys: list[str]) -> bool:

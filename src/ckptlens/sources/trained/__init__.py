@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .. import Source, SourceError, names_from_keys, register
+from .configs import ToyModelConfig, TwoForcesConfig
 from .names import mlp_state_keys, transformer_state_keys
 from .steps import checkpoint_steps
 
@@ -127,6 +128,14 @@ def _mlp_names(spec: Mapping) -> dict:
     return names_from_keys(keys, {}, {k: (2, 2) if k.endswith("weight") else (2,) for k in keys})
 
 
+def _transformer_bytes(spec: Mapping) -> int:
+    return 4 * ToyModelConfig(**spec.get("model", {})).n_params  # float32
+
+
+def _mlp_bytes(spec: Mapping) -> int:
+    return 4 * TwoForcesConfig(**spec.get("model", {})).n_params
+
+
 def _train(spec: Mapping, steps: list[int], paths: list, log_path) -> None:
     """Train the run's model, writing ``paths[i]`` at ``steps[i]`` and the log to ``log_path``."""
     from .train import train_induction, train_two_forces
@@ -168,6 +177,7 @@ register(
         steps=_steps,
         layer_names=_transformer_names,
         train=_train,
+        checkpoint_bytes=_transformer_bytes,
     )
 )
 register(
@@ -179,5 +189,6 @@ register(
         steps=_steps,
         layer_names=_mlp_names,
         train=_train,
+        checkpoint_bytes=_mlp_bytes,
     )
 )

@@ -12,25 +12,10 @@ Module names: ``blocks.{i}`` (output = hidden activation after the nonlinearity)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class TwoForcesConfig:
-    hidden: int = 32
-    depth: int = 2
-    low: float = 0.5
-    high: float = 2.0
-    ood_high: float = 3.0
-    noise: float = 0.0
-    pool_size: int | None = None
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .configs import TwoForcesConfig
 
 
 class MLPBlock(nn.Module):

@@ -9,26 +9,11 @@ h·d_head:(h+1)·d_head of q/k/v and the same columns of o), ``unembed``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class ToyModelConfig:
-    vocab_size: int = 32
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 1
-    rotary_base: float = 10000.0
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_heads
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .configs import ToyModelConfig
 
 
 def rotary_cos_sin(seq_len: int, d_head: int, base: float, device=None):
@@ -46,9 +31,15 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
+    """Causal multi-head attention with rotary q/k. With ``keep_pattern`` set, a forward pass keeps
+    its attention probabilities [batch, heads, query, key] in ``pattern`` (for the attention
+    extraction; off in training)."""
+
     def __init__(self, cfg: ToyModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.keep_pattern = False
+        self.pattern: torch.Tensor | None = None
         d = cfg.d_model
         self.q_proj = nn.Linear(d, d, bias=False)
         self.k_proj = nn.Linear(d, d, bias=False)
@@ -68,7 +59,10 @@ class Attention(nn.Module):
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         scores = scores.masked_fill(~causal, float("-inf"))
-        out = scores.softmax(dim=-1) @ v  # [b, h, t, dh]
+        probs = scores.softmax(dim=-1)
+        if self.keep_pattern:
+            self.pattern = probs.detach()
+        out = probs @ v  # [b, h, t, dh]
         return self.o_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
