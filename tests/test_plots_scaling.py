@@ -77,6 +77,31 @@ def test_multi_valued_metric_is_one_figure_with_a_panel_per_value(tmp_path, save
     assert len(panels(saved["trajectory_weight_norm.png"])) == 1
 
 
+def test_each_panel_of_a_multi_valued_metric_marks_only_its_own_value(saved, tmp_path):
+    values = ["m.a", "m.b", "m.c"]
+    table = tidy(values, layers=["blocks.0"])
+    events = pd.DataFrame(
+        [
+            {"run": "r", "metric": "m.a", "layer": "blocks.0", "kind": "converged", "step": 64},
+            {"run": "r", "metric": "m.b", "layer": "blocks.0", "kind": "converged", "step": 512},
+            {"run": "r", "metric": "m.b", "layer": "blocks.0", "kind": "change_point", "step": 8},
+        ]
+    )
+    plot_metric_trajectories(table, tmp_path, events=events)
+    axes = {ax.get_label(): ax for ax in panels(saved["trajectory_m.png"])}
+
+    def circles(ax):
+        return [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_marker() == "o" and ln.get_linestyle() == "None"]
+
+    def ticks(ax):  # the change point: a dashed tick and a dotted guide line at its step
+        xs = [ln.get_xdata() for ln in ax.get_lines() if len(ln.get_xdata()) == 2]
+        return sorted({float(x[0]) for x in xs if x[0] == x[1]})
+
+    assert circles(axes["m.a"]) == [64] and ticks(axes["m.a"]) == []
+    assert circles(axes["m.b"]) == [512] and ticks(axes["m.b"]) == [8]
+    assert circles(axes["m.c"]) == [] and ticks(axes["m.c"]) == []
+
+
 def test_rotary_sweep_values_capped_with_a_note(tmp_path):
     values = [f"qk_ov_rotary_sweep.k{k}_r{r}" for k in (1, 2, 4, 8, 16) for r in range(7)]
     values += [f"qk_ov_rotary_sweep.zscore_r{r}" for r in range(5)]

@@ -406,7 +406,9 @@ def _figure_values(sub: pd.DataFrame, base: str, values: Sequence[str], marks: p
             one = cells.get((value, run))
             log = False
             if one is not None:
-                n_marks += lines.draw(ax, one, marks, run, marker)
+                # a panel shows one value: only that value's change points and convergence step
+                own = None if marks is None else marks[marks["metric"] == value]
+                n_marks += lines.draw(ax, one, own, run, marker)
                 finite = _style.finite(one["value"].to_numpy())
                 log = _style.wants_log(finite)
                 if log:
