@@ -297,22 +297,17 @@ class _Lines:
         cbar = fig.colorbar(ScalarMappable(norm=self.norm, cmap=self.cmap), ax=visible, shrink=0.9, pad=0.02, aspect=30)
         cbar.set_label(self.scale_label)
         cbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        # one legend below the panels (above them it would run into the title)
+        handles, labels, title = [], [], None
         if self.kind_style:
             handles = [Line2D([], [], color="0.3", linestyle=ls, linewidth=1.3) for ls in self.kind_style.values()]
             labels = [k.replace("{i}", "i") for k in self.kind_style]
             labels = [lb[len(common_prefix(labels)) :] or lb for lb in labels]
-            fig.legend(
-                handles,
-                labels,
-                loc="outside lower center",
-                ncol=len(handles),
-                title="sublayer (line style)",
-                frameon=False,
-            )
-        if event_handles:
-            fig.legend(
-                event_handles, [h.get_label() for h in event_handles], loc="outside upper right", ncol=2, frameon=False
-            )
+            title = "sublayer (line style)"
+        handles += event_handles
+        labels += [h.get_label() for h in event_handles]
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), title=title, frameon=False)
 
 
 # --------------------------------------------------------------------------------------------
