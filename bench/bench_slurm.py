@@ -50,7 +50,7 @@ def main() -> None:
             cfg = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
             for key in ("groups", "group-components"):
                 cfg.pop(key, None)
-            (plain / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+            (plain / "config.yaml").write_text(yaml.safe_dump(cfg))  # a profile folder holds config.yaml
             rows = []
             for name, profile in (
                 ("bundled (profile as shipped)", REPO / "workflow/profiles/slurm"),

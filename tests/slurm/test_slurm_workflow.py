@@ -86,7 +86,7 @@ def test_cluster_run_matches_local_then_reruns_only_what_changed(slurm_cluster, 
     cfg["metrics"]["proportional_effective_rank"] = {"r": 8}
     (project / "changed.yaml").write_text(yaml.safe_dump(cfg))
     rerun = slurm_cluster.run_snakemake(
-        project / "workflow/Snakefile", project, "--cores", "2", "--configfile", "changed.yaml", env=env, timeout=600
+        project / "workflow/Snakefile", project, "--cores", "2", "--configfile", "changed.yaml", env=env
     ).check()
     rules = _scheduled_rules(rerun.output)
     assert set(rules) == {
