@@ -11,11 +11,12 @@ parses the workflow, on every cluster job too):
 
   - ``"train"``: one job trains the model and writes every checkpoint and a training log
     (``train(spec, steps, paths, log_path)``);
-  - ``"fetch"``: one job per checkpoint brings it into the results folder as safetensors
+  - ``"fetch"``: each checkpoint is brought into the results folder as safetensors (one job per
+    chunk of steps, :func:`ckptlens.config.chunks`)
     (``materialise(spec, step, out)``, which writes a failure record for a checkpoint that cannot be
     read and returns it; ``inputs(spec, step)`` are the local files it reads
     and ``step_params(spec, step)`` the rest of what decides that checkpoint, so that a change of
-    either fetches it again, and only it; ``temporary(spec)``: the copy is deleted once extracted);
+    either fetches its chunk again, and only that chunk; ``temporary(spec)``: the copy is deleted once extracted);
     the steps' weight digests are compared, since published revisions sometimes hold identical
     weights;
   - ``"table"``: no checkpoints, the run's metrics come as a finished table.
