@@ -56,6 +56,10 @@ class Inspected:
     series: object | None = None  # ckptlens.sources.local.Discovery of a folder/glob of checkpoints
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def n_params(self) -> int:
+        return sum(_numel(self.shapes.get(k, ())) for k in self.keys)
+
 
 def _how(path: Path) -> str:
     """How a checkpoint is read, in words (from the file names; nothing is opened)."""
@@ -167,13 +171,12 @@ def describe(insp: Inspected) -> dict:
         {"kind": g.kind, "label": g.label, "patterns": g.patterns, "matches": g.n, "default": g.default}
         for g in type(adapter).target_groups(names)
     ]
-    n_params = sum(_numel(insp.shapes.get(k, ())) for k in insp.keys)
     out = {
         "path": str(insp.path),
         "read": insp.how,
         "architecture": adapter.name,
         "n_heads": adapter.n_heads,
-        "n_params": n_params,
+        "n_params": insp.n_params,
         "weight_matrices": matrices,
         "attention": attention,
         "activation_modules": names["activations"],
@@ -406,7 +409,7 @@ def plan_run(raw: str, cwd: Path) -> RunPlan:
         warnings.simplefilter("ignore")
         adapter = get_adapter("auto", insp.keys, insp.metadata, shapes=insp.shapes)
         names = names_from_keys(insp.keys, insp.metadata, insp.shapes)
-    n_params = sum(_numel(insp.shapes.get(k, ())) for k in insp.keys)
+    n_params = insp.n_params
     targets = type(adapter).default_targets(names)
     if n_params > LARGE_MODEL:  # per-head circuits are d_model² each, n_heads of them per layer
         targets["weights"] = [p for p in targets["weights"] if ".head*." not in p] or ["**"]

@@ -61,6 +61,11 @@ def check_quantiles(name: str, value) -> None:
             _fail(name, "quantiles", f"must be a list of numbers in [0, 1], not {value!r}")
 
 
+def check_bool(name: str, key: str, value) -> None:
+    if not isinstance(value, bool):
+        _fail(name, key, f"must be true or false, not {value!r}")
+
+
 def check_choice(name: str, key: str, value, choices) -> None:
     if value not in choices:
         _fail(name, key, f"must be one of {list(choices)}, not {value!r}")

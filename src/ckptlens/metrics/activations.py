@@ -59,7 +59,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._common import _fail, check_positive_int
+from ._common import _fail, check_bool, check_positive_int
 from .registry import Degenerate, family, metric
 
 
@@ -204,8 +204,7 @@ def cka(a: ActivationContext, b: ActivationContext, debiased: bool = False) -> f
 
 def _check_bool(name, key):
     def check(params):
-        if not isinstance(params[key], bool):
-            _fail(name, key, f"must be true or false, not {params[key]!r}")
+        check_bool(name, key, params[key])
 
     return check
 

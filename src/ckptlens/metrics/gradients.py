@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._common import _fail, check_choice
+from ._common import check_bool, check_choice
 from .registry import Degenerate, family, metric
 
 
@@ -51,8 +51,7 @@ def gradient_cosine(ctx: GradientContext) -> float:
 
 def _check_snr(params):
     check_choice("gradient_snr", "form", params["form"], ("norm", "parameter"))
-    if not isinstance(params["debiased"], bool):
-        _fail("gradient_snr", "debiased", f"must be true or false, not {params['debiased']!r}")
+    check_bool("gradient_snr", "debiased", params["debiased"])
 
 
 @metric(

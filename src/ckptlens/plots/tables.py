@@ -233,6 +233,24 @@ def correlation_page(corr, run: str, notes: Sequence[str] = ()) -> str:
     return page(f"Metric correlations — {run}", intro, "".join(body))
 
 
+def _event_table(events, budget, columns: list[str]) -> list[str]:
+    """One row per (metric, layer) event, in the given order, within the page's row budget: metric,
+    layer, then step, value and score under ``columns``; plus what was left out."""
+    k = budget.take(len(events))
+    rows = [
+        (
+            _metric_cell(str(r.metric)),
+            f"<code>{html.escape(str(r.layer))}</code>",
+            fmt(r.step),
+            fmt(r.value),
+            fmt(r.score, 3),
+        )
+        for r in events.head(k).itertuples()
+    ]
+    table = _table(["metric", "layer", *columns], rows, [False, False, True, True, True])
+    return [table, _left_out(k, len(events), "analysis/dynamics.csv")]
+
+
 def dynamics_page(dyn, run: str, notes: Sequence[str] = ()) -> str:
     """When each (metric, layer) settles, and its abrupt changes, largest first."""
     budget = _Budget(MAX_ROWS)
@@ -276,49 +294,13 @@ def dynamics_page(dyn, run: str, notes: Sequence[str] = ()) -> str:
         body.append('<p class="note">No change point: no trajectory jumps clearly above its noise.</p>')
     else:
         cps = cps.reindex(cps["score"].abs().sort_values(ascending=False).index)
-        k = budget.take(len(cps))
-        rows = [
-            (
-                _metric_cell(str(r.metric)),
-                f"<code>{html.escape(str(r.layer))}</code>",
-                fmt(r.step),
-                fmt(r.value),
-                fmt(r.score, 3),
-            )
-            for r in cps.head(k).itertuples()
-        ]
-        body.append(
-            _table(
-                ["metric", "layer", "step (first after the jump)", "jump", "size (× noise σ)"],
-                rows,
-                [False, False, True, True, True],
-            )
-        )
-        body.append(_left_out(k, len(cps), "analysis/dynamics.csv"))
+        body += _event_table(cps, budget, ["step (first after the jump)", "jump", "size (× noise σ)"])
     body.append("<h2>Convergence: the step from which each trajectory stays settled</h2>")
     if conv.empty:
         body.append('<p class="note">No trajectory settles before the last checkpoints.</p>')
     else:
         conv = _layer_sorted(conv, ["metric", "layer"])
-        k = budget.take(len(conv))
-        rows = [
-            (
-                _metric_cell(str(r.metric)),
-                f"<code>{html.escape(str(r.layer))}</code>",
-                fmt(r.step),
-                fmt(r.value),
-                fmt(r.score, 3),
-            )
-            for r in conv.head(k).itertuples()
-        ]
-        body.append(
-            _table(
-                ["metric", "layer", "settled from step", "value there", "share of the run settled"],
-                rows,
-                [False, False, True, True, True],
-            )
-        )
-        body.append(_left_out(k, len(conv), "analysis/dynamics.csv"))
+        body += _event_table(conv, budget, ["settled from step", "value there", "share of the run settled"])
     body.append(_notes(notes))
     intro = (
         f"Run <code>{html.escape(run)}</code>. Per metric and layer: where its trajectory changes level abruptly "
