@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.numpy import load_file
-from workflow_helpers import scheduled_jobs, snakemake, step_file
+from workflow_helpers import DOWNSTREAM, scheduled_jobs, snakemake, step_file
 
 pytestmark = pytest.mark.slow
 
@@ -122,16 +122,6 @@ def _dry_run_with(project, cfg: dict, tmp_path) -> list:
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return scheduled_jobs(project, "--configfile", str(path))
-
-
-DOWNSTREAM = {
-    "aggregate_metrics",
-    "cross_metric_analysis",
-    "detect_dynamics",
-    "plot_trajectories",
-    "plot_analysis",
-    "report_tables",
-}
 
 
 def test_nothing_runs_when_nothing_changed(small_project):

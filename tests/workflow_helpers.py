@@ -12,6 +12,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PROJECT_FILES = ["workflow", "config", "src"]
+#: the rules that rerun after any metric job of a run reruns (its table, analysis, figures, report)
+DOWNSTREAM = {
+    "aggregate_metrics",
+    "cross_metric_analysis",
+    "detect_dynamics",
+    "plot_trajectories",
+    "plot_analysis",
+    "report_tables",
+}
 
 
 def copy_project(dest: Path) -> Path:
