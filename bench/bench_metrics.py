@@ -28,7 +28,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 
 from ckptlens import metrics as M  # noqa: E402
-from ckptlens.metrics import circuits  # noqa: E402
+from ckptlens.metrics import _circuits  # noqa: E402
 
 
 def timed(fn, repeat=1):
@@ -70,9 +70,9 @@ def case_baseline(d, k, rng):
             maxes.append(np.linalg.svd(a.T @ b, compute_uv=False).max())
         return float(np.mean(maxes))
 
-    circuits.random_overlap_baseline.cache_clear()
-    first, value = timed(lambda: circuits.random_overlap_baseline(d, k)[0])
-    return f"random baseline (d={d}, k={k})", study, (lambda: circuits.random_overlap_baseline(d, k)[0]), first
+    _circuits.random_overlap_baseline.cache_clear()
+    first, value = timed(lambda: _circuits.random_overlap_baseline(d, k)[0])
+    return f"random baseline (d={d}, k={k})", study, (lambda: _circuits.random_overlap_baseline(d, k)[0]), first
 
 
 def case_spectral(shape, layers, rng):

@@ -163,7 +163,7 @@ def _analyze(ww, mats, **kw):
 def worker(side: str, set_name: str, quick: bool, repeats: int) -> dict:
     mats = matrix_set(set_name, quick) if set_name != "cka" else None
     if side == "spectrum-ckptlens":
-        from ckptlens.metrics.weights import gram_eigenvalues
+        from ckptlens.metrics.weight_spectrum import gram_eigenvalues
 
         def run():
             return {k: gram_eigenvalues(np.asarray(v, dtype=np.float64)) for k, v in mats.items()}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 
 from ckptlens import metrics as M
-from ckptlens.metrics.activations import ActivationContext, linear_cka, linear_cka_features, linear_cka_gram
+from ckptlens.metrics.activation_similarity import ActivationContext, linear_cka, linear_cka_features, linear_cka_gram
 
 # ---------------------------------------------------------------- CKA
 
@@ -288,7 +288,7 @@ def test_debiased_cka_removes_the_small_sample_bias():
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((40, 30)), rng.standard_normal((40, 30))
     a, b = ActivationContext(x), ActivationContext(y)
-    from ckptlens.metrics.activations import debiased_linear_cka
+    from ckptlens.metrics.activation_similarity import debiased_linear_cka
 
     assert linear_cka(a, b) > 0.4 and abs(debiased_linear_cka(a, b)) < 0.05
 

@@ -9,7 +9,8 @@ import pytest
 from scipy.special import gammaln
 
 from ckptlens import metrics as M
-from ckptlens.metrics.circuits import overlap_monte_carlo, random_overlap_baseline, token_rows
+from ckptlens.metrics._circuits import overlap_monte_carlo, random_overlap_baseline
+from ckptlens.metrics.circuits import token_rows
 
 D, DH, HEADS, VOCAB = 24, 6, 2, 40
 
@@ -277,7 +278,7 @@ def test_rotary_qk_reproduces_the_toy_models_attention_scores():
     attention module's actual output), for several (p, r); the opposite rotation does not."""
     torch = pytest.importorskip("torch")
     from ckptlens.adapters.toy import ToyAdapter
-    from ckptlens.metrics.circuits import rotary_qk
+    from ckptlens.metrics._circuits import rotary_qk
     from ckptlens.sources.trained.transformer import AttnOnlyTransformer, ToyModelConfig, apply_rotary, rotary_cos_sin
 
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ import pytest
 
 from ckptlens import metrics as M
 from ckptlens.metrics import _esd
-from ckptlens.metrics.weights import gram_eigenvalues
+from ckptlens.metrics.weight_spectrum import gram_eigenvalues
 
 ESD = ["alpha", "alpha_xmin", "alpha_ks_distance", "alpha_weighted", "log_spectral_norm", "mp_softrank", "num_spikes"]
 #: WeightWatcher column -> our metric

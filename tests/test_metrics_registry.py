@@ -155,12 +155,38 @@ def test_registration_errors(scratch_registry):
         M.metric("_a.b", label="test", family="weight_spectrum")
 
 
+def test_each_family_lives_in_the_module_named_after_it():
+    for name, fam in M.FAMILIES.items():
+        assert fam.context.__module__ == f"ckptlens.metrics.{name}"
+    for m in M.METRICS.values():
+        assert m.fn.__module__ == f"ckptlens.metrics.{m.family}", m.name
+
+
+def test_family_is_the_module_name_unless_given(scratch_registry):
+    with pytest.raises(ValueError, match="test_metrics_registry.*its module's name"):
+        M.metric("_test_no_family", label="test")(lambda ctx: 0.0)
+    assert "_test_no_family" not in M.METRICS
+
+
+def test_parameters_and_defaults_are_read_from_the_signature(scratch_registry):
+    @M.metric("_test_params", label="test", family="weight_spectrum")
+    def with_params(ctx, k=3, ks=(1, 2)):
+        return float(k)
+
+    assert M.get_metric("_test_params").defaults == {"k": 3, "ks": [1, 2]}  # a tuple default: the config's list
+    assert M.resolve_params("_test_params", {"k": 5}) == {"k": 5, "ks": [1, 2]}
+    with pytest.raises(ValueError, match="need defaults"):
+        M.metric("_test_no_default", label="test", family="weight_spectrum")(lambda ctx, k: 0.0)
+    with pytest.raises(ValueError, match="one per reference"):
+        M.metric("_test_no_ref_arg", label="test", family="weight_update", reference="previous")(lambda ctx: 0.0)
+
+
 def test_code_hash_follows_shared_helper_modules():
     from ckptlens.store.codehash import closure
 
     mods = {p.stem for p in closure(["ckptlens.metrics.registry", M.FAMILIES["circuits"].context.__module__])}
     assert {"circuits", "_common", "registry", "layers"} <= mods
-    assert "weights" not in mods and "activations" not in mods
+    assert "weight_spectrum" not in mods and "activation_similarity" not in mods
     for fam in M.FAMILIES:
         h = M.family_code_hash(fam)
         assert len(h) == 16 and h == M.family_code_hash(fam)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ckptlens import metrics as M
-from ckptlens.metrics.weights import screenot_k, screenot_rank_of, screenot_threshold
+from ckptlens.metrics.weight_spectrum import screenot_k, screenot_rank_of, screenot_threshold
 
 SPECTRAL = [
     "frobenius_norm",

@@ -22,7 +22,7 @@ from hypothesis.extra.numpy import arrays
 
 from ckptlens import metrics as M
 from ckptlens.analysis import metric_correlations, pca_explained_variance
-from ckptlens.metrics.activations import ActivationContext, linear_cka
+from ckptlens.metrics.activation_similarity import ActivationContext, linear_cka
 
 EXAMPLES = int(os.environ.get("CKPTLENS_PROPERTY_EXAMPLES", "30"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

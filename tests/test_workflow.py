@@ -169,7 +169,7 @@ def test_one_more_checkpoint_at_the_end_reruns_only_its_chunk(small_project, loc
 
 
 def test_editing_one_metric_reruns_only_that_metric(small_project):
-    code = small_project / "src/ckptlens/metrics/gradients.py"
+    code = small_project / "src/ckptlens/metrics/gradient.py"
     original = code.read_text()
     edited = original.replace("return float(ctx.norms.mean())", "return float(np.mean(ctx.norms))")
     assert edited != original

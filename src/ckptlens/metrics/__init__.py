@@ -1,30 +1,31 @@
 """Metric registry and the metrics that ship with ckptlens (numpy only: no torch here).
 
-Families (see each module's docstring for its metrics, parameters and input layout):
-    weight_spectrum        (weights, per layer)         weights.py
-    weight_update          (weights, per layer, refs)   updates.py
-    circuits               (weights, model scope)       circuits.py
-    activation_similarity  (activations, per layer)     activations.py
-    activation_spectrum    (activations, per layer)     activation_stats.py
-    activation_pairs       (activations, model scope)   linearity.py
-    gradient               (gradients, per layer)       gradients.py
-    gradient_pca           (activation_gradients, model scope)  gradient_pca.py
-    attention              (attentions, per layer)      attention.py
+Each family has one module named after it (see its docstring for its metrics, parameters and
+input layout); its metrics take their family from that name:
+    weight_spectrum        (weights, per layer)
+    weight_update          (weights, per layer, refs)
+    circuits               (weights, model scope; its linear algebra in :mod:`._circuits`)
+    activation_similarity  (activations, per layer)
+    activation_spectrum    (activations, per layer)
+    activation_pairs       (activations, model scope)
+    gradient               (gradients, per layer)
+    gradient_pca           (activation_gradients, model scope)
+    attention              (attentions, per layer)
 A job's inputs (extraction files, failed checkpoints) are opened by :mod:`.inputs`. Adding a
 metric: one decorated function in the module of its family (see :mod:`.registry`) and its value test.
 """
 
 # Importing the modules registers their families and metrics.
 from . import (  # noqa: E402,F401
-    activation_stats,
-    activations,
+    activation_pairs,
+    activation_similarity,
+    activation_spectrum,
     attention,
     circuits,
+    gradient,
     gradient_pca,
-    gradients,
-    linearity,
-    updates,
-    weights,
+    weight_spectrum,
+    weight_update,
 )
 from .registry import (  # noqa: F401
     FAMILIES,

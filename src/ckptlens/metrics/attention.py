@@ -68,12 +68,7 @@ def _head_outputs(params, shape=None) -> list[str]:
     return [f"head{h}" for h in range(heads)] + ["mean"]
 
 
-@metric(
-    "attention_entropy",
-    label="attention entropy per head (nats)",
-    family="attention",
-    outputs=_head_outputs,
-)
+@metric("attention_entropy", label="attention entropy per head (nats)", outputs=_head_outputs)
 def attention_entropy(ctx: AttentionContext) -> dict:
     """Per head, the mean over query rows of the attention distribution's entropy −Σ p log p."""
     h = ctx.entropy_per_head()

@@ -27,8 +27,8 @@ qk_ov_overlap_max / qk_ov_overlap_rms (ks=[1, 2, 4, 8], pairs="all")
     s = singular values of the k×k matrix V₁[:, :k]ᵀ·U₂[:, :k] (cosines of the principal angles
     between what the key side reads and what the earlier head writes); reports max(s) resp.
     sqrt(mean s²) as ``.k{k}``, and the expected value of the same statistic for two independent
-    uniformly random k-dimensional subspaces of R^d as ``.k{k}_random`` (:func:`random_overlap_baseline`,
-    computed once per (d, k) and cached).
+    uniformly random k-dimensional subspaces of R^d as ``.k{k}_random``
+    (:func:`._circuits.random_overlap_baseline`, computed once per (d, k) and cached).
 embed_ov_overlap_max / embed_ov_overlap_rms (ks=[1, 2, 4, 8])
     The same statistic between the top-k right-singular subspace of E (its directions in the
     residual stream) and the top-k left-singular subspace of each first-layer OV head.
@@ -57,7 +57,7 @@ Both token metrics, per rank (``ks``)
     ≈ rows × vocab × k more per k.
 qk_ov_rotary_sweep (offsets=[0, 1, 2, 4, 8, 16], ks=[1, 2, 4], rotary_base=10000.0, pairs="all")
     The K-composition matching as a function of the relative position r ≥ 0 of the key (at p − r)
-    behind the query (at p), for rotary models. Rotary convention (``ckptlens.toy.model``): each
+    behind the query (at p), for rotary models. Rotary convention (``ckptlens.sources.trained.transformer``): each
     head's q and k features (2i, 2i+1), all d_head of them, are rotated by R(θ) = [[cos θ, −sin θ],
     [sin θ, cos θ]] with θ = position·ω_i, ω_i = rotary_base^(−2i/d_head). The score is
     (R_p q)·(R_{p−r} k)/√d_head = qᵀ·R_pᵀR_{p−r}·k/√d_head = qᵀ·R(−r·ω)·k/√d_head, so the QK circuit
@@ -82,7 +82,6 @@ circuit with NaN/Inf values gives NaN for its labels. The token metrics give no 
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Sequence
@@ -91,147 +90,21 @@ import numpy as np
 
 from ..store.joblog import warn
 from ..store.layers import layer_order, pair_label
+from ._circuits import (
+    lowrank_argmax_mismatch,
+    lowrank_diag_zscore,
+    numerical_rank,
+    overlap_singular_values,
+    random_overlap_baseline,
+    rotary_qk_svd,
+    stored_eps,
+)
 from ._common import check_choice, check_int_list, check_positive_int
 from .registry import MetricConfigError, family, metric
 
 CIRCUIT_RE = re.compile(r"^(?P<module>.+)\.head(?P<head>\d+)\.(?P<kind>qk|ov|q|k)$")
 EMBED = "embed"
 PAIRS = ("all", "same")
-
-
-# ---------------------------------------------------------------- random baseline
-
-
-def _baseline_samples(k: int) -> int:
-    return int(min(2000, max(32, 2**27 // k**3)))
-
-
-def overlap_monte_carlo(d: int, k: int, n_samples: int, seed: int = 0) -> tuple[float, float]:
-    """E[max s], E[sqrt(mean s²)] over ``n_samples`` draws, s = cosines of the principal angles
-    between two independent uniformly random k-dim subspaces of R^d.
-
-    By rotation invariance one subspace is span(e₁..e_k) and the other span(G), G ~ N(0, 1)^{d×k};
-    then s² are the eigenvalues of (A + B)⁻¹A with A = G_topᵀG_top ~ Wishart_k(k) and
-    B = G_botᵀG_bot ~ Wishart_k(d − k), independent. B is drawn by the Bartlett decomposition, so
-    the cost is O(n_samples·k³), independent of d."""
-    if k > d or k < 1:
-        return math.nan, math.nan
-    if k == d:
-        return 1.0, 1.0
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n_samples, k, k))
-    a = np.swapaxes(x, 1, 2) @ x
-    df = d - k
-    if df >= k:
-        lower = np.tril(rng.standard_normal((n_samples, k, k)), -1)
-        idx = np.arange(k)
-        lower[:, idx, idx] = np.sqrt(rng.chisquare(df - idx, size=(n_samples, k)))
-        b = lower @ np.swapaxes(lower, 1, 2)
-    else:
-        y = rng.standard_normal((n_samples, df, k))
-        b = np.swapaxes(y, 1, 2) @ y
-    chol = np.linalg.cholesky(a + b)
-    z = np.linalg.solve(chol, a)  # L⁻¹A
-    m = np.linalg.solve(chol, np.swapaxes(z, 1, 2))  # L⁻¹AL⁻ᵀ (A symmetric)
-    s2 = np.clip(np.linalg.eigvalsh((m + np.swapaxes(m, 1, 2)) / 2), 0.0, 1.0)
-    return float(np.sqrt(s2.max(axis=1)).mean()), float(np.sqrt(s2.mean(axis=1)).mean())
-
-
-@functools.cache
-def random_overlap_baseline(d: int, k: int) -> tuple[float, float]:
-    """Expected (max s, sqrt(mean s²)) for random k-dim subspaces of R^d; computed once per (d, k)
-    and cached for the process. k = 1: exact, E|cos θ| = Γ(d/2) / (√π·Γ((d+1)/2)); k > 1: Monte
-    Carlo with a fixed seed (2000 draws, fewer for k > 40 where the statistics concentrate;
-    standard error below 1e-3). E[mean s²] is exactly k/d."""
-    d, k = int(d), int(k)
-    if k == 1 and d >= 1:
-        e = math.exp(math.lgamma(d / 2) - math.lgamma((d + 1) / 2)) / math.sqrt(math.pi)
-        return e, e
-    return overlap_monte_carlo(d, k, _baseline_samples(k), seed=0)
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def overlap_singular_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Singular values of aᵀb for orthonormal-column a [d, k], b [d, k]: the cosines of the
-    principal angles between their spans."""
-    return np.linalg.svd(a.T @ b, compute_uv=False)
-
-
-def lowrank_diag_zscore(p: np.ndarray, q: np.ndarray) -> float:
-    """(mean diag − mean) / std of the n×n matrix T = p·qᵀ, without forming T (p, q: [n, r])."""
-    n = p.shape[0]
-    diag_mean = float(np.einsum("ij,ij->", p, q)) / n
-    mean = float(p.sum(axis=0) @ q.sum(axis=0)) / n**2
-    meansq = float(np.sum((p.T @ p) * (q.T @ q))) / n**2
-    var = max(meansq - mean**2, 0.0)
-    num = diag_mean - mean
-    if var == 0:
-        return 0.0 if abs(num) <= 1e-12 * math.sqrt(max(meansq, 0.0)) else math.nan
-    return num / math.sqrt(var)
-
-
-def _numerical_rank(s: np.ndarray, shape, eps: float) -> int:
-    """Number of singular values above max(shape)·eps·σ₁ (numpy's matrix_rank rule)."""
-    return int(np.sum(s > max(shape) * eps * s[0])) if s.size else 0
-
-
-def _eps(*arrays) -> float:
-    """The largest machine epsilon among the stored dtypes (float64's for non-float arrays)."""
-    return max(np.finfo(x.dtype).eps if x.dtype.kind == "f" else np.finfo(np.float64).eps for x in arrays)
-
-
-def rotary_angles(d_head: int, offset: float, base: float) -> np.ndarray:
-    """offset·ω_i, ω_i = base^(−2i/d_head), i < d_head/2 (float64; the toy model's inv_freq)."""
-    return offset * float(base) ** (-np.arange(0, d_head, 2, dtype=np.float64) / d_head)
-
-
-def rotate_pairs(w: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """R(angles)·w for w [d_head, n]: rows (2i, 2i+1) rotated by [[cos, −sin], [sin, cos]] of angle i,
-    as ``ckptlens.toy.model.apply_rotary`` rotates the features of q and k."""
-    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
-    out = np.empty(w.shape, dtype=np.float64)
-    out[0::2] = c * w[0::2] - s * w[1::2]
-    out[1::2] = s * w[0::2] + c * w[1::2]
-    return out
-
-
-def rotary_qk(w_q: np.ndarray, w_k: np.ndarray, offset: float, base: float) -> np.ndarray:
-    """W_QK(r) = W_Qᵀ·R(−r·ω)·W_K/√d_head (d_model × d_model, formed explicitly): the score of a
-    query x_q at position p on a key x_k at position p − r is x_qᵀ·W_QK(r)·x_k. For tests and
-    analysis; the metric uses the factored form (:func:`rotary_qk_svd`)."""
-    w_q, w_k = np.asarray(w_q, dtype=np.float64), np.asarray(w_k, dtype=np.float64)
-    rk = rotate_pairs(w_k, rotary_angles(w_q.shape[0], -offset, base))
-    return w_q.T @ rk / math.sqrt(w_q.shape[0])
-
-
-def rotary_qk_svd(w_q: np.ndarray, w_k: np.ndarray, offset: float, base: float):
-    """(U, s, V) of W_QK(r) = W_Qᵀ·B, B = R(−r·ω)·W_K/√d_head, truncated to the numerical rank of
-    the d_model × d_model matrix (tolerance with the eps of the stored dtype of W_Q/W_K), from
-    W_Qᵀ = Q_a·R_a and Bᵀ = Q_b·R_b: W_QK(r) = Q_a·(R_a·R_bᵀ)·Q_bᵀ, so the SVD of the small core
-    U_c·S·V_cᵀ = R_a·R_bᵀ gives U = Q_a·U_c, V = Q_b·V_c."""
-    eps = _eps(w_q, w_k)
-    a = np.asarray(w_q, dtype=np.float64)
-    d_head, d = a.shape
-    b = rotate_pairs(np.asarray(w_k, dtype=np.float64), rotary_angles(d_head, -offset, base)) / math.sqrt(d_head)
-    qa, ra = np.linalg.qr(a.T)
-    qb, rb = np.linalg.qr(b.T)
-    uc, s, vct = np.linalg.svd(ra @ rb.T)
-    r = _numerical_rank(s, (d, d), eps)
-    return qa @ uc[:, :r], s[:r], qb @ vct[:r].T
-
-
-def lowrank_argmax_mismatch(p: np.ndarray, q: np.ndarray, rows: np.ndarray) -> float:
-    """Share of ``rows`` t with T[t, t] < max_s T[t, s], T = p·qᵀ (chunks of rows, never all of T)."""
-    n = q.shape[0]
-    chunk = max(1, 2**22 // max(n, 1))
-    mismatched = 0
-    for start in range(0, len(rows), chunk):
-        idx = rows[start : start + chunk]
-        t = p[idx] @ q.T
-        mismatched += int(np.sum(t[np.arange(len(idx)), idx] < t.max(axis=1)))
-    return mismatched / len(rows)
 
 
 # ---------------------------------------------------------------- context
@@ -279,7 +152,7 @@ class CircuitContext:
                     _, s, vt = np.linalg.svd(np.linalg.qr(w, mode="r"))
                 else:
                     u, s, vt = np.linalg.svd(w, full_matrices=False)
-                r = _numerical_rank(s, w.shape, _eps(x))
+                r = numerical_rank(s, w.shape, stored_eps(x))
                 self._svd[name] = (None if u is None else u[:, :r], s[:r], vt[:r].T)
         return self._svd[name]
 
@@ -457,11 +330,8 @@ def _rotary_outputs(params) -> list[str]:
 @metric(
     "qk_ov_overlap_max",
     label="QK–OV matching (max cos of principal angles)",
-    family="circuits",
     validate=_ks_pairs("qk_ov_overlap_max"),
     outputs=_overlap_outputs,
-    ks=[1, 2, 4, 8],
-    pairs="all",
 )
 def qk_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
     """Largest singular value of V₁[:, :k]ᵀU₂[:, :k] (layer-L QK key side vs layer-(L−1) OV output), with random baseline."""
@@ -471,11 +341,8 @@ def qk_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict
 @metric(
     "qk_ov_overlap_rms",
     label="QK–OV matching (rms cos of principal angles)",
-    family="circuits",
     validate=_ks_pairs("qk_ov_overlap_rms"),
     outputs=_overlap_outputs,
-    ks=[1, 2, 4, 8],
-    pairs="all",
 )
 def qk_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict:
     """sqrt(mean s²) of the singular values of V₁[:, :k]ᵀU₂[:, :k], with random baseline."""
@@ -485,10 +352,8 @@ def qk_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8), pairs="all") -> dict
 @metric(
     "embed_ov_overlap_max",
     label="embedding–OV matching (max cos of principal angles)",
-    family="circuits",
     validate=_ks_pairs("embed_ov_overlap_max"),
     outputs=_overlap_outputs,
-    ks=[1, 2, 4, 8],
 )
 def embed_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
     """Largest singular value of V_E[:, :k]ᵀU_OV[:, :k] (embedding vs first-layer OV heads), with random baseline."""
@@ -498,10 +363,8 @@ def embed_ov_overlap_max(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
 @metric(
     "embed_ov_overlap_rms",
     label="embedding–OV matching (rms cos of principal angles)",
-    family="circuits",
     validate=_ks_pairs("embed_ov_overlap_rms"),
     outputs=_overlap_outputs,
-    ks=[1, 2, 4, 8],
 )
 def embed_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
     """sqrt(mean s²) of the singular values of V_E[:, :k]ᵀU_OV[:, :k], with random baseline."""
@@ -511,13 +374,7 @@ def embed_ov_overlap_rms(ctx: CircuitContext, ks=(1, 2, 4, 8)) -> dict:
 # ---------------------------------------------------------------- QK·OV products
 
 
-@metric(
-    "qk_ov_diag_zscore",
-    label="diagonal z-score of W_QK·W_OV",
-    family="circuits",
-    validate=_pairs_only("qk_ov_diag_zscore"),
-    pairs="all",
-)
+@metric("qk_ov_diag_zscore", label="diagonal z-score of W_QK·W_OV", validate=_pairs_only("qk_ov_diag_zscore"))
 def qk_ov_diag_zscore(ctx: CircuitContext, pairs="all") -> dict:
     """Diagonal z-score of M = W_QK·W_OV in the residual basis."""
     out = {}
@@ -599,11 +456,8 @@ def _token_table(ctx: CircuitContext, pairs: str, ks, stat) -> dict:
 @metric(
     "qk_ov_token_diag_zscore",
     label="token-space diagonal z-score",
-    family="circuits",
     validate=_optional_ks_pairs("qk_ov_token_diag_zscore"),
     outputs=_per_k_outputs,
-    pairs="all",
-    ks=None,
 )
 def qk_ov_token_diag_zscore(ctx: CircuitContext, pairs="all", ks=None) -> dict:
     """Diagonal z-score of E·W_QK·W_OV·Eᵀ (token space), optionally per rank-k truncation of both circuits."""
@@ -622,12 +476,8 @@ def token_rows(vocab: int, max_tokens) -> np.ndarray:
 @metric(
     "qk_ov_token_mismatch",
     label="token mismatch ratio",
-    family="circuits",
     validate=_optional_ks_pairs("qk_ov_token_mismatch"),
     outputs=_per_k_outputs,
-    pairs="all",
-    max_tokens=2048,
-    ks=None,
 )
 def qk_ov_token_mismatch(ctx: CircuitContext, pairs="all", max_tokens=2048, ks=None) -> dict:
     """Share of tokens t whose row of E·W_QK·W_OV·Eᵀ has its argmax elsewhere than t (optionally per rank k)."""
@@ -666,13 +516,8 @@ def _rotary_head_svds(ctx: CircuitContext, q: str, k: str, offsets, base):
 @metric(
     "qk_ov_rotary_sweep",
     label="rotary QK–OV matching",
-    family="circuits",
     validate=_rotary_params("qk_ov_rotary_sweep"),
     outputs=_rotary_outputs,
-    offsets=[0, 1, 2, 4, 8, 16],
-    ks=[1, 2, 4],
-    rotary_base=10000.0,
-    pairs="all",
 )
 def qk_ov_rotary_sweep(
     ctx: CircuitContext, offsets=(0, 1, 2, 4, 8, 16), ks=(1, 2, 4), rotary_base=10000.0, pairs="all"

@@ -127,10 +127,8 @@ def _per_output(ctx: GradientPCAContext, n_components: int, field: str) -> dict:
 @metric(
     "gradient_pca_evr",
     label="explained variance ratio of gradient PCs",
-    family="gradient_pca",
     validate=_check("gradient_pca_evr"),
     outputs=pc_suffixes,
-    n_components=3,
 )
 def gradient_pca_evr(ctx: GradientPCAContext, n_components=3) -> dict:
     """Explained-variance ratios of the top PCA components of each output's per-sample gradients."""
@@ -140,10 +138,8 @@ def gradient_pca_evr(ctx: GradientPCAContext, n_components=3) -> dict:
 @metric(
     "gradient_pca_variance",
     label="explained variance of gradient PCs",
-    family="gradient_pca",
     validate=_check("gradient_pca_variance"),
     outputs=pc_suffixes,
-    n_components=3,
 )
 def gradient_pca_variance(ctx: GradientPCAContext, n_components=3) -> dict:
     """Explained variance of the top PCA components of each output's per-sample gradients."""
@@ -153,10 +149,8 @@ def gradient_pca_variance(ctx: GradientPCAContext, n_components=3) -> dict:
 @metric(
     "gradient_pca_cosine",
     label="|cos| between the outputs' gradient PCs",
-    family="gradient_pca",
     validate=_check("gradient_pca_cosine"),
     outputs=pc_suffixes,
-    n_components=3,
 )
 def gradient_pca_cosine(ctx: GradientPCAContext, n_components=3) -> dict:
     """|cos| between the i-th gradient PCA components of two outputs of the same layer."""

@@ -1,11 +1,13 @@
 """The metric registry: what a metric is, how metrics share work, and how a job runs them.
 
 * A *metric* is one function, registered with :func:`metric` under a unique name (no dot) with its
-  axis label, its parameters and their defaults (every other keyword of the decorator), an
-  optional ``validate`` (raises :class:`MetricConfigError` naming the config key; runs when the
-  config is read) and, for a metric giving several values, ``outputs`` (the suffixes it gives for
-  given parameters: ``{suffix: value}`` becomes rows ``"<name>.<suffix>"``).
-* Metrics that read the same input and share work form a *family* (:func:`family`): one job per
+  axis label, an optional ``validate`` (raises :class:`MetricConfigError` naming the config key;
+  runs when the config is read) and, for a metric giving several values, ``outputs`` (the suffixes
+  it gives for given parameters: ``{suffix: value}`` becomes rows ``"<name>.<suffix>"``). Its
+  parameters are the function's arguments after the context(s), with their defaults written there
+  only (the registry reads them from the signature).
+* Metrics that read the same input and share work form a *family* (:func:`family`), defined in the
+  module named after it (its metrics take their family from that name): one job per
   (run, checkpoints, family) builds one *context* per layer — which caches shared work such as a
   matrix's singular values — and evaluates every enabled metric of the family on it. A family says
   what it ``needs`` (one of :data:`NEEDS`, an extraction kind) and its ``scope``: ``"layer"`` (the
@@ -65,7 +67,7 @@ class Metric:
     fn: Callable
     label: str  # axis label of its values in figures
     reference: str | None = None  # the first (usually only) reference
-    defaults: Mapping = field(default_factory=dict)
+    defaults: Mapping = field(default_factory=dict)  # parameter -> default, read from fn's signature
     description: str = ""
     references: tuple = ()  # every reference, in the order fn receives their contexts
     validate: Callable | None = None  # (resolved params) -> None, raises MetricConfigError
@@ -120,20 +122,21 @@ def family(name: str, needs: str, description: str = "", scope: str = "layer"):
 
 def metric(
     name: str,
-    family: str,
+    family: str | None = None,
     *,
     label: str,
     reference: str | tuple | list | None = None,
     description: str = "",
     validate: Callable | None = None,
     outputs: Callable | None = None,
-    **defaults,
 ):
     """Register ``fn(ctx, **params)`` (or ``fn(ctx, ref_ctx, ..., **params)`` with references).
 
-    ``label``: how figures name its values on an axis ("Frobenius norm ‖W‖_F"). ``reference``:
-    None, one of REFERENCES, or a tuple of them. ``validate``/``outputs``: see the module
-    docstring. Every other keyword is a parameter with its default value."""
+    ``family``: by default the name of the module defining ``fn`` (a family's module is named after
+    it); given only for a metric defined elsewhere. ``label``: how figures name its values on an
+    axis ("Frobenius norm ‖W‖_F"). ``reference``: None, one of REFERENCES, or a tuple of them.
+    ``validate``/``outputs``: see the module docstring. The parameters and their defaults are
+    ``fn``'s (:func:`_signature_defaults`)."""
     if SUFFIX_SEP in name:
         raise ValueError(f"metric {name!r}: names may not contain {SUFFIX_SEP!r}")
     refs = () if reference is None else (reference,) if isinstance(reference, str) else tuple(reference)
@@ -142,17 +145,36 @@ def metric(
             raise ValueError(f"metric {name!r}: reference must be one of {REFERENCES}, not {r!r}")
 
     def register(fn: Callable) -> Callable:
+        fam = family or fn.__module__.rpartition(".")[2]
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
-        if family not in FAMILIES:
-            raise ValueError(f"metric {name!r}: family {family!r} is not registered (define it first)")
+        if fam not in FAMILIES:
+            how = "define it first" if family else "its module's name; define it first or pass family="
+            raise ValueError(f"metric {name!r}: family {fam!r} is not registered ({how})")
+        defaults = _signature_defaults(name, fn, len(refs))
         doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        METRICS[name] = Metric(
-            name, family, fn, label, refs[0] if refs else None, dict(defaults), doc, refs, validate, outputs
-        )
+        METRICS[name] = Metric(name, fam, fn, label, refs[0] if refs else None, defaults, doc, refs, validate, outputs)
         return fn
 
     return register
+
+
+def _signature_defaults(name: str, fn: Callable, n_references: int) -> dict:
+    """``fn``'s parameters and their defaults: the arguments with a default, after the context and
+    one per reference (which have none). A tuple default (immutable in the signature) is given as a
+    list, the form a parameter has in the config (YAML/JSON)."""
+    args = list(inspect.signature(fn).parameters.values())
+    inputs = [a.name for a in args if a.default is inspect.Parameter.empty]
+    if len(inputs) != 1 + n_references:
+        raise ValueError(
+            f"metric {name!r}: takes the context and one per reference ({1 + n_references} arguments) "
+            f"before its parameters, which need defaults; its arguments without a default: {inputs}"
+        )
+    return {
+        a.name: list(a.default) if isinstance(a.default, tuple) else a.default
+        for a in args
+        if a.default is not inspect.Parameter.empty
+    }
 
 
 def get_metric(name: str) -> Metric:

@@ -30,13 +30,13 @@ class GradientContext:
         return np.linalg.norm(self.g, axis=1)
 
 
-@metric("gradient_norm", label="gradient norm ‖∇W‖_F", family="gradient")
+@metric("gradient_norm", label="gradient norm ‖∇W‖_F")
 def gradient_norm(ctx: GradientContext) -> float:
     """Mean Frobenius norm of the layer's weight gradient over the probe batches."""
     return float(ctx.norms.mean())
 
 
-@metric("gradient_cosine", label="cosine of probe-batch gradients", family="gradient")
+@metric("gradient_cosine", label="cosine of probe-batch gradients")
 def gradient_cosine(ctx: GradientContext) -> float:
     """Mean cosine similarity of the gradients of consecutive probe batches."""
     if ctx.g.shape[0] < 2:
@@ -54,14 +54,7 @@ def _check_snr(params):
     check_bool("gradient_snr", "debiased", params["debiased"])
 
 
-@metric(
-    "gradient_snr",
-    label="gradient signal-to-noise ratio",
-    family="gradient",
-    validate=_check_snr,
-    form="norm",
-    debiased=False,
-)
+@metric("gradient_snr", label="gradient signal-to-noise ratio", validate=_check_snr)
 def gradient_snr(ctx: GradientContext, form="norm", debiased=False) -> float:
     """Signal-to-noise ratio of the layer's gradient across the K probe batches.
 

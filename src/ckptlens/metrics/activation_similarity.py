@@ -212,10 +212,8 @@ def _check_bool(name, key):
 @metric(
     "cka_to_final",
     label="linear CKA to the final checkpoint",
-    family="activation_similarity",
     reference="final",
     validate=_check_bool("cka_to_final", "debiased"),
-    debiased=False,
 )
 def cka_to_final(ctx: ActivationContext, ref: ActivationContext, debiased=False) -> float:
     """Linear CKA between the layer's activations and those of the final checkpoint."""
@@ -225,10 +223,8 @@ def cka_to_final(ctx: ActivationContext, ref: ActivationContext, debiased=False)
 @metric(
     "cka_to_previous",
     label="linear CKA to the previous checkpoint",
-    family="activation_similarity",
     reference="previous",
     validate=_check_bool("cka_to_previous", "debiased"),
-    debiased=False,
 )
 def cka_to_previous(ctx: ActivationContext, ref: ActivationContext, debiased=False) -> float:
     """Linear CKA between the layer's activations and those of the previous checkpoint."""
@@ -238,10 +234,8 @@ def cka_to_previous(ctx: ActivationContext, ref: ActivationContext, debiased=Fal
 @metric(
     "cka_to_initial",
     label="linear CKA to the initial checkpoint",
-    family="activation_similarity",
     reference="initial",
     validate=_check_bool("cka_to_initial", "debiased"),
-    debiased=False,
 )
 def cka_to_initial(ctx: ActivationContext, ref: ActivationContext, debiased=False) -> float:
     """Linear CKA between the layer's activations and those of the first checkpoint (step 0)."""
@@ -279,10 +273,8 @@ def _check_variance(name):
 @metric(
     "svcca_to_final",
     label="SVCCA to the final checkpoint",
-    family="activation_similarity",
     reference="final",
     validate=_check_variance("svcca_to_final"),
-    variance=0.99,
 )
 def svcca_to_final(ctx: ActivationContext, ref: ActivationContext, variance=0.99) -> float:
     """SVCCA (mean canonical correlation of the top-variance singular directions) to the final checkpoint."""
@@ -292,10 +284,8 @@ def svcca_to_final(ctx: ActivationContext, ref: ActivationContext, variance=0.99
 @metric(
     "svcca_to_previous",
     label="SVCCA to the previous checkpoint",
-    family="activation_similarity",
     reference="previous",
     validate=_check_variance("svcca_to_previous"),
-    variance=0.99,
 )
 def svcca_to_previous(ctx: ActivationContext, ref: ActivationContext, variance=0.99) -> float:
     """SVCCA to the previous checkpoint."""
@@ -338,15 +328,13 @@ def pwcca(a: ActivationContext, b: ActivationContext) -> float:
     return float(np.sum(weights * rho))
 
 
-@metric("pwcca_to_final", label="PWCCA to the final checkpoint", family="activation_similarity", reference="final")
+@metric("pwcca_to_final", label="PWCCA to the final checkpoint", reference="final")
 def pwcca_to_final(ctx: ActivationContext, ref: ActivationContext) -> float:
     """Projection-weighted CCA (Morcos et al. 2018, pico-analyze's computation) to the final checkpoint."""
     return pwcca(ctx, ref)
 
 
-@metric(
-    "pwcca_to_previous", label="PWCCA to the previous checkpoint", family="activation_similarity", reference="previous"
-)
+@metric("pwcca_to_previous", label="PWCCA to the previous checkpoint", reference="previous")
 def pwcca_to_previous(ctx: ActivationContext, ref: ActivationContext) -> float:
     """Projection-weighted CCA to the previous checkpoint."""
     return pwcca(ctx, ref)
@@ -376,10 +364,8 @@ def _check_k(name):
 @metric(
     "mutual_knn_to_final",
     label="mutual k-NN alignment to the final checkpoint",
-    family="activation_similarity",
     reference="final",
     validate=_check_k("mutual_knn_to_final"),
-    k=10,
 )
 def mutual_knn_to_final(ctx: ActivationContext, ref: ActivationContext, k=10) -> float:
     """Fraction of shared k nearest neighbours (cosine) with the final checkpoint (platonic-rep)."""
@@ -389,10 +375,8 @@ def mutual_knn_to_final(ctx: ActivationContext, ref: ActivationContext, k=10) ->
 @metric(
     "mutual_knn_to_previous",
     label="mutual k-NN alignment to the previous checkpoint",
-    family="activation_similarity",
     reference="previous",
     validate=_check_k("mutual_knn_to_previous"),
-    k=10,
 )
 def mutual_knn_to_previous(ctx: ActivationContext, ref: ActivationContext, k=10) -> float:
     """Fraction of shared k nearest neighbours (cosine) with the previous checkpoint."""

@@ -120,7 +120,7 @@ def _check(name, with_scale=False):
     return check
 
 
-@metric("linearity_score", label="linearity score", family="activation_pairs")
+@metric("linearity_score", label="linearity score")
 def linearity_score(ctx: LayerPairContext) -> dict:
     """1 − ‖XA − Y‖²_F for centred, Frobenius-normalised consecutive layer outputs X, Y."""
     out = {}
@@ -130,7 +130,7 @@ def linearity_score(ctx: LayerPairContext) -> dict:
     return out
 
 
-@metric("linearity_score_no_residual", label="linearity score without the residual", family="activation_pairs")
+@metric("linearity_score_no_residual", label="linearity score without the residual")
 def linearity_score_no_residual(ctx: LayerPairContext) -> dict:
     """Linearity score of X against Y − X (the layer's contribution without the residual stream)."""
     out = {}
@@ -143,11 +143,8 @@ def linearity_score_no_residual(ctx: LayerPairContext) -> dict:
 @metric(
     "linearity_per_sample",
     label="per-sample linearity score",
-    family="activation_pairs",
     validate=_check("linearity_per_sample", with_scale=True),
     outputs=_summary_outputs,
-    quantiles=DEFAULT_QUANTILES,
-    scale="n",
 )
 def linearity_per_sample(ctx: LayerPairContext, quantiles=DEFAULT_QUANTILES, scale="n") -> dict:
     """Distribution over samples of 1 − c‖A x_i − y_i‖² (mean and quantiles)."""
@@ -173,10 +170,8 @@ def per_sample_cosine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 @metric(
     "consecutive_cosine",
     label="cosine of consecutive layers' outputs",
-    family="activation_pairs",
     validate=_check("consecutive_cosine"),
     outputs=_summary_outputs,
-    quantiles=DEFAULT_QUANTILES,
 )
 def consecutive_cosine(ctx: LayerPairContext, quantiles=DEFAULT_QUANTILES) -> dict:
     """Per-sample cosine similarity of consecutive layers' outputs (mean and quantiles)."""

@@ -55,43 +55,33 @@ def _relative(diff_norm: float, norm: float) -> float:
     return diff_norm / norm
 
 
-@metric("update_norm_previous", label="update norm ‖W_t − W_prev‖_F", family="weight_update", reference="previous")
+@metric("update_norm_previous", label="update norm ‖W_t − W_prev‖_F", reference="previous")
 def update_norm_previous(ctx: UpdateContext, prev: UpdateContext) -> float:
     """‖W_t − W_prev‖_F, the size of the update since the previous checkpoint."""
     return _norm_of_diff(ctx, prev)
 
 
-@metric("update_norm_initial", label="distance from init ‖W_t − W_0‖_F", family="weight_update", reference="initial")
+@metric("update_norm_initial", label="distance from init ‖W_t − W_0‖_F", reference="initial")
 def update_norm_initial(ctx: UpdateContext, init: UpdateContext) -> float:
     """‖W_t − W_0‖_F, the distance travelled from the initial checkpoint."""
     return _norm_of_diff(ctx, init)
 
 
-@metric(
-    "relative_update_norm_previous",
-    label="relative update ‖W_t − W_prev‖_F / ‖W_t‖_F",
-    family="weight_update",
-    reference="previous",
-)
+@metric("relative_update_norm_previous", label="relative update ‖W_t − W_prev‖_F / ‖W_t‖_F", reference="previous")
 def relative_update_norm_previous(ctx: UpdateContext, prev: UpdateContext) -> float:
     """‖W_t − W_prev‖_F / ‖W_t‖_F."""
     return _relative(_norm_of_diff(ctx, prev), ctx.norm)
 
 
 @metric(
-    "relative_update_norm_initial",
-    label="relative distance from init ‖W_t − W_0‖_F / ‖W_t‖_F",
-    family="weight_update",
-    reference="initial",
+    "relative_update_norm_initial", label="relative distance from init ‖W_t − W_0‖_F / ‖W_t‖_F", reference="initial"
 )
 def relative_update_norm_initial(ctx: UpdateContext, init: UpdateContext) -> float:
     """‖W_t − W_0‖_F / ‖W_t‖_F."""
     return _relative(_norm_of_diff(ctx, init), ctx.norm)
 
 
-@metric(
-    "update_cosine", label="cosine of consecutive updates", family="weight_update", reference=("previous", "previous2")
-)
+@metric("update_cosine", label="cosine of consecutive updates", reference=("previous", "previous2"))
 def update_cosine(ctx: UpdateContext, prev: UpdateContext, prev2: UpdateContext) -> float:
     """Cosine between consecutive updates, W_t − W_prev and W_prev − W_prev2."""
     a, b = _diff(ctx, prev), _diff(prev, prev2)

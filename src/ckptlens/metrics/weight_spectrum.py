@@ -147,20 +147,20 @@ def _rank_denominator(ctx: WeightContext, r) -> float:
     return float(r)
 
 
-@metric("frobenius_norm", label="Frobenius norm ‖W‖_F", family="weight_spectrum")
+@metric("frobenius_norm", label="Frobenius norm ‖W‖_F")
 def frobenius_norm(ctx: WeightContext) -> float:
     """Frobenius norm ‖W‖_F."""
     return float(np.sqrt(np.sum(ctx.singular_values**2)))
 
 
-@metric("spectral_norm", label="spectral norm ‖W‖₂", family="weight_spectrum")
+@metric("spectral_norm", label="spectral norm ‖W‖₂")
 def spectral_norm(ctx: WeightContext) -> float:
     """Spectral norm ‖W‖₂, the largest singular value."""
     s = ctx.singular_values
     return float(s[0]) if s.size else 0.0
 
 
-@metric("stable_rank", label="stable rank ‖W‖²_F / ‖W‖²₂", family="weight_spectrum")
+@metric("stable_rank", label="stable rank ‖W‖²_F / ‖W‖²₂")
 def stable_rank(ctx: WeightContext) -> float:
     """Stable rank ‖W‖²_F / ‖W‖²₂ (0 for the zero matrix)."""
     s = ctx.singular_values
@@ -169,7 +169,7 @@ def stable_rank(ctx: WeightContext) -> float:
     return float(np.sum((s / s[0]) ** 2))
 
 
-@metric("effective_rank", label="effective rank", family="weight_spectrum")
+@metric("effective_rank", label="effective rank")
 def effective_rank(ctx: WeightContext) -> float:
     """Effective rank exp(H(p)), p_i = σ_i / Σσ_j (Roy & Vetterli, 2007)."""
     s = ctx.singular_values
@@ -184,13 +184,7 @@ def _check_r(params):
     check_positive_int("proportional_effective_rank", "r", params["r"], allow=("min",))
 
 
-@metric(
-    "proportional_effective_rank",
-    label="effective rank / dimension",
-    family="weight_spectrum",
-    validate=_check_r,
-    r="min",
-)
+@metric("proportional_effective_rank", label="effective rank / dimension", validate=_check_r)
 def proportional_effective_rank(ctx: WeightContext, r="min") -> float:
     """Proportional effective rank ER / r, r = min(m, n) or a configured dimension."""
     return effective_rank(ctx) / _rank_denominator(ctx, r)
@@ -270,7 +264,7 @@ def _check_k(params):
     check_positive_int("screenot_rank", "k", params["k"], allow=("auto",))
 
 
-@metric("screenot_rank", label="ScreeNOT rank", family="weight_spectrum", validate=_check_k, k="auto")
+@metric("screenot_rank", label="ScreeNOT rank", validate=_check_k)
 def screenot_rank(ctx: WeightContext, k="auto") -> float:
     """Rank estimated by ScreeNOT adaptive hard thresholding (k: upper bound on the signal rank)."""
     return float(screenot_rank_of(ctx.singular_values, ctx.w.shape, k))
@@ -288,37 +282,21 @@ def _check_estimator(name):
     return check
 
 
-@metric(
-    "alpha",
-    label="ESD power-law exponent α",
-    family="weight_spectrum",
-    validate=_check_estimator("alpha"),
-    estimator="ww",
-)
+@metric("alpha", label="ESD power-law exponent α", validate=_check_estimator("alpha"))
 def alpha(ctx: WeightContext, estimator="ww") -> float:
     """Power-law exponent α of the tail of the ESD, p(λ) ∝ λ^(−α) for λ ≥ xmin (α from the MLE
     1 + n/Σ ln(λ_j/xmin); xmin by WeightWatcher's KS search, or the median for "hill")."""
     return ctx.power_law(estimator).alpha
 
 
-@metric(
-    "alpha_xmin",
-    label="xmin of the ESD power-law fit (λ)",
-    family="weight_spectrum",
-    validate=_check_estimator("alpha_xmin"),
-    estimator="ww",
-)
+@metric("alpha_xmin", label="xmin of the ESD power-law fit (λ)", validate=_check_estimator("alpha_xmin"))
 def alpha_xmin(ctx: WeightContext, estimator="ww") -> float:
     """The eigenvalue xmin where the fitted power-law tail of the ESD starts (WW "xmin")."""
     return ctx.power_law(estimator).xmin
 
 
 @metric(
-    "alpha_ks_distance",
-    label="KS distance D of the ESD power-law fit",
-    family="weight_spectrum",
-    validate=_check_estimator("alpha_ks_distance"),
-    estimator="ww",
+    "alpha_ks_distance", label="KS distance D of the ESD power-law fit", validate=_check_estimator("alpha_ks_distance")
 )
 def alpha_ks_distance(ctx: WeightContext, estimator="ww") -> float:
     """Fit quality D = max_j |1 − (λ_j/xmin)^(1−α) − j/n| over the tail (WW "D"; lower is better)."""
@@ -332,31 +310,25 @@ def _log_lambda_max(ctx: WeightContext) -> float:
     return math.log10(float(lam[0]))
 
 
-@metric(
-    "alpha_weighted",
-    label="weighted alpha α·log10 λ_max",
-    family="weight_spectrum",
-    validate=_check_estimator("alpha_weighted"),
-    estimator="ww",
-)
+@metric("alpha_weighted", label="weighted alpha α·log10 λ_max", validate=_check_estimator("alpha_weighted"))
 def alpha_weighted(ctx: WeightContext, estimator="ww") -> float:
     """α·log10 λ_max, λ_max = σ_max² (WW "alpha_weighted", AlphaPruning/TempBalance "alphahat")."""
     return ctx.power_law(estimator).alpha * _log_lambda_max(ctx)
 
 
-@metric("log_spectral_norm", label="log10 λ_max = log10 ‖W‖₂²", family="weight_spectrum")
+@metric("log_spectral_norm", label="log10 λ_max = log10 ‖W‖₂²")
 def log_spectral_norm(ctx: WeightContext) -> float:
     """log10 λ_max = 2·log10 σ_max: WeightWatcher's "log_spectral_norm" (of the squared norm)."""
     return _log_lambda_max(ctx)
 
 
-@metric("mp_softrank", label="MP soft rank λ₊ / λ_max", family="weight_spectrum")
+@metric("mp_softrank", label="MP soft rank λ₊ / λ_max")
 def mp_softrank(ctx: WeightContext) -> float:
     """λ₊/λ_max with λ₊ = σ²(1 + 1/√Q)² the bulk edge of WW's Marchenko–Pastur fit (can exceed 1)."""
     return ctx.mp().softrank
 
 
-@metric("num_spikes", label="eigenvalues above the MP bulk edge", family="weight_spectrum")
+@metric("num_spikes", label="eigenvalues above the MP bulk edge")
 def num_spikes(ctx: WeightContext) -> float:
     """#{λ > λ₊ + √TW}: eigenvalues above WW's MP bulk edge and Tracy–Widom margin (WW "num_spikes")."""
     return float(ctx.mp().num_spikes)
@@ -365,7 +337,7 @@ def num_spikes(ctx: WeightContext) -> float:
 # ---------------------------------------------------------------- pico-analyze's weight metrics
 
 
-@metric("condition_number", label="condition number σ_max / σ_min", family="weight_spectrum")
+@metric("condition_number", label="condition number σ_max / σ_min")
 def condition_number(ctx: WeightContext) -> float:
     """σ_max/σ_min over the min(m, n) singular values (pico-analyze ``condition_number``). A matrix
     with σ_min ≤ max(m, n)·ε·σ_max is singular to float64 precision: NaN with a warning (pico gives
@@ -380,13 +352,13 @@ def condition_number(ctx: WeightContext) -> float:
     return float(s[0] / s[-1])
 
 
-@metric("nuclear_norm", label="nuclear norm ‖W‖_*", family="weight_spectrum")
+@metric("nuclear_norm", label="nuclear norm ‖W‖_*")
 def nuclear_norm(ctx: WeightContext) -> float:
     """Nuclear (trace) norm ‖W‖_* = Σσ_i (pico-analyze ``norm`` with ``norm_type: nuclear``)."""
     return float(ctx.singular_values.sum())
 
 
-@metric("gini", label="Gini coefficient of |W|", family="weight_spectrum")
+@metric("gini", label="Gini coefficient of |W|")
 def gini(ctx: WeightContext) -> float:
     """Gini coefficient of the magnitudes: with x = |w| sorted ascending (N entries),
     G = Σ_i (2i − N − 1)·x_i / (N·Σx) ∈ [0, 1) (pico-analyze ``gini``; 0: all equal, → 1: sparse).
@@ -400,7 +372,7 @@ def gini(ctx: WeightContext) -> float:
     return float(np.dot(coef, x.astype(np.float64, copy=False)) / (n * total))
 
 
-@metric("hoyer", label="Hoyer sparsity of W", family="weight_spectrum")
+@metric("hoyer", label="Hoyer sparsity of W")
 def hoyer(ctx: WeightContext) -> float:
     """Hoyer (2004) sparsity (√N − ‖w‖₁/‖w‖₂)/(√N − 1) of the N entries ∈ [0, 1] (pico-analyze
     ``hoyer``; 0: all magnitudes equal, 1: one nonzero entry). The all-zero matrix and N = 1 are NaN

@@ -135,7 +135,7 @@ def _two_nearest(x: np.ndarray, candidates: int = 6) -> tuple[np.ndarray, np.nda
     return r1, r2
 
 
-@metric("activation_norm", label="mean activation norm", family="activation_spectrum")
+@metric("activation_norm", label="mean activation norm")
 def activation_norm(ctx: ActivationStatsContext) -> float:
     """Mean Euclidean norm of the layer's output vectors over the probe samples."""
     return float(ctx.row_norms.mean()) if ctx.row_norms.size else float("nan")
@@ -146,12 +146,7 @@ def _check_pca(params):
 
 
 @metric(
-    "activation_pca_evr",
-    label="explained variance ratio of activation PCs",
-    family="activation_spectrum",
-    validate=_check_pca,
-    outputs=pc_suffixes,
-    n_components=5,
+    "activation_pca_evr", label="explained variance ratio of activation PCs", validate=_check_pca, outputs=pc_suffixes
 )
 def activation_pca_evr(ctx: ActivationStatsContext, n_components=5) -> dict:
     """Explained-variance ratios of the top principal components of the layer's activations."""
@@ -175,13 +170,7 @@ def _check_rankme(params):
     check_choice("rankme", "variant", params["variant"], ("garrido", "covariance"))
 
 
-@metric(
-    "rankme",
-    label="RankMe effective rank",
-    family="activation_spectrum",
-    validate=_check_rankme,
-    variant="garrido",
-)
+@metric("rankme", label="RankMe effective rank", validate=_check_rankme)
 def rankme(ctx: ActivationStatsContext, variant="garrido") -> float:
     """RankMe = exp(−Σ p log p), p = s/‖s‖₁ + 1e-7; s = σ of the raw activations (Garrido et al.)
     or the top-2048 centred covariance eigenvalues (variant "covariance", reptrix)."""
@@ -210,13 +199,7 @@ def _check_ranks(params):
         _fail("alpha_req", "ranks", f"must be [first, last] 1-based ranks with 1 <= first < last, not {r!r}")
 
 
-@metric(
-    "alpha_req",
-    label="α-ReQ eigenspectrum decay α",
-    family="activation_spectrum",
-    validate=_check_ranks,
-    ranks=[11, 100],
-)
+@metric("alpha_req", label="α-ReQ eigenspectrum decay α", validate=_check_ranks)
 def alpha_req(ctx: ActivationStatsContext, ranks=(11, 100)) -> float:
     """Decay α of λ_r/Σλ ∝ r^(−α) (α-ReQ), weighted least squares on log λ_r vs −log r, weight 1/r,
     over ranks r0 … r1 of the centred covariance spectrum (top min(2048, n, d) eigenvalues)."""
@@ -240,7 +223,7 @@ def alpha_req(ctx: ActivationStatsContext, ranks=(11, 100)) -> float:
 # ---------------------------------------------------------------- anisotropy
 
 
-@metric("anisotropy", label="anisotropy (mean cosine between tokens)", family="activation_spectrum")
+@metric("anisotropy", label="anisotropy (mean cosine between tokens)")
 def anisotropy(ctx: ActivationStatsContext) -> float:
     """Mean cosine between distinct rows, (‖Σ x̂_i‖² − n)/(n(n−1)) (Ethayarajh 2019), zero rows out."""
     n = int(np.sum(ctx.row_norms > 0))
@@ -249,11 +232,7 @@ def anisotropy(ctx: ActivationStatsContext) -> float:
     return float((np.dot(ctx.unit_sum, ctx.unit_sum) - n) / (n * (n - 1)))
 
 
-@metric(
-    "anisotropy_microscope",
-    label="anisotropy (LLM-Microscope: PC1 variance ratio)",
-    family="activation_spectrum",
-)
+@metric("anisotropy_microscope", label="anisotropy (LLM-Microscope: PC1 variance ratio)")
 def anisotropy_microscope(ctx: ActivationStatsContext) -> float:
     """LLM-Microscope's anisotropy σ₁²/Σσ² of the centred activations (= activation_pca_evr.pc1)."""
     ev = ctx.covariance_eigenvalues
@@ -304,13 +283,7 @@ def _check_id(params):
     check_choice("intrinsic_dimension", "variant", params["variant"], ("microscope", "twonn"))
 
 
-@metric(
-    "intrinsic_dimension",
-    label="intrinsic dimension (TwoNN)",
-    family="activation_spectrum",
-    validate=_check_id,
-    variant="microscope",
-)
+@metric("intrinsic_dimension", label="intrinsic dimension (TwoNN)", validate=_check_id)
 def intrinsic_dimension(ctx: ActivationStatsContext, variant="microscope") -> float:
     """TwoNN intrinsic dimension, d = Σ log μ·(−log(1−F)) / Σ (log μ)², μ = r2/r1 (module docstring)."""
     r1, r2 = ctx.neighbour_ratios
@@ -326,13 +299,7 @@ def _check_tau(params):
         _fail("dormant_fraction", "tau", f"must be a number >= 0, not {t!r}")
 
 
-@metric(
-    "dormant_fraction",
-    label="fraction of τ-dormant units",
-    family="activation_spectrum",
-    validate=_check_tau,
-    tau=0.025,
-)
+@metric("dormant_fraction", label="fraction of τ-dormant units", validate=_check_tau)
 def dormant_fraction(ctx: ActivationStatsContext, tau=0.025) -> float:
     """Fraction of units with E|h_i| / mean_k E|h_k| ≤ τ over the probe samples (ReDo's τ-dormant)."""
     m = ctx.mean_abs
