@@ -176,3 +176,17 @@ def test_attention_probabilities_of_the_demo_transformer(checkpoint, tmp_path):
 def test_open_model_tells_the_models_apart(checkpoint):
     pm = open_model(checkpoint, {"batch_size": 2, "n_batches": 1, "seed": 0}, device="cpu")
     assert pm.kind == "toy" and "blocks.0.attn" in pm.modules and pm.loss is not None
+
+
+def test_a_bad_checkpoint_in_a_series_is_a_checkpoint_error_naming_it(checkpoint, tmp_path):
+    """The weights of every checkpoint of a series go through the project's one reader: a file that
+    is not safetensors fails with its name, not with the parser's bare message."""
+    from ckptlens.store.records import CheckpointError
+
+    bad = tmp_path / "step9.safetensors"
+    bad.write_bytes(b"PK\x03\x04 not a safetensors file")
+    probe = {"batch_size": 2, "n_batches": 1, "seed": 0}
+    outs = [{"activations": str(tmp_path / f"a{i}.safetensors")} for i in range(2)]
+    with pytest.raises(CheckpointError, match=r"step9\.safetensors.*zip archive"):
+        extract_models([checkpoint, bad], {"activations": ["blocks.*"]}, probe, outs, device="cpu")
+    assert (tmp_path / "a0.safetensors").exists()

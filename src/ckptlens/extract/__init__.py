@@ -5,7 +5,8 @@ metrics need.
 * activations, weight gradients and activation gradients (:mod:`.model`): one model built per
   series of checkpoints, its weights swapped per checkpoint, run on fixed probe batches; hook
   capture in :mod:`.capture`, the same for every model — the models trained here
-  (:mod:`.trained_model`) and Hugging Face ``transformers`` models (:mod:`.hf_model`).
+  (:mod:`.trained_model`) and Hugging Face ``transformers`` models (:mod:`.hf_model`), the
+  families of :data:`.model.MODEL_FAMILIES`, each giving a :class:`.probed.ProbedModel`.
 
 Importing :mod:`.weights` or :mod:`.model` does not import torch; running a model does.
 """

@@ -5,7 +5,7 @@ offline from a checkpoint, with their probe batches and training loss: what
 Everything is offline: the model is built from its ``config.json`` content
 (``AutoConfig.for_model``, ``AutoModel*.from_config``, eager attention, float32) and its weights are
 loaded with ``load_state_dict`` from the checkpoint (a safetensors file of the full state dict, or any
-file/folder :func:`ckptlens.checkpoint_io.open_checkpoint` reads — so pickles stay refused).
+file/folder :func:`ckptlens.sources.readers.open_checkpoint` reads — so pickles stay refused).
 
 Model class and training objective (decided from the state dict and the config, in this order):
 
@@ -26,7 +26,7 @@ Model class and training objective (decided from the state dict and the config, 
   initialised head would not be a property of the checkpoint, so gradients are refused with an
   error that says so.
 
-Naming: target patterns are matched (``ckptlens.patterns.select``) against the model's module names
+Naming: target patterns are matched (``ckptlens.store.patterns.select``) against the model's module names
 *as the checkpoint names them* — the same names the weight extraction and the adapters use — and the
 output keys use those names. ``transformers`` 5 names a few modules differently from published
 checkpoints; the differences handled are:
@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import ExtractionError, ProbedModel
+from .probed import ExtractionError, ModelFamily, ProbedModel
 
 CAUSAL_LM = "causal_lm"
 SEQUENCE_CLASSIFICATION = "sequence_classification"
@@ -519,7 +519,7 @@ def loss_fn(model, kind: str, batch: dict, device=None):
 
 def open_hf_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | None = None):
     """The Hugging Face model of ``checkpoint`` with its probe as a
-    :class:`~ckptlens.extract.model.ProbedModel` (weights not yet loaded). A masked LM's loss uses
+    :class:`~ckptlens.extract.probed.ProbedModel` (weights not yet loaded). A masked LM's loss uses
     the probe batches with 15 % of the real tokens masked (see :func:`_mask_for_mlm`); its
     activations are taken on the unmasked batch."""
     hf = HFModel(checkpoint, hf_config, device)
@@ -569,3 +569,8 @@ def open_hf_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | 
         attention_modules=attention,
         attentions=attentions if attention else None,
     )
+
+
+#: any checkpoint not recognised by an earlier family: tried last, it accepts everything (a checkpoint
+#: that is not a transformers model fails when opened, with an error that says why)
+TRANSFORMERS = ModelFamily("transformers", lambda checkpoint, hf_config=None: True, open_hf_model)

@@ -1,11 +1,10 @@
 """Activations, gradients and activation gradients of checkpoints: one model, built once, the
 checkpoints' weights loaded in turn, each run on the same fixed probe batches.
 
-:class:`ProbedModel` is what extraction needs of a model, whatever it is: the model, the names of
-its modules as the checkpoint calls them, the probe batches, how to run a batch, its training loss
-on batch i, which rows of a [batch, position] output are real tokens, and how many outputs it has.
-:func:`open_model` builds one from a checkpoint — a model trained here (:mod:`.trained_model`) or a
-Hugging Face ``transformers`` model (:mod:`.hf_model`), told apart by the checkpoint's metadata.
+:class:`~.probed.ProbedModel` is what extraction needs of a model, whatever it is (see
+:mod:`.probed`). :func:`open_model` builds one from a checkpoint with the first family of
+:data:`MODEL_FAMILIES` that recognises it — a model trained here (:mod:`.trained_model`, told apart
+by the checkpoint's metadata) or else a Hugging Face ``transformers`` model (:mod:`.hf_model`).
 :func:`extract_model` is the job: one checkpoint's extractions, or (:func:`extract_models`) a series
 of checkpoints of one model, which is then built once.
 """
@@ -13,53 +12,29 @@ of checkpoints of one model, which is then built once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 
 from ..store.failures import naming_source
 from ..store.patterns import select
-from ..store.tensors import SafetensorsFile, write_tensors
+from ..store.tensors import write_tensors
+from .hf_model import TRANSFORMERS
+from .probed import ExtractionError, ModelFamily, ProbedModel
+from .trained_model import TRAINED
 
 KINDS = ("activations", "gradients", "activation_gradients", "attentions")
 
-
-class ExtractionError(ValueError):
-    """A checkpoint, config, probe or target that cannot be turned into a model run; the message
-    names it."""
-
-
-@dataclass
-class ProbedModel:
-    model: object  # torch.nn.Module
-    modules: dict[str, str]  # checkpoint module name -> model module name
-    params: list[str]  # checkpoint names of the modules that own a weight (gradient targets)
-    batches: list  # probe batches, on the model's device
-    forward: Callable[[object], object]  # run one batch; returns the model's output
-    loss: Callable[[int], object] | None  # training loss on probe batch i (None: the model has none)
-    no_loss_reason: str
-    mask: Callable[[object], object]  # batch -> [batch, position] bool mask of real tokens, or None
-    n_outputs: int | None  # separate outputs (activation gradients), or None
-    transposed: Callable[[str], bool]  # model module name -> weight stored [in, out]
-    load: Callable[[str], None]  # put a checkpoint's weights into the model
-    kind: str  # what kind of model (for the files' metadata)
-    attention_modules: list[str] = field(default_factory=list)  # checkpoint names of the attention modules
-    # batch, chosen attention modules -> {module: probabilities [batch, heads, query, key]}; None: the
-    # model cannot expose them
-    attentions: Callable[[object, list[str]], dict] | None = None
+#: name -> model family, in recognition order ("transformers" last: it accepts any checkpoint)
+MODEL_FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (TRAINED, TRANSFORMERS)}
 
 
 def open_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | None = None) -> ProbedModel:
     """The model of ``checkpoint`` with its probe, weights not yet loaded (:attr:`ProbedModel.load`)."""
-    arch = (
-        SafetensorsFile(checkpoint).metadata.get("ckptlens_arch") if str(checkpoint).endswith(".safetensors") else None
+    for family in MODEL_FAMILIES.values():
+        if family.recognises(checkpoint, hf_config):
+            return family.open(checkpoint, probe, device, hf_config)
+    raise ExtractionError(  # pragma: no cover  ("transformers" recognises every checkpoint)
+        f"{checkpoint}: no model family recognises it (families: {', '.join(MODEL_FAMILIES)})"
     )
-    if arch in ("toy", "mlp") and hf_config is None:
-        from .trained_model import open_trained_model
-
-        return open_trained_model(checkpoint, probe, device)
-    from .hf_model import open_hf_model
-
-    return open_hf_model(checkpoint, probe, device, hf_config)
 
 
 def _chosen(targets: Mapping, kind: str, names: Sequence[str], checkpoint) -> list[str]:

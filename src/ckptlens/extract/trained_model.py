@@ -1,13 +1,19 @@
 """The models trained here (the demo transformer, the two-output MLP) as probed models: rebuilt
-from a checkpoint's own metadata, probed with batches of their own task."""
+from a checkpoint's own metadata, probed with batches of their own task. :data:`TRAINED` is their
+entry in :data:`ckptlens.extract.model.MODEL_FAMILIES`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 
+import numpy as np
+
 from ..store.tensors import SafetensorsFile
-from .model import ExtractionError, ProbedModel
+from .probed import ExtractionError, ModelFamily, ProbedModel
+
+#: the ``ckptlens_arch`` metadata values of the checkpoints trained here (see :func:`_build`)
+ARCHS = ("toy", "mlp")
 
 
 def load_trained(checkpoint, device=None):
@@ -39,10 +45,24 @@ def _build(checkpoint):
 
 
 def _load(model, checkpoint, device) -> None:
-    from safetensors.torch import load_file
+    import torch
 
-    model.load_state_dict(load_file(str(checkpoint)))
+    # the project's one reader: a bad file or a failure record is a CheckpointError naming the file
+    f = SafetensorsFile(checkpoint)
+    try:
+        state = {k: torch.from_numpy(np.array(f.get(k))) for k in f.keys}  # a copy: the mmap is read-only
+    finally:
+        f.close()
+    model.load_state_dict(state)
     model.to(device or "cpu").eval()
+
+
+def recognises(checkpoint, hf_config: Mapping | None = None) -> bool:
+    """A safetensors checkpoint trained here (by its ``ckptlens_arch`` metadata), unless a Hugging
+    Face config is given to build the model from."""
+    if not str(checkpoint).endswith(".safetensors"):
+        return False
+    return SafetensorsFile(checkpoint).metadata.get("ckptlens_arch") in ARCHS and hf_config is None
 
 
 def open_trained_model(checkpoint, probe: Mapping, device=None) -> ProbedModel:
@@ -82,3 +102,10 @@ def open_trained_model(checkpoint, probe: Mapping, device=None) -> ProbedModel:
         attention_modules=attention,
         attentions=attentions if attention else None,
     )
+
+
+def _open(checkpoint, probe: Mapping, device=None, hf_config: Mapping | None = None) -> ProbedModel:
+    return open_trained_model(checkpoint, probe, device)  # recognised only without an hf_config
+
+
+TRAINED = ModelFamily("trained", recognises, _open)
