@@ -7,9 +7,9 @@ from ckptlens.store.joblog import job_log
 with job_log(snakemake.log[0]):
     import torch
 
-    from ckptlens.sources import get_source
+    from ckptlens.sources.trained.train import train_run
 
     torch.set_num_threads(snakemake.threads)
     spec = json.loads(snakemake.params.source)
     files = {int(s): f for s, f in json.loads(snakemake.params.files).items()}
-    get_source(spec["type"]).train(spec, list(files), list(files.values()), snakemake.output.log_csv)
+    train_run(spec, list(files), list(files.values()), snakemake.output.log_csv)

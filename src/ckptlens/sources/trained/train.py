@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -12,10 +13,36 @@ import torch
 from ...store.atomic import atomic_path
 from ...store.tensors import write_tensors
 from ..devices import pick_device
+from .configs import TwoForcesConfig, train_settings
 from .induction import InductionTask, InductionTaskConfig
 from .transformer import AttnOnlyTransformer, ToyModelConfig
 
 LOG_COLUMNS = ["step", "loss", "id_error", "ood_error", "seconds"]
+
+
+def train_run(spec: Mapping, steps: list[int], paths: list, log_path) -> None:
+    """Train a trained run's model (its source ``spec``), writing ``paths[i]`` at ``steps[i]`` and the log to ``log_path``."""
+    t = train_settings(spec)
+    by_step = dict(zip(steps, paths))
+    settings = dict(
+        total_steps=t["steps"],
+        save_steps=list(steps),
+        checkpoint_path=lambda step: Path(by_step[step]),
+        log_path=Path(log_path),
+        batch_size=t["batch_size"],
+        lr=t["lr"],
+        weight_decay=t["weight_decay"],
+        log_every=t["log_every"],
+        seed=t["seed"],
+        data_seed=t["data_seed"],
+    )
+    if spec["type"] == "train_mlp":
+        train_two_forces(TwoForcesConfig(**spec.get("model", {})), **settings)
+    else:
+        model_cfg = ToyModelConfig(**spec.get("model", {}))
+        train_induction(
+            model_cfg, InductionTaskConfig(vocab_size=model_cfg.vocab_size, **spec.get("task", {})), **settings
+        )
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
