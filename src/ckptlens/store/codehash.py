@@ -9,6 +9,17 @@ while Snakemake parses the workflow. ``from ckptlens.pkg import name`` counts th
 ``pkg.name`` when there is one, and the package's ``__init__`` otherwise; importing a submodule
 does not count its package's ``__init__`` (a package that re-exports many modules would otherwise
 make every job depend on all of them).
+
+Registries (:data:`REGISTRIES`) register every kind by importing its modules from their package's
+``__init__`` (``from . import hub, local, trained``). A job that runs only some kinds of a registry
+names them (:func:`job_code`'s ``kinds``): that registry's registration imports are then not
+followed and the named kinds' modules are starting points instead (a metric job's family, a
+training job's ``ckptlens.sources.trained``), so editing the hub source does not retrain a run. A
+job that names no kinds of a registry it imports (one that reads every metric's label, say) keeps
+every kind in its closure.
+
+Files are named relative to the package (or, for a workflow script, as ``workflow/scripts/<name>``),
+so a hash does not depend on where the package is installed or how (wheel or editable checkout).
 """
 
 from __future__ import annotations
@@ -16,15 +27,17 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 PACKAGE = "ckptlens"
 _ROOT = Path(__file__).resolve().parents[1]  # src/ckptlens (or site-packages/ckptlens)
+#: packages whose ``__init__`` registers every kind of a registry with ``from . import a, b, …``
+REGISTRIES = ("ckptlens.metrics", "ckptlens.sources", "ckptlens.plots.studies")
 
 
 def module_file(module: str) -> Path | None:
-    """The source file of a ckptlens module (``ckptlens.metrics.weights``), None if there is none."""
+    """The source file of a ckptlens module (``ckptlens.metrics.weight_spectrum``), None if there is none."""
     parts = module.split(".")
     if parts[0] != PACKAGE:
         return None
@@ -44,8 +57,9 @@ def _module_of(path: Path) -> str:
 
 
 @functools.cache
-def _imports(path: Path) -> tuple[str, ...]:
-    """ckptlens modules imported anywhere in the file ``path``."""
+def _imports(path: Path, narrowed: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """ckptlens modules imported anywhere in the file ``path`` (for the ``__init__`` of a registry
+    in ``narrowed``, not its registration imports)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     try:
         here = _module_of(path)
@@ -53,7 +67,10 @@ def _imports(path: Path) -> tuple[str, ...]:
     except ValueError:  # a file outside the package (a workflow script)
         package = None
     found: list[str] = []
+    registrations = _registration_imports(tree) if package in narrowed and path.name == "__init__.py" else set()
     for node in ast.walk(tree):
+        if id(node) in registrations:
+            continue
         if isinstance(node, ast.Import):
             found += [a.name for a in node.names if a.name.split(".")[0] == PACKAGE]
         elif isinstance(node, ast.ImportFrom):
@@ -73,9 +90,35 @@ def _imports(path: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m for m in found if module_file(m) is not None))
 
 
-def closure(starts: Iterable[str | Path]) -> list[Path]:
+def _registration_imports(tree: ast.Module) -> set[int]:
+    """ids of a registry ``__init__``'s top-level ``from . import kind, …`` statements."""
+    return {
+        id(node) for node in tree.body if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+    }
+
+
+def file_name(path: Path) -> str:
+    """How a file is named in a hash: relative to the package, or ``workflow/scripts/<name>`` for a
+    workflow script (the workflow lives in the package when installed from a wheel, beside ``src/``
+    in a checkout), else its bare name."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(_ROOT).as_posix()
+    except ValueError:
+        pass
+    if path.parent.name == "scripts" and path.parent.parent.name == "workflow":
+        return f"workflow/scripts/{path.name}"
+    return path.name
+
+
+def closure(starts: Iterable[str | Path], narrowed: Iterable[str] = ()) -> list[Path]:
     """Source files of the modules (names) or files (paths) in ``starts`` and of every ckptlens
-    module they import, transitively; sorted."""
+    module they import, transitively, not following the registration imports of the registries in
+    ``narrowed``; sorted."""
+    narrowed = frozenset(narrowed)
+    unknown = narrowed - set(REGISTRIES)
+    if unknown:
+        raise ValueError(f"not a registry: {sorted(unknown)}")
     todo: list[Path] = []
     for s in starts:
         f = Path(s) if isinstance(s, Path) or str(s).endswith(".py") else module_file(str(s))
@@ -88,8 +131,26 @@ def closure(starts: Iterable[str | Path]) -> list[Path]:
         if f in seen:
             continue
         seen.add(f)
-        todo += [module_file(m).resolve() for m in _imports(f)]
+        todo += [module_file(m).resolve() for m in _imports(f, narrowed)]
     return sorted(seen)
+
+
+def job_code_files(script: str | Path, kinds: Mapping[str, Iterable[str]] | None = None) -> list[Path]:
+    """The files a job runs: the import closure of its ``script`` and of the modules of the
+    ``kinds`` it uses (registry package -> the kinds' module names); see the module docstring."""
+    kinds = kinds or {}
+    return closure([script, *(m for mods in kinds.values() for m in mods)], narrowed=kinds)
+
+
+def job_code(script: str | Path, kinds: Mapping[str, Iterable[str]] | None = None) -> str:
+    """The code parameter of every workflow job: a hash of :func:`job_code_files`."""
+    key = tuple(sorted((reg, tuple(sorted(set(mods)))) for reg, mods in (kinds or {}).items()))
+    return _job_code(Path(script).resolve() if str(script).endswith(".py") else str(script), key)
+
+
+@functools.cache
+def _job_code(script: str | Path, kinds: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+    return _hash(job_code_files(script, dict(kinds)))
 
 
 @functools.cache
@@ -97,12 +158,12 @@ def code_hash(*starts: str | Path) -> str:
     """A short hash of the import closure of ``starts`` (module names or file paths); see the
     module docstring. A script file in ``starts`` is part of the hash too. Cached for the process
     (Snakemake asks once per job while it builds the DAG)."""
+    return _hash(closure(starts))
+
+
+def _hash(files: Iterable[Path]) -> str:
     h = hashlib.sha256()
-    for f in closure(starts):
-        try:
-            name = f.relative_to(_ROOT).as_posix()
-        except ValueError:
-            name = f.name
-        h.update(name.encode())
+    for f in files:
+        h.update(file_name(f).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
