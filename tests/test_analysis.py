@@ -160,6 +160,19 @@ def test_pca_layer_mean_uses_layers_finite_at_every_step():
     assert any("'a'" in n and "l.2" in n and "layer mean" in n for n in notes)
 
 
+
+def test_pca_layer_mean_note_counts_the_layers_nan_steps():
+    """A metric undefined at the first step (no previous checkpoint) in every layer: the note says
+    each layer is NaN at 1 of the steps, not only that the mean is NaN at all of them."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(len(STEPS), 3))
+    a[0, :] = np.nan
+    b = rng.normal(size=(len(STEPS), 3))
+    table = make_table({"a": a, "b": b}, layers=["l.0", "l.1", "l.2"])
+    _, _, notes = pca_explained_variance(table)
+    note = next(n for n in notes if "layer_mean" in n and "'a'" in n and "no layer" in n)
+    assert f"at 1 of {len(STEPS)} step(s)" in note and "3 layer(s)" in note
+
 def test_pca_rejects_several_runs(synthetic):
     table, _ = synthetic
     two = pd.concat([table, table.assign(run="other")])

@@ -86,6 +86,16 @@ def _layer_mean_matrix(df: pd.DataFrame, steps: np.ndarray, notes: list[str], pr
                 f"{prefix}: metric {metric!r}: {len(excluded)} layer(s) not finite at every step "
                 f"left out of the layer mean: {excluded[:5]}{' ...' if len(excluded) > 5 else ''}"
             )
+        elif excluded:
+            # Say how the layers are NaN, not only that their mean is: a metric undefined at the
+            # first step (no previous checkpoint) is NaN at 1 step of each layer, not at all of them.
+            bad = (~np.isfinite(wide.to_numpy(dtype=float))).sum(axis=0)
+            at = f"{bad.min()}" if bad.min() == bad.max() else f"{bad.min()}–{bad.max()}"
+            notes.append(
+                f"{prefix}: metric {metric!r}: no layer is finite at every step (each of its "
+                f"{len(excluded)} layer(s) is NaN/Inf or missing at {at} of {len(steps)} step(s)), so the "
+                "mean over layers is left undefined"
+            )
         columns[metric] = mean_over_layers(wide)
     return pd.DataFrame(columns, index=steps)
 
