@@ -27,6 +27,8 @@ from safetensors.numpy import save_file
 
 from ckptlens import cli
 from ckptlens import config as ckcfg
+from ckptlens.cli import run as cli_run
+from ckptlens.cli.init import probe_text
 
 D, H, L, V, FF = 16, 4, 2, 40, 32
 
@@ -261,7 +263,7 @@ def test_init_writes_a_valid_commented_config_one_run_per_path(tmp_path):
     ]
     assert a["targets"]["activations"] == ["gpt_neox.layers.*"]
     assert a["probe"]["text"] == "probe.txt" and a["probe"]["tokenizer"].endswith("seed0/out/checkpoint-5")
-    assert (work / "probe.txt").read_text() == cli.PROBE_TEXT
+    assert (work / "probe.txt").read_text() == probe_text()
     assert "activations" not in b["targets"] and "probe" not in b
     assert b["metrics"] == [
         "frobenius_norm",
@@ -310,7 +312,7 @@ def test_run_hands_the_packaged_workflow_to_snakemake(tmp_path, monkeypatch):
     cfg = _config(tmp_path)
     monkeypatch.chdir(tmp_path)
     wf = ckcfg.WORKFLOW_DIR
-    cmd = cli.snakemake_command(str(cfg), ["--cores", "2", "results/runs/r/metrics.parquet"])
+    cmd = cli_run.snakemake_command(str(cfg), ["--cores", "2", "results/runs/r/metrics.parquet"])
     assert cmd[:3] == [sys.executable, "-m", "snakemake"]
     assert cmd[3:9] == [
         "--snakefile",
@@ -321,13 +323,13 @@ def test_run_hands_the_packaged_workflow_to_snakemake(tmp_path, monkeypatch):
         f"--workflow-profile={wf / 'profiles' / 'default'}",
     ]
     assert cmd[9:] == ["--cores", "2", "results/runs/r/metrics.parquet"]
-    slurm = cli.snakemake_command(str(cfg), ["--profile", "slurm", "-j", "10"])
+    slurm = cli_run.snakemake_command(str(cfg), ["--profile", "slurm", "-j", "10"])
     assert f"--workflow-profile={wf / 'profiles' / 'slurm'}" in slurm and "--profile" not in slurm
     assert (wf / "profiles" / "slurm" / "config.yaml").is_file() and (wf / "Snakefile").is_file()
-    own = cli.snakemake_command(str(cfg), ["--workflow-profile", "mine"])
+    own = cli_run.snakemake_command(str(cfg), ["--workflow-profile", "mine"])
     assert not any(a.startswith("--workflow-profile=") for a in own) and own[-2:] == ["--workflow-profile", "mine"]
     with pytest.raises(cli.CLIError, match="not with --configfile"):
-        cli.snakemake_command(str(cfg), ["--configfile", "other.yaml"])
+        cli_run.snakemake_command(str(cfg), ["--configfile", "other.yaml"])
     printed = run_cli("run", cfg, "-n", cwd=tmp_path, env={"CKPTLENS_PRINT_COMMAND": "1"})
     assert printed.returncode == 0 and f"--configfile={cfg.resolve()}" in printed.stdout
 
@@ -381,7 +383,7 @@ def test_ctrl_c_reaches_snakemake_and_it_finishes_its_cleanup(tmp_path):
             """
         )
     )
-    wrapper = f"import sys; from ckptlens.cli import _wait; sys.exit(_wait([sys.executable, {str(child)!r}]))"
+    wrapper = f"import sys; from ckptlens.cli.run import _wait; sys.exit(_wait([sys.executable, {str(child)!r}]))"
     proc = subprocess.Popen([sys.executable, "-c", wrapper], start_new_session=True)
     deadline = time.time() + 60
     while not (tmp_path / "started").exists() and time.time() < deadline:

@@ -1,6 +1,6 @@
 """Architecture adapters (see :mod:`ckptlens.adapters.base` for the canonical names).
 
-    keys, get, meta = open_checkpoint(path)                 # ckptlens.checkpoint_io
+    keys, get, meta = open_checkpoint(path)                 # ckptlens.sources.readers
     adapter = get_adapter("auto", keys, metadata=meta)       # or "toy", "gpt_neox", "gpt2", "bert", "generic"
     for name, w in adapter.weight_matrices(keys, get, ["*.attention.dense", "*.head*.ov"]):
         ...

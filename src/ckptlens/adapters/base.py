@@ -34,6 +34,8 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
+from ..store.layers import layer_order
+
 Getter = Callable[[str], np.ndarray]
 Matcher = Callable[[str, str], bool]  # (pattern, name) -> bool
 
@@ -43,7 +45,7 @@ EMBED = "embed"
 
 
 def fnmatch_pattern(pattern: str, name: str) -> bool:
-    """Default matcher, (pattern, name) like ``ckptlens.patterns.matches``: fnmatch, case-sensitive."""
+    """Default matcher, (pattern, name) like ``ckptlens.store.patterns.matches``: fnmatch, case-sensitive."""
     return fnmatchcase(name, pattern)
 
 
@@ -233,8 +235,9 @@ class Adapter:
     def _attention_weights(self, keys: Sequence[str], get: Getter, module: str) -> AttentionWeights:
         raise NotImplementedError
 
-    def _transposed(self, key: str) -> bool:
-        """Whether the 2-D tensor ``key`` is stored [in, out] (GPT-2 Conv1D)."""
+    def transposed(self, key: str) -> bool:
+        """Whether the 2-D tensor ``key`` is stored [in, out] (GPT-2 Conv1D): its canonical
+        [out, in] matrix is its transpose."""
         return False
 
     def _is_matrix_key(self, key: str, shapes: Mapping[str, Sequence[int]]) -> bool:
@@ -269,7 +272,32 @@ class Adapter:
 
     def layer_names(self, keys: Sequence[str], shapes: Mapping[str, Sequence[int]] | None = None) -> list[str]:
         """Every name :meth:`weight_matrices` can yield, without reading any tensor."""
-        return [name for name, _ in self._plan(keys, shapes)]
+        return [name for name, _ in self.plan(keys, shapes)]
+
+    def plan(self, keys: Sequence[str], shapes: Mapping[str, Sequence[int]] | None = None) -> list[tuple[str, object]]:
+        """What :meth:`weight_matrices` can yield, without reading any tensor: [(name, source)],
+        source = a state-dict key (a stored matrix; :meth:`transposed` says whether it is stored
+        [in, out]), or (attention module, head, piece)."""
+        shapes = {**self.shapes, **{k: tuple(v) for k, v in (shapes or {}).items()}}
+        keys = list(keys)
+        plan: list[tuple[str, object]] = []
+        seen: set[str] = set()
+        ek = self.embed_key(keys)
+        if ek is not None:
+            plan.append((EMBED, ek))
+            seen.add(EMBED)
+        for k in keys:
+            if self._is_matrix_key(k, shapes):
+                n = module_name(k)
+                if n not in seen:
+                    plan.append((n, k))
+                    seen.add(n)
+        if self.heads_available:
+            for module in self._attention_modules(keys):
+                for h in range(self.n_heads):
+                    for which in HEAD_PIECES:
+                        plan.append((f"{module}.head{h}.{which}", (module, h, which)))
+        return plan
 
     def weight_matrices(
         self,
@@ -292,7 +320,7 @@ class Adapter:
         else:
             pats = [patterns] if isinstance(patterns, str) else list(patterns)
             wanted = lambda n: any(match(p, n) for p in pats)  # noqa: E731
-        plan = self._plan(keys, shapes)
+        plan = self.plan(keys, shapes)
         if not self.heads_available and not callable(patterns) and patterns is not None:
             names = [n for n, _ in plan]
             lost = [p for p in pats if _HEAD_PATTERN.search(p) and not any(match(p, n) for n in names)]
@@ -314,7 +342,7 @@ class Adapter:
                 continue
             if w.ndim > 2:
                 w = w.reshape(w.shape[0], -1)
-            if self._transposed(src):
+            if self.transposed(src):
                 w = w.T
             yield name, _f32(w)
         for module, wanted_pieces in attn.items():
@@ -332,7 +360,7 @@ class Adapter:
         if self.block_pattern is None:
             return _largest_module_list(names)
         rx = re.compile(self.block_pattern)
-        return _sort_numeric([n for n in names if rx.search(n)])
+        return layer_order({n for n in names if rx.search(n)})  # depth order, duplicates dropped
 
     def head_shapes(self, keys: Sequence[str], shapes: Mapping[str, Sequence[int]], module: str) -> dict[str, tuple]:
         """Shapes of one attention module's head pieces (``q``/``k``/``v``: [d_head, d_model], ``o``:
@@ -341,7 +369,7 @@ class Adapter:
         key = f"{module}.{self.attention_output}.weight" if self.attention_output else None
         if key is None or key not in shapes or not self.heads_available or len(shapes[key]) != 2:
             return {}
-        d_model, inner = shapes[key][::-1] if self._transposed(key) else shapes[key]
+        d_model, inner = shapes[key][::-1] if self.transposed(key) else shapes[key]
         if inner % self.n_heads:
             return {}
         dh = inner // self.n_heads
@@ -412,36 +440,6 @@ class Adapter:
         if not self.heads_available:
             raise ValueError(f"adapter {self.name!r}: the number of attention heads is unknown; pass n_heads")
 
-    def _plan(self, keys: Sequence[str], shapes=None) -> list[tuple[str, object]]:
-        """[(name, source)], source = a state-dict key, or (attention module, head, piece)."""
-        shapes = {**self.shapes, **{k: tuple(v) for k, v in (shapes or {}).items()}}
-        keys = list(keys)
-        plan: list[tuple[str, object]] = []
-        seen: set[str] = set()
-        ek = self.embed_key(keys)
-        if ek is not None:
-            plan.append((EMBED, ek))
-            seen.add(EMBED)
-        for k in keys:
-            if self._is_matrix_key(k, shapes):
-                n = module_name(k)
-                if n not in seen:
-                    plan.append((n, k))
-                    seen.add(n)
-        if self.heads_available:
-            for module in self._attention_modules(keys):
-                for h in range(self.n_heads):
-                    for which in HEAD_PIECES:
-                        plan.append((f"{module}.head{h}.{which}", (module, h, which)))
-        return plan
-
-
-def _sort_numeric(names: Iterable[str]) -> list[str]:
-    def key(n: str):
-        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in n.split(".")]
-
-    return sorted(set(names), key=key)
-
 
 def _largest_module_list(names: Sequence[str]) -> list[str]:
     """The children of the container with the most integer-named children (a ModuleList of blocks)."""
@@ -453,7 +451,7 @@ def _largest_module_list(names: Sequence[str]) -> list[str]:
     if not children:
         return []
     best = max(children.values(), key=len)
-    return _sort_numeric(best)
+    return layer_order(set(best))
 
 
 def warn_no_heads(adapter: Adapter) -> None:

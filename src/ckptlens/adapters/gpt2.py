@@ -29,7 +29,7 @@ class GPT2Adapter(Adapter):
     def detect(cls, keys: list[str]) -> bool:
         return any(_CATTN.match(k) for k in keys)
 
-    def _transposed(self, key: str) -> bool:
+    def transposed(self, key: str) -> bool:
         return key.endswith(".weight") and module_name(key).rsplit(".", 1)[-1] in _CONV1D
 
     def _attention_modules(self, keys: Sequence[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The project's own attention-only transformer (``ckptlens.toy.model``).
+"""The project's own attention-only transformer (``ckptlens.sources.trained.transformer``).
 
 Keys: ``embed.weight`` [vocab, d], ``blocks.{i}.attn.{q,k,v,o}_proj.weight`` (bias-free nn.Linear,
 [d, d]; head h = rows h·dh:(h+1)·dh of q/k/v and the same columns of o), ``unembed.weight``.

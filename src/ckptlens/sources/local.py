@@ -93,11 +93,16 @@ def _stem(p: Path) -> str:
     return p.name if p.is_dir() else p.name[: -len(p.suffix)] if p.suffix else p.name
 
 
+def is_glob(raw: str) -> bool:
+    """Whether a configured path is a glob (has ``*``, ``?`` or ``[``) rather than a folder."""
+    return bool(_GLOB_CHARS.search(raw))
+
+
 def _base_of_glob(pattern: str) -> Path:
     parts = Path(pattern).parts
     fixed = []
     for part in parts:
-        if _GLOB_CHARS.search(part):
+        if is_glob(part):
             break
         fixed.append(part)
     return Path(*fixed) if fixed else Path(".")
@@ -155,7 +160,7 @@ def scan(spec: Mapping | str | Path) -> Discovery:
     step_rx = _compile_step_pattern(spec["step_pattern"]) if spec.get("step_pattern") else None
     skipped: list[tuple[str, str]] = []
 
-    if _GLOB_CHARS.search(raw):
+    if is_glob(raw):
         base = _base_of_glob(raw)
         candidates = [Path(p) for p in sorted(_glob.glob(raw, recursive=True))]
         for p in candidates:
@@ -249,7 +254,7 @@ def _found(spec: Mapping) -> dict[int, Path]:
     """:func:`discover`, once per folder state: the workflow asks for every step of every chunk
     while it is parsed (a folder's mtime changes when an entry is added or removed)."""
     raw = str(spec["path"])
-    folder = _base_of_glob(raw) if _GLOB_CHARS.search(raw) else Path(raw)
+    folder = _base_of_glob(raw) if is_glob(raw) else Path(raw)
     try:
         stamp = folder.stat().st_mtime_ns
     except OSError:

@@ -48,6 +48,13 @@ CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
 # Hugging Face save_pretrained weight files, in order of preference
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+#: what a save_pretrained folder is read from: the first of these it holds (safetensors before pickles)
+HF_FOLDER_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "weights")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -118,10 +125,17 @@ def open_checkpoint(path) -> Checkpoint:
     )
 
 
+def hf_weights_file(folder) -> Path | None:
+    """The file a save_pretrained folder's weights are read from (a weight file or a shard index:
+    the first of :data:`HF_FOLDER_FILES` it holds); None where it holds none. Nothing is opened."""
+    folder = Path(folder)
+    return next((folder / n for n in HF_FOLDER_FILES if (folder / n).is_file()), None)
+
+
 def is_checkpoint_dir(path) -> bool:
     """Whether ``path`` is a folder holding Hugging Face save_pretrained weights."""
     path = Path(path)
-    return path.is_dir() and any((path / n).is_file() for n in HF_WEIGHT_FILES + HF_INDEX_FILES)
+    return path.is_dir() and hf_weights_file(path) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,20 +315,13 @@ def _open_hf_folder(folder: Path) -> Checkpoint:
 
     shard_paths: list[Path] = []
     weight_map: dict[str, str] | None = None
-    # preference: model.safetensors, its sharded index, pytorch_model.bin, its sharded index
     index = None
-    for name in (
-        "model.safetensors",
-        "model.safetensors.index.json",
-        "pytorch_model.bin",
-        "pytorch_model.bin.index.json",
-    ):
-        if (folder / name).is_file():
-            if name.endswith(".json"):
-                index = folder / name
-            else:
-                shard_paths = [folder / name]
-            break
+    chosen = hf_weights_file(folder)
+    if chosen is not None:
+        if chosen.name in HF_INDEX_FILES:
+            index = chosen
+        else:
+            shard_paths = [chosen]
     if index is not None:
         _check_file(index)
         try:
