@@ -160,7 +160,6 @@ def test_pca_layer_mean_uses_layers_finite_at_every_step():
     assert any("'a'" in n and "l.2" in n and "layer mean" in n for n in notes)
 
 
-
 def test_pca_layer_mean_note_counts_the_layers_nan_steps():
     """A metric undefined at the first step (no previous checkpoint) in every layer: the note says
     each layer is NaN at 1 of the steps, not only that the mean is NaN at all of them."""
@@ -172,6 +171,7 @@ def test_pca_layer_mean_note_counts_the_layers_nan_steps():
     _, _, notes = pca_explained_variance(table)
     note = next(n for n in notes if "layer_mean" in n and "'a'" in n and "no layer" in n)
     assert f"at 1 of {len(STEPS)} step(s)" in note and "3 layer(s)" in note
+
 
 def test_pca_rejects_several_runs(synthetic):
     table, _ = synthetic

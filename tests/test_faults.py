@@ -438,7 +438,9 @@ def result_files(project: Path, run="lab") -> dict[str, Path]:
     return {
         str(p.relative_to(root)): p
         for p in root.rglob("*")
-        if p.is_file() and "logs" not in p.relative_to(root).parts and not p.name.startswith(".")
+        if p.is_file()
+        and not {"logs", "benchmarks"} & set(p.relative_to(root).parts)  # a job's log and timings differ per run
+        and not p.name.startswith(".")
     }
 
 

@@ -13,7 +13,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "ckptlens"
 #: the stages, in the order data flows through them; a package may import from its own stage and
-#: the ones before it (top: the config, the notebook loaders and the command line)
+#: the ones before it (top: the config, the workflow's plan, the notebook loaders and the command line)
 STAGES = ["store", "adapters", "sources", "extract", "metrics", "table", "analysis", "task_vectors", "plots", "top"]
 
 
@@ -79,7 +79,7 @@ def test_every_stage_package_exists_and_no_module_is_left_at_the_top():
     for stage in STAGES[:-1]:
         assert (SRC / stage / "__init__.py").is_file(), stage
     top = sorted(p.name for p in SRC.glob("*.py"))
-    assert top == ["__init__.py", "config.py", "results.py"]
+    assert top == ["__init__.py", "config.py", "plan.py", "results.py"]
     # the command line is the one package of the top stage (stage_of: it may import every stage)
     packages = sorted(p.parent.name for p in SRC.glob("*/__init__.py"))
     assert packages == sorted([*STAGES[:-1], "cli"]) and stage_of("ckptlens.cli.layers") == "top"
@@ -123,6 +123,24 @@ def test_every_rule_has_a_log_and_the_environment():
                 continue
             assert re.search(r"^\s+log:", body, re.M), f"{smk.name}: rule {name} has no log"
             assert "conda:\n" in body and '"../envs/ckptlens.yaml"' in body, f"{smk.name}: rule {name} has no conda env"
+
+
+def test_every_rule_with_a_log_has_a_benchmark_beside_it():
+    """Each job's time and memory (Snakemake's benchmark TSV) under benchmarks/, named as its log is
+    under logs/ (ckptlens.store.layout), so that scaling a study up shows which jobs grow."""
+    n = 0
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for m in re.finditer(r"^(\s*)rule(?: (\w+))?:\n(.*?)(?=^\S|\Z)", text, re.S | re.M):
+            body, name = m.group(3), m.group(2) or "generated"
+            log = re.search(r"^\s+log:\n\s+(.+?),?\n", body, re.M)
+            if log is None or "use rule" in body:
+                continue
+            bench = re.search(r"^\s+benchmark:\n\s+(.+?),?\n", body, re.M)
+            assert bench, f"{smk.name}: rule {name} has a log but no benchmark"
+            assert bench.group(1) == log.group(1).replace("_log(", "_benchmark("), (smk.name, name, bench.group(1))
+            n += 1
+    assert n >= 20, n
 
 
 def test_the_rules_environment_mirrors_the_package_dependencies():

@@ -1,53 +1,65 @@
 """Loaders of a results folder for notebooks: tidy tables, training logs, analyses, dynamics,
-task vectors. Runs live under ``results/runs/<run>/``."""
+task vectors. Where each file lies: :mod:`ckptlens.store.layout` (runs under ``results/runs/<run>/``)."""
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import pandas as pd
 
-RUNS = "runs"  # results/<RUNS>/<run>/: one folder per run
+from .store import layout
 
 
 def run_dir(results_dir, run: str) -> Path:
     """The folder of one run's results."""
-    return Path(results_dir) / RUNS / run
+    return Path(layout.run_dir(run, results_dir))
+
+
+def _paths(results_dir, path_of, name: str | None) -> list[Path]:
+    """``path_of(name, root)`` of one run (task-vector set) or, for ``name`` None, of every one
+    that has it; an error naming what is missing."""
+    if name:
+        paths = [Path(path_of(name, results_dir))]
+    else:
+        paths = sorted(Path(p) for p in glob.glob(path_of("*", glob.escape(str(results_dir)))))
+    if not paths or not all(p.exists() for p in paths):
+        raise FileNotFoundError(f"no {path_of(name or '*', results_dir)}")
+    return paths
 
 
 def load_metrics(results_dir="results", run: str | None = None) -> pd.DataFrame:
     """The tidy metrics table of one run, or of every run under ``results_dir``."""
-    root = Path(results_dir) / RUNS
-    paths = [root / run / "metrics.parquet"] if run else sorted(root.glob("*/metrics.parquet"))
-    if not paths or not all(p.exists() for p in paths):
-        raise FileNotFoundError(f"no metrics.parquet under {root}{'/' + run if run else ''}")
+    paths = _paths(results_dir, layout.metrics_table, run)
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
 
 
 def load_missing_steps(results_dir="results", run: str = "demo") -> pd.DataFrame:
     """The steps of a run whose checkpoint failed (``on_bad_checkpoint: skip``): step, file, reason."""
-    return pd.read_csv(run_dir(results_dir, run) / "missing_steps.csv")
+    return pd.read_csv(layout.missing_steps(run, results_dir))
 
 
 def load_training_log(results_dir="results", run: str = "demo") -> pd.DataFrame:
-    return pd.read_csv(run_dir(results_dir, run) / "train_log.csv")
+    return pd.read_csv(layout.train_log(run, results_dir))
 
 
 def load_analysis(results_dir="results", run: str = "demo") -> dict[str, pd.DataFrame]:
     """The cross-metric analysis of a run: ``pca``, ``pca_loadings``, ``correlation`` and, where
     it was computed, ``dynamics`` (convergence steps and change points)."""
-    d = run_dir(results_dir, run) / "analysis"
-    names = ["pca", "pca_loadings", "correlation"] + (["dynamics"] if (d / "dynamics.csv").exists() else [])
-    return {name: pd.read_csv(d / f"{name}.csv") for name in names}
+    names = ["pca", "pca_loadings", "correlation"]
+    if Path(layout.analysis_table(run, "dynamics", results_dir)).exists():
+        names.append("dynamics")
+    return {name: pd.read_csv(layout.analysis_table(run, name, results_dir)) for name in names}
+
+
+def _dynamics(run, root):
+    return layout.analysis_table(run, "dynamics", root)
 
 
 def load_dynamics(results_dir="results", run: str | None = None) -> pd.DataFrame:
     """Convergence steps and change points (``ckptlens.analysis.dynamics.DYNAMICS_COLUMNS``) of one
     run or of every run under ``results_dir``."""
-    root = Path(results_dir) / RUNS
-    paths = [root / run / "analysis/dynamics.csv"] if run else sorted(root.glob("*/analysis/dynamics.csv"))
-    if not paths or not all(p.exists() for p in paths):
-        raise FileNotFoundError(f"no analysis/dynamics.csv under {root}{'/' + run if run else ''}")
+    paths = _paths(results_dir, _dynamics, run)
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
@@ -55,8 +67,5 @@ def load_task_vectors(results_dir="results", name: str | None = None) -> pd.Data
     """Task-vector PCA per layer (``results/task_vectors/<name>/task_vectors.csv``: run = the
     task-vector set's name, layer, metric ``task_vector_pca_evr.pc{i}`` / ``..._variance...``,
     value) of one set, or of every set under ``results_dir``."""
-    root = Path(results_dir) / "task_vectors"
-    paths = [root / name / "task_vectors.csv"] if name else sorted(root.glob("*/task_vectors.csv"))
-    if not paths or not all(p.exists() for p in paths):
-        raise FileNotFoundError(f"no task_vectors.csv under {root}{'/' + name if name else ''}")
+    paths = _paths(results_dir, layout.task_vector_table, name)
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)

@@ -5,13 +5,15 @@ rule cross_metric_analysis:
     input:
         unpack(get_analysis_inputs),
     output:
-        pca=run_path("{run}", "analysis/pca.csv"),
-        loadings=run_path("{run}", "analysis/pca_loadings.csv"),
-        correlation=run_path("{run}", "analysis/correlation.csv"),
-        layers=run_path("{run}", "analysis/correlation_layers.csv"),
-        notes=run_path("{run}", "analysis/notes.txt"),
+        pca=layout.analysis_table("{run}", "pca"),
+        loadings=layout.analysis_table("{run}", "pca_loadings"),
+        correlation=layout.analysis_table("{run}", "correlation"),
+        layers=layout.analysis_table("{run}", "correlation_layers"),
+        notes=layout.analysis_notes("{run}"),
     log:
-        run_path("{run}", "logs/cross_metric_analysis.log"),
+        layout.run_log("{run}", "cross_metric_analysis"),
+    benchmark:
+        layout.run_benchmark("{run}", "cross_metric_analysis")
     conda:
         "../envs/ckptlens.yaml"
     params:
@@ -27,9 +29,11 @@ rule detect_dynamics:
     input:
         unpack(get_dynamics_inputs),
     output:
-        run_path("{run}", "analysis/dynamics.csv"),
+        layout.analysis_table("{run}", "dynamics"),
     log:
-        run_path("{run}", "logs/detect_dynamics.log"),
+        layout.run_log("{run}", "detect_dynamics"),
+    benchmark:
+        layout.run_benchmark("{run}", "detect_dynamics")
     conda:
         "../envs/ckptlens.yaml"
     params:

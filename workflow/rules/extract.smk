@@ -5,16 +5,18 @@
 
 rule extract_weights:
     input:
-        chunk_dir("{run}", "checkpoints", "{chunk}"),
+        layout.chunk_dir("{run}", layout.CHECKPOINTS, "{chunk}"),
     output:
-        directory(chunk_dir("{run}", "extract/weights", "{chunk}")),
+        directory(layout.chunk_dir("{run}", layout.extraction("weights"), "{chunk}")),
     log:
-        run_path("{run}", "logs/extract_weights/chunk{chunk}.log"),
+        layout.run_log("{run}", "extract_weights/chunk{chunk}"),
+    benchmark:
+        layout.run_benchmark("{run}", "extract_weights/chunk{chunk}")
     conda:
         "../envs/ckptlens.yaml"
     params:
         patterns=lambda w: ckcfg.targets(config, w.run)["weights"],
-        steps=lambda w: chunk_steps(w.run, w.chunk),
+        steps=lambda w: PLAN.chunk_steps(w.run, w.chunk),
         code=script_code("extract_weights"),
     script:
         "../scripts/extract_weights.py"
@@ -22,20 +24,24 @@ rule extract_weights:
 
 # One model-extraction rule per run (generated, like training): its outputs are exactly the kinds
 # the run's enabled metrics need, all from one model.
-for _run in [r for r in COMPUTED_RUNS if model_extractions(r)]:
+for _run in [r for r in COMPUTED_RUNS if PLAN.model_extractions(r)]:
 
     rule:
         name:
             f"extract_model_{identifier(_run)}"
         input:
-            chunk_dir(_run, "checkpoints", "{chunk}"),
+            layout.chunk_dir(_run, layout.CHECKPOINTS, "{chunk}"),
         output:
             **{
-                kind: directory(chunk_dir(_run, f"extract/{kind}", "{chunk}"))
-                for kind in model_extractions(_run)
+                kind: directory(
+                    layout.chunk_dir(_run, layout.extraction(kind), "{chunk}")
+                )
+                for kind in PLAN.model_extractions(_run)
             },
         log:
-            run_path(_run, "logs/extract_model/chunk{chunk}.log"),
+            layout.run_log(_run, "extract_model/chunk{chunk}"),
+        benchmark:
+            layout.run_benchmark(_run, "extract_model/chunk{chunk}")
         conda:
             "../envs/ckptlens.yaml"
         resources:
@@ -43,7 +49,7 @@ for _run in [r for r in COMPUTED_RUNS if model_extractions(r)]:
         params:
             targets=canonical(ckcfg.targets(config, _run)),
             probe=canonical(ckcfg.probe(config, _run)),
-            steps=lambda w, run=_run: chunk_steps(run, w.chunk),
+            steps=lambda w, run=_run: PLAN.chunk_steps(run, w.chunk),
             code=script_code("extract_model"),
         script:
             "../scripts/extract_model.py"

@@ -7,15 +7,17 @@ rule metric_family:
     input:
         get_metric_inputs,
     output:
-        run_path("{run}", "metrics/{family}/part{part}.csv"),
+        layout.metric_part("{run}", "{family}", "{part}"),
     log:
-        run_path("{run}", "logs/metric_family/{family}/part{part}.log"),
+        layout.run_log("{run}", "metric_family/{family}/part{part}"),
+    benchmark:
+        layout.run_benchmark("{run}", "metric_family/{family}/part{part}")
     conda:
         "../envs/ckptlens.yaml"
     params:
-        metrics=lambda w: canonical(family_metrics(w.run, w.family)),
+        metrics=lambda w: canonical(PLAN.family_metrics(w.run, w.family)),
         code=lambda w: family_code(w.family),
-        layers=lambda w: canonical(family_layers(w.run, w.family)),
-        files=lambda w: canonical(metric_step_inputs(w.run, w.family, int(w.part))),
+        layers=lambda w: canonical(PLAN.family_layers(w.run, w.family)),
+        files=lambda w: canonical(PLAN.metric_step_inputs(w.run, w.family, w.part)),
     script:
         "../scripts/metric_family.py"

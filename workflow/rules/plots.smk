@@ -4,23 +4,25 @@
 
 rule plot_trajectories:
     input:
-        table=run_path("{run}", "metrics.parquet"),
-        dynamics=run_path("{run}", "analysis/dynamics.csv"),
+        table=layout.metrics_table("{run}"),
+        dynamics=layout.analysis_table("{run}", "dynamics"),
     output:
         report(
-            directory(run_path("{run}", "plots/trajectories")),
-            patterns=["trajectory_{metric}.png"],
+            directory(layout.trajectories_dir("{run}")),
+            patterns=[layout.trajectory_name("{metric}")],
             caption="../report/trajectory.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "metric trajectories", "figure": "{metric}"},
         ),
     log:
-        run_path("{run}", "logs/plot_trajectories.log"),
+        layout.run_log("{run}", "plot_trajectories"),
+    benchmark:
+        layout.run_benchmark("{run}", "plot_trajectories")
     conda:
         "../envs/ckptlens.yaml"
     params:
-        descriptions=lambda w: metric_descriptions(w.run),
+        descriptions=lambda w: PLAN.metric_descriptions(w.run),
         code=script_code("plot_trajectories"),
     script:
         "../scripts/plot_trajectories.py"
@@ -28,17 +30,19 @@ rule plot_trajectories:
 
 rule plot_training:
     input:
-        run_path("{run}", "train_log.csv"),
+        layout.train_log("{run}"),
     output:
         report(
-            run_path("{run}", "plots/training.png"),
+            layout.plot("{run}", "training"),
             caption="../report/training.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "training", "figure": "loss and errors"},
         ),
     log:
-        run_path("{run}", "logs/plot_training.log"),
+        layout.run_log("{run}", "plot_training"),
+    benchmark:
+        layout.run_benchmark("{run}", "plot_training")
     conda:
         "../envs/ckptlens.yaml"
     params:
@@ -49,25 +53,27 @@ rule plot_training:
 
 rule plot_analysis:
     input:
-        pca=run_path("{run}", "analysis/pca.csv"),
-        correlation=run_path("{run}", "analysis/correlation.csv"),
+        pca=layout.analysis_table("{run}", "pca"),
+        correlation=layout.analysis_table("{run}", "correlation"),
     output:
         pca=report(
-            run_path("{run}", "plots/pca.png"),
+            layout.plot("{run}", "pca"),
             caption="../report/pca.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "cross-metric analysis", "figure": "PCA"},
         ),
         correlation=report(
-            run_path("{run}", "plots/correlation.png"),
+            layout.plot("{run}", "correlation"),
             caption="../report/correlation.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "cross-metric analysis", "figure": "correlation"},
         ),
     log:
-        run_path("{run}", "logs/plot_analysis.log"),
+        layout.run_log("{run}", "plot_analysis"),
+    benchmark:
+        layout.run_benchmark("{run}", "plot_analysis")
     conda:
         "../envs/ckptlens.yaml"
     params:
@@ -82,19 +88,21 @@ rule plot_study_figure:
         unpack(get_figure_inputs),
     output:
         report(
-            "results/figures/{figure}.png",
+            layout.figure("{figure}"),
             caption="../report/study_figure.rst",
             category=STUDY,
             subcategory="all runs",
             labels=lambda w: {"stage": FIGURES[w.figure]["kind"], "figure": w.figure},
         ),
     log:
-        "results/figures/logs/{figure}.log",
+        layout.figure_log("{figure}"),
+    benchmark:
+        layout.figure_benchmark("{figure}")
     conda:
         "../envs/ckptlens.yaml"
     params:
         spec=lambda w: canonical(FIGURES[w.figure]),
-        descriptions=lambda w: figure_descriptions(w.figure),
+        descriptions=lambda w: PLAN.figure_descriptions(w.figure),
         code=script_code("plot_study_figure"),
     script:
         "../scripts/plot_study_figure.py"

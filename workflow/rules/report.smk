@@ -1,37 +1,33 @@
 # The findings in the report, not only the figures: the analysis tables of each run as small,
 # self-contained HTML pages (the report shows HTML inline; CSV and Parquet only as downloads).
-# Same grouping as the figures (plots.smk): category = the study, subcategory = the run.
-REPORT_TABLES = ("pca", "correlation", "dynamics")
-# every run's pages: part of `rule all`
-REPORT_TABLE_OUTPUTS = [
-    run_path(run, f"report/{table}.html") for run in RUNS for table in REPORT_TABLES
-]
+# Same grouping as the figures (plots.smk): category = the study, subcategory = the run. Every
+# run's pages are targets of `rule all` (ckptlens.plan.Plan.report_table_outputs).
 
 
 rule report_tables:
     input:
-        pca=run_path("{run}", "analysis/pca.csv"),
-        loadings=run_path("{run}", "analysis/pca_loadings.csv"),
-        correlation=run_path("{run}", "analysis/correlation.csv"),
-        notes=run_path("{run}", "analysis/notes.txt"),
-        dynamics=run_path("{run}", "analysis/dynamics.csv"),
+        pca=layout.analysis_table("{run}", "pca"),
+        loadings=layout.analysis_table("{run}", "pca_loadings"),
+        correlation=layout.analysis_table("{run}", "correlation"),
+        notes=layout.analysis_notes("{run}"),
+        dynamics=layout.analysis_table("{run}", "dynamics"),
     output:
         pca=report(
-            run_path("{run}", "report/pca.html"),
+            layout.report_table("{run}", "pca"),
             caption="../report/pca_table.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "cross-metric analysis", "figure": "PCA (table)"},
         ),
         correlation=report(
-            run_path("{run}", "report/correlation.html"),
+            layout.report_table("{run}", "correlation"),
             caption="../report/correlation_table.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "cross-metric analysis", "figure": "correlation (table)"},
         ),
         dynamics=report(
-            run_path("{run}", "report/dynamics.html"),
+            layout.report_table("{run}", "dynamics"),
             caption="../report/dynamics_table.rst",
             category=STUDY,
             subcategory="{run}",
@@ -41,7 +37,9 @@ rule report_tables:
             },
         ),
     log:
-        run_path("{run}", "logs/report_tables.log"),
+        layout.run_log("{run}", "report_tables"),
+    benchmark:
+        layout.run_benchmark("{run}", "report_tables")
     conda:
         "../envs/ckptlens.yaml"
     params:

@@ -10,12 +10,14 @@ for _run in TRAINED_RUNS:
             f"train_{identifier(_run)}"
         output:
             checkpoints=[
-                directory(chunk_dir(_run, "checkpoints", c))
+                directory(layout.chunk_dir(_run, layout.CHECKPOINTS, c))
                 for c in range(len(CHUNKS[_run]))
             ],
-            log_csv=run_path(_run, "train_log.csv"),
+            log_csv=layout.train_log(_run),
         log:
-            run_path(_run, "logs/train.log"),
+            layout.run_log(_run, "train"),
+        benchmark:
+            layout.run_benchmark(_run, "train")
         conda:
             "../envs/ckptlens.yaml"
         threads: 1
@@ -23,7 +25,9 @@ for _run in TRAINED_RUNS:
             gpu=1,
         params:
             source=canonical(config["runs"][_run]["source"]),
-            files=canonical({s: step_file(_run, "checkpoints", s) for s in STEPS[_run]}),
+            files=canonical(
+                {s: PLAN.step_file(_run, layout.CHECKPOINTS, s) for s in STEPS[_run]}
+            ),
             code=script_code("train"),
         script:
             "../scripts/train.py"
@@ -36,17 +40,21 @@ rule materialise_checkpoints:
     input:
         get_source_inputs,
     output:
-        checkpoints=directory(chunk_dir("{run}", "checkpoints", "{chunk}")),
-        digests=run_path("{run}", "digests/chunk{chunk}.txt"),
+        checkpoints=directory(layout.chunk_dir("{run}", layout.CHECKPOINTS, "{chunk}")),
+        digests=layout.digests("{run}", "{chunk}"),
     log:
-        run_path("{run}", "logs/materialise_checkpoints/chunk{chunk}.log"),
+        layout.run_log("{run}", "materialise_checkpoints/chunk{chunk}"),
+    benchmark:
+        layout.run_benchmark("{run}", "materialise_checkpoints/chunk{chunk}")
     wildcard_constraints:
-        run=_alternatives([r for r in FETCHED_RUNS if r not in TEMPORARY_RUNS]),
+        run=alternatives([r for r in FETCHED_RUNS if r not in TEMPORARY_RUNS]),
     conda:
         "../envs/ckptlens.yaml"
     params:
-        source=chunk_source_params,
-        files=lambda w: canonical(chunk_step_files(w.run, "checkpoints", w.chunk)),
+        source=lambda w: canonical(PLAN.source_params(w.run, w.chunk)),
+        files=lambda w: canonical(
+            PLAN.chunk_step_files(w.run, layout.CHECKPOINTS, w.chunk)
+        ),
         code=script_code("materialise_checkpoints"),
     script:
         "../scripts/materialise_checkpoints.py"
@@ -56,10 +64,12 @@ rule materialise_checkpoints:
 # source); the digests stay.
 use rule materialise_checkpoints as materialise_temporary_checkpoints with:
     output:
-        checkpoints=temp(directory(chunk_dir("{run}", "checkpoints", "{chunk}"))),
-        digests=run_path("{run}", "digests/chunk{chunk}.txt"),
+        checkpoints=temp(
+            directory(layout.chunk_dir("{run}", layout.CHECKPOINTS, "{chunk}"))
+        ),
+        digests=layout.digests("{run}", "{chunk}"),
     wildcard_constraints:
-        run=_alternatives(TEMPORARY_RUNS),
+        run=alternatives(TEMPORARY_RUNS),
 
 
 # Warn when two steps hold identical weights (a published Pythia model serves byte-identical
@@ -68,9 +78,11 @@ rule identical_steps:
     input:
         get_checkpoint_digests,
     output:
-        run_path("{run}", "identical_steps.csv"),
+        layout.identical_steps("{run}"),
     log:
-        run_path("{run}", "logs/identical_steps.log"),
+        layout.run_log("{run}", "identical_steps"),
+    benchmark:
+        layout.run_benchmark("{run}", "identical_steps")
     conda:
         "../envs/ckptlens.yaml"
     params:

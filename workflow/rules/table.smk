@@ -8,17 +8,19 @@ rule aggregate_metrics:
         get_family_tables,
     output:
         table=report(
-            run_path("{run}", "metrics.parquet"),
+            layout.metrics_table("{run}"),
             caption="../report/metrics_table.rst",
             category=STUDY,
             subcategory="{run}",
             labels={"stage": "tidy table", "figure": "metrics.parquet"},
         ),
-        missing=run_path("{run}", "missing_steps.csv"),
+        missing=layout.missing_steps("{run}"),
     log:
-        run_path("{run}", "logs/aggregate.log"),
+        layout.run_log("{run}", "aggregate"),
+    benchmark:
+        layout.run_benchmark("{run}", "aggregate")
     wildcard_constraints:
-        run=_alternatives(COMPUTED_RUNS),
+        run=alternatives(COMPUTED_RUNS),
     conda:
         "../envs/ckptlens.yaml"
     params:
@@ -33,11 +35,13 @@ rule import_metrics_table:
     input:
         lambda w: config["runs"][w.run]["source"]["path"],
     output:
-        run_path("{run}", "metrics.parquet"),
+        layout.metrics_table("{run}"),
     log:
-        run_path("{run}", "logs/import_metrics_table.log"),
+        layout.run_log("{run}", "import_metrics_table"),
+    benchmark:
+        layout.run_benchmark("{run}", "import_metrics_table")
     wildcard_constraints:
-        run=_alternatives(TABLE_RUNS),
+        run=alternatives(TABLE_RUNS),
     conda:
         "../envs/ckptlens.yaml"
     params:

@@ -6,14 +6,16 @@ rule task_vectors:
     input:
         get_task_vector_inputs,
     output:
-        table="results/task_vectors/{name}/task_vectors.csv",
+        table=layout.task_vector_table("{name}"),
     log:
-        "results/task_vectors/{name}/logs/task_vectors.log",
+        layout.task_vector_log("{name}", "task_vectors"),
+    benchmark:
+        layout.task_vector_benchmark("{name}", "task_vectors")
     conda:
         "../envs/ckptlens.yaml"
     params:
         n_components=lambda w: TASK_VECTORS[w.name].get("n_components", 3),
-        files=lambda w: canonical(task_vector_files(w.name)),
+        files=lambda w: canonical(PLAN.task_vector_files(w.name)),
         code=script_code("task_vectors"),
     script:
         "../scripts/task_vectors.py"
@@ -21,17 +23,19 @@ rule task_vectors:
 
 rule plot_task_vectors:
     input:
-        "results/task_vectors/{name}/task_vectors.csv",
+        layout.task_vector_table("{name}"),
     output:
         report(
-            "results/task_vectors/{name}/task_vectors.png",
+            layout.task_vector_plot("{name}"),
             caption="../report/task_vectors.rst",
             category=STUDY,
             subcategory="task vectors: {name}",
             labels={"stage": "task vectors", "figure": "PCA per layer"},
         ),
     log:
-        "results/task_vectors/{name}/logs/plot_task_vectors.log",
+        layout.task_vector_log("{name}", "plot_task_vectors"),
+    benchmark:
+        layout.task_vector_benchmark("{name}", "plot_task_vectors")
     conda:
         "../envs/ckptlens.yaml"
     params:
@@ -48,21 +52,23 @@ for _name in TV_SAMPLE:
         name:
             f"sample_task_vectors_{identifier(_name)}"
         input:
-            tv_checkpoint_dirs(_name),
+            PLAN.tv_checkpoint_dirs(_name),
         output:
-            mean=tv_sample_files(_name)["mean"],
-            samples=tv_sample_files(_name)["samples"],
-            components=f"results/task_vectors/{_name}/samples/components.csv",
-            coefficients=f"results/task_vectors/{_name}/samples/coefficients.csv",
+            mean=PLAN.tv_sample_files(_name)["mean"],
+            samples=PLAN.tv_sample_files(_name)["samples"],
+            components=layout.sample_components(_name),
+            coefficients=layout.sample_coefficients(_name),
         log:
-            f"results/task_vectors/{_name}/logs/sample_task_vectors.log",
+            layout.task_vector_log(_name, "sample_task_vectors"),
+        benchmark:
+            layout.task_vector_benchmark(_name, "sample_task_vectors")
         conda:
             "../envs/ckptlens.yaml"
         params:
             name=_name,
             base_run=TASK_VECTORS[_name]["base_run"],
-            checkpoints=canonical(tv_checkpoints(_name)),
-            sample=canonical(tv_sample_params(_name)),
+            checkpoints=canonical(PLAN.tv_checkpoints(_name)),
+            sample=canonical(PLAN.tv_sample_params(_name)),
             code=script_code("sample_task_vectors"),
         script:
             "../scripts/sample_task_vectors.py"
@@ -72,17 +78,19 @@ rule evaluate_task_vector_samples:
     input:
         get_evaluation_inputs,
     output:
-        table="results/task_vectors/{name}/samples.csv",
+        table=layout.samples_table("{name}"),
     log:
-        "results/task_vectors/{name}/logs/evaluate_task_vector_samples.log",
+        layout.task_vector_log("{name}", "evaluate_task_vector_samples"),
+    benchmark:
+        layout.task_vector_benchmark("{name}", "evaluate_task_vector_samples")
     wildcard_constraints:
-        name=_alternatives(TV_EVALUATED),
+        name=alternatives(TV_EVALUATED),
     conda:
         "../envs/ckptlens.yaml"
     threads: 2
     params:
         evaluate=lambda w: canonical(TV_SAMPLE[w.name]["evaluate"]),
-        rows=lambda w: canonical(tv_evaluation_rows(w.name)),
+        rows=lambda w: canonical(PLAN.tv_evaluation_rows(w.name)),
         code=script_code("evaluate_task_vector_samples"),
     script:
         "../scripts/evaluate_task_vector_samples.py"
@@ -90,23 +98,25 @@ rule evaluate_task_vector_samples:
 
 rule plot_task_vector_samples:
     input:
-        "results/task_vectors/{name}/samples.csv",
+        layout.samples_table("{name}"),
     output:
         report(
-            "results/task_vectors/{name}/samples.png",
+            layout.samples_plot("{name}"),
             caption="../report/task_vector_samples.rst",
             category=STUDY,
             subcategory="task vectors: {name}",
             labels={"stage": "task vectors", "figure": "sampled weights"},
         ),
     log:
-        "results/task_vectors/{name}/logs/plot_task_vector_samples.log",
+        layout.task_vector_log("{name}", "plot_task_vector_samples"),
+    benchmark:
+        layout.task_vector_benchmark("{name}", "plot_task_vector_samples")
     wildcard_constraints:
-        name=_alternatives(TV_EVALUATED),
+        name=alternatives(TV_EVALUATED),
     conda:
         "../envs/ckptlens.yaml"
     params:
-        settings=lambda w: canonical(tv_sample_params(w.name)),
+        settings=lambda w: canonical(PLAN.tv_sample_params(w.name)),
         code=script_code("plot_task_vector_samples"),
     script:
         "../scripts/plot_task_vector_samples.py"

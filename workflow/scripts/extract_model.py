@@ -9,13 +9,14 @@ with job_log(snakemake.log[0]):
     from pathlib import Path
 
     from ckptlens.store.failures import pass_on
+    from ckptlens.store.layout import step_name
 
     src = Path(snakemake.input[0])
     outputs = {kind: Path(folder) for kind, folder in snakemake.output.items()}
     todo = []  # (checkpoint, {kind: file}) of the steps that did not fail
     for step in snakemake.params.steps:
-        checkpoint = src / f"step{step}.safetensors"
-        files = {kind: folder / f"step{step}.safetensors" for kind, folder in outputs.items()}
+        checkpoint = src / step_name(step)
+        files = {kind: folder / step_name(step) for kind, folder in outputs.items()}
         if not pass_on([checkpoint], list(files.values())):  # a failed checkpoint's record goes on
             todo.append((checkpoint, files))
     if todo:

@@ -16,7 +16,9 @@ needs more is refused and no code in it runs). What training saves beside the we
 ``run`` and ``report`` hand over to Snakemake (``python -m snakemake``) with the packaged Snakefile,
 ``--configfile=CONFIG``, ``--directory`` the current folder (results/, logs and .snakemake/ go there,
 never into the installed package) and the packaged workflow profile (``--profile slurm`` is the
-packaged SLURM profile). Every other option after CONFIG is Snakemake's.
+packaged SLURM profile). Their own options (``--no-report``, ``--report-file``, ``-o``) may come
+before or after CONFIG; every other option after CONFIG is Snakemake's. The packages the config's
+runs and the report need are checked before Snakemake starts.
 
 Errors are one line, ``ckptlens: error: ...`` naming the file or config key, exit status 2.
 
@@ -30,6 +32,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+
+from ckptlens.store import layout
 
 EXIT_USAGE = 2
 
@@ -93,12 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     snakemake_help = (
         "any Snakemake option or target, after CONFIG (e.g. --cores 4, -n, --profile slurm for the packaged "
-        "SLURM profile, --workflow-profile DIR, results/runs/RUN/metrics.parquet)"
+        f"SLURM profile, --workflow-profile DIR, {layout.metrics_table('RUN')})"
     )
     p = sub.add_parser(
         "run",
         help="run the packaged workflow on CONFIG in the current folder, then write the HTML report",
-        description="Run the packaged Snakemake workflow on CONFIG in the current folder (results/runs/<run>/, "
+        description=f"Run the packaged Snakemake workflow on CONFIG in the current folder ({layout.run_dir('<run>')}/, "
         "logs and .snakemake/ go here), locally or with --profile slurm, then write the HTML report. The packaged "
         "default workflow profile is used unless you give --workflow-profile (or --profile slurm); Snakemake applies "
         "it after a --profile of yours, so give --workflow-profile none to use your profile alone. Ctrl-C stops "
@@ -110,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not write the report")
     p.add_argument("config", metavar="CONFIG", help="the config (e.g. from `ckptlens init`)")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="SNAKEMAKE_OPTIONS", help=snakemake_help)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, own_options=p)
 
     p = sub.add_parser(
         "report",
@@ -123,8 +127,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", metavar="CONFIG", help="the config the results were computed with")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="SNAKEMAKE_OPTIONS", help=snakemake_help)
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, own_options=p)
     return parser
+
+
+def take_own_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Move ``parser``'s own options out of ``args.snakemake_args`` (everything after CONFIG, kept
+    whole by REMAINDER, which argparse's intermixed parsing does not support) into ``args``:
+    ``ckptlens run config.yaml --no-report`` is ckptlens's option, not Snakemake's. Only exact
+    option names count (``--report`` stays Snakemake's, never a prefix of ``--report-file``)."""
+    own = {o: a for a in parser._actions if a.option_strings and a.dest != "help" for o in a.option_strings}
+    rest, out, i = list(args.snakemake_args), [], 0
+    while i < len(rest):
+        tok = rest[i]
+        name, eq, value = tok.partition("=") if tok.startswith("--") else (tok, "", "")
+        action = own.get(name)
+        if action is None:
+            out.append(tok)
+        elif action.nargs == 0:  # a flag
+            if eq:
+                parser.error(f"argument {name}: takes no value")
+            setattr(args, action.dest, action.const)
+        elif eq:
+            setattr(args, action.dest, value)
+        elif i + 1 < len(rest):
+            i += 1
+            setattr(args, action.dest, rest[i])
+        else:
+            parser.error(f"argument {name}: expected one argument")
+        i += 1
+    args.snakemake_args = out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,13 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "own_options", None) is not None:
+        take_own_options(args.own_options, args)
     from ..sources import SourceError
     from ..sources.local import DiscoveryError
     from ..store.records import CheckpointError
+    from ..store.requires import MissingDependency
 
     try:
         return args.func(args)
-    except (CLIError, CheckpointError, DiscoveryError, SourceError) as exc:
+    except (CLIError, CheckpointError, DiscoveryError, SourceError, MissingDependency) as exc:
         print(f"ckptlens: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+
+from ckptlens.store import layout
 
 from . import CLIError
 from .layers import Inspected, fmt_params, inspect_path
@@ -45,6 +48,10 @@ class RunPlan:
     probe: str | None
     tokenizer: str | None = None
     why_no_probe: str = ""
+    #: kind -> what its target patterns select, in words (the adapter's target groups they cover)
+    target_labels: dict[str, list[str]] | None = None
+    #: why the weight targets hold no per-head circuits ("" where they do)
+    why_no_heads: str = ""
 
 
 def _rel(path: Path, cwd: Path) -> str:
@@ -106,6 +113,7 @@ def plan_run(raw: str, cwd: Path) -> RunPlan:
     targets = type(adapter).default_targets(names)
     if n_params > LARGE_MODEL:  # per-head circuits are d_model² each, n_heads of them per layer
         targets["weights"] = [p for p in targets["weights"] if ".head*." not in p] or ["**"]
+    labels = target_labels(type(adapter).target_groups(names), targets)
     has_config = insp.path.is_dir() and (insp.path / "config.json").is_file()
     tok = _find_tokenizer(insp, root) if has_config else None
     probe, why = None, ""
@@ -129,7 +137,39 @@ def plan_run(raw: str, cwd: Path) -> RunPlan:
         probe=probe,
         tokenizer=None if tok is None else _rel(tok, cwd),
         why_no_probe=why,
+        target_labels=labels,
+        why_no_heads=_why_no_heads(adapter, labels["weights"], n_params),
     )
+
+
+def target_labels(groups, targets: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """What the written targets select, in words: the labels of the adapter's target groups whose
+    patterns they hold (so the config says what was written, whatever the architecture)."""
+    return {
+        kind: [g.label for g in groups if g.kind == kind and g.patterns and set(g.patterns) <= set(pats)]
+        for kind, pats in targets.items()
+    }
+
+
+def _why_no_heads(adapter, weight_labels: Sequence[str], n_params: int) -> str:
+    if any(label.startswith("per-head") for label in weight_labels):
+        return ""
+    if adapter.name == "generic":
+        return (
+            "no per-head circuits: ckptlens has no adapter for this architecture, and the generic one knows no "
+            "attention blocks or heads; narrow the patterns to the matrices you want"
+        )
+    if n_params > LARGE_MODEL:
+        return "no per-head circuits: this model is large; add '<attention>.head*.ov' to get them"
+    if not adapter.n_heads:
+        return "no per-head circuits: the number of attention heads is unknown (no config.json beside the weights)"
+    return "no per-head circuits: this architecture has no attention heads ckptlens splits"
+
+
+def _comment(text: str, indent: int) -> list[str]:
+    """A config comment wrapped at 100 columns, its continuation lines indented."""
+    pad = " " * indent
+    return textwrap.wrap(text, width=100, initial_indent=pad + "#   ", subsequent_indent=pad + "#     ")
 
 
 def default_metrics(n_params: int, probe: bool) -> dict[str, dict]:
@@ -176,7 +216,7 @@ def render_config(plans: Sequence[RunPlan], probe_file: str | None, command: str
     weight_only = [m for m in metrics if m not in ("cka_to_final", "cka_to_previous", "activation_norm")]
     out = [
         f"# ckptlens config written by `{command}`.",
-        "# Run it from this folder:  ckptlens run <this file> --cores 4    (results go to results/runs/<run>/,",
+        f"# Run it from this folder:  ckptlens run <this file> --cores 4    (results go to {layout.run_dir('<run>')}/,",
         "# the report to report.html). Paths are relative to the folder you run it in.",
         "# Every key is described in config/README.md of the ckptlens repository and in the schema:",
         "#   python -c 'import ckptlens.config as c; print(c.SCHEMA_PATH)'",
@@ -192,13 +232,12 @@ def render_config(plans: Sequence[RunPlan], probe_file: str | None, command: str
         for name, why in p.skipped:
             out.append(f"    # skipped {name}: {why}")
         out.append(f"    source: {{type: local, path: {_yaml(p.source_path)}}}")
-        out.append("    # what is measured (`ckptlens layers PATH` lists every name and pattern); the defaults of")
-        out.append("    # this architecture: per block the attention output projection, its per-head OV and QK")
-        out.append("    # circuits, the MLP output (weights), the block output = the residual stream (activations)")
-        if p.n_params > LARGE_MODEL:
-            out.append(
-                "    # (per-head circuits left out: this model is large; add '<attention>.head*.ov' to get them)"
-            )
+        out.append("    # what is measured (`ckptlens layers PATH` lists every name and pattern):")
+        labels = p.target_labels or {}
+        weights = "; ".join(labels.get("weights") or ["the patterns below"])
+        out += _comment(f"weights: {weights}" + (f" — {p.why_no_heads}" if p.why_no_heads else ""), 4)
+        if p in probe_runs and labels.get("activations"):
+            out += _comment("activations: " + "; ".join(labels["activations"]), 4)
         out.append("    targets:")
         out += _block("weights", p.targets["weights"], 6)
         if p in probe_runs:
@@ -285,6 +324,9 @@ def cmd_init(args) -> int:
             None: f"weights only ({p.why_no_probe})",
         }[p.probe]
         print(f"  {p.name}: {len(p.steps)} steps of {p.architecture} ({fmt_params(p.n_params)}), {probe}")
+        measured = "; ".join((p.target_labels or {}).get("weights") or [])
+        if measured:
+            print(f"    weights: {measured}" + (" (no per-head circuits)" if p.why_no_heads else ""))
         for name, why in p.skipped:
             print(f"    skipped {name}: {why}")
     if wrote_probe:

@@ -1,7 +1,8 @@
 """``ckptlens run CONFIG [snakemake ...]`` and ``ckptlens report CONFIG [-o FILE]``: the Snakemake
 command lines of the packaged workflow (``python -m snakemake`` with the packaged Snakefile,
 ``--configfile=CONFIG``, ``--directory`` the current folder and the packaged workflow profile;
-every other option after CONFIG is Snakemake's), after checking the config here."""
+every other option after CONFIG is Snakemake's), after checking here the config and the packages its
+jobs and the report import (one line naming a missing one, not a traceback from inside a job)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from ckptlens.store import layout
 
 from . import CLIError
 
@@ -63,8 +66,9 @@ def _option(args: Sequence[str], *names: str) -> bool:
     return any(a in names or any(a.startswith(n + "=") for n in names if n.startswith("--")) for a in args)
 
 
-def check_config(path: str) -> None:
-    """The config exists, parses and validates (here, before Snakemake starts: one clear line)."""
+def check_config(path: str) -> dict:
+    """The config exists, parses and validates (here, before Snakemake starts: one clear line);
+    returns it."""
     import yaml
 
     from .. import config as ckcfg
@@ -84,6 +88,59 @@ def check_config(path: str) -> None:
         ckcfg.validate(cfg)
     except ckcfg.ConfigError as exc:
         raise CLIError(f"{path}: {exc}") from None
+    return cfg
+
+
+#: what ``snakemake --report`` imports beyond Snakemake's own requirements (pygments is only in its
+#: ``reports`` extra) and its template and caption engines, checked before it starts
+REPORT_PACKAGES = ("pygments", "jinja2", "docutils")
+
+
+def _trained_here(checkpoint: str) -> bool:
+    """A safetensors checkpoint of a model trained by ckptlens (rebuilt without transformers)."""
+    from ..store.records import CheckpointError
+    from ..store.tensors import SafetensorsFile
+
+    if not checkpoint.endswith(".safetensors"):
+        return False
+    try:
+        return "ckptlens_arch" in SafetensorsFile(checkpoint).metadata
+    except CheckpointError:  # an unreadable file is its own job's failure record, not a question of packages
+        return False
+
+
+def needed_packages(cfg: Mapping) -> dict[str, str]:
+    """``{module: why}``: the optional imports the config's jobs make. The huggingface source
+    downloads with huggingface_hub; activations, gradients and attentions of a fetched checkpoint
+    build a Hugging Face model (transformers), unless ckptlens trained it."""
+    from .. import config as ckcfg
+
+    out: dict[str, str] = {}
+    for run in ckcfg.run_names(cfg):
+        spec, source = ckcfg.source_spec(cfg, run), ckcfg.source(cfg, run)
+        if spec["type"] == "huggingface":
+            out.setdefault("huggingface_hub", f"run {run!r} (source type huggingface)")
+        if source.kind != "fetch" or not set(ckcfg.needed_extractions(cfg, run)) - {"weights"}:
+            continue
+        steps = ckcfg.steps(cfg, run)
+        first = source.inputs(spec, steps[0]) if steps else []
+        if not (first and _trained_here(str(first[0]))):
+            out.setdefault("transformers", f"run {run!r} (activations, gradients or attentions of its checkpoints)")
+    return out
+
+
+def check_packages(cfg: Mapping, jobs: bool, report: bool) -> None:
+    """Import what the config's jobs (``jobs``) and the report (``report``) will import, before
+    Snakemake starts: a missing package is one line here
+    (:class:`~ckptlens.store.requires.MissingDependency`), not a failed job."""
+    from ..store.requires import require
+
+    if jobs:
+        for module, why in needed_packages(cfg).items():
+            require(module, why)
+    if report:
+        for module in REPORT_PACKAGES:
+            require(module, "the HTML report (snakemake --report)")
 
 
 def snakemake_command(config: str, rest: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
@@ -131,8 +188,10 @@ def _wait(cmd: Sequence[str]) -> int:
 
 
 def cmd_run(args) -> int:
-    check_config(args.config)
+    cfg = check_config(args.config)
     rest = list(args.snakemake_args)
+    runs_jobs = not _option(rest, *NO_REPORT_OPTIONS)  # nothing runs on a dry run, a lint, --unlock, ...
+    check_packages(cfg, jobs=runs_jobs, report=runs_jobs and not args.no_report)
     cmd = snakemake_command(args.config, rest)
     if os.environ.get("CKPTLENS_PRINT_COMMAND"):
         print(" ".join(cmd))
@@ -148,12 +207,12 @@ def cmd_run(args) -> int:
     )
     rc = _wait(report_cmd)
     if rc == 0:
-        print(f"ckptlens: results in results/runs/, the report in {report}", file=sys.stderr)
+        print(f"ckptlens: results in {layout.run_dir('*')}, the report in {report}", file=sys.stderr)
     return rc if rc >= 0 else 1
 
 
 def cmd_report(args) -> int:
-    check_config(args.config)
+    check_packages(check_config(args.config), jobs=False, report=True)
     cmd = snakemake_command(args.config, args.snakemake_args, ["--report", str(Path(args.output).resolve())])
     if os.environ.get("CKPTLENS_PRINT_COMMAND"):
         print(" ".join(cmd))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..store import layout
 from ..store.layers import layer_order
 from ..store.tidy import TIDY_COLUMNS
 
@@ -63,7 +64,8 @@ def plot_metric_trajectories(
 
     out_dir = Path(out_dir)
     if table is None or len(table) == 0:
-        return [_style.no_data(out_dir / "trajectory_no_data.png", "metric trajectories", "the metrics table is empty")]
+        empty = out_dir / layout.trajectory_name("no_data")
+        return [_style.no_data(empty, "metric trajectories", "the metrics table is empty")]
     df = _typed(table)
     marks = _typed_events(events)
     rows_of = df.groupby("metric", observed=True, sort=False).indices  # one grouping, no copies
@@ -76,7 +78,7 @@ def plot_metric_trajectories(
         while name in used:
             name, n = f"{stem}_{n}", n + 1
         used.add(name)
-        path = out_dir / f"trajectory_{name}.png"
+        path = out_dir / layout.trajectory_name(name)
         sub = _rows(df, [rows_of[m] for m in members])
         finite = _style.finite(sub["value"].to_numpy())
         if finite.size == 0:
