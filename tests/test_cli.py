@@ -392,3 +392,172 @@ def test_ctrl_c_reaches_snakemake_and_it_finishes_its_cleanup(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     assert (tmp_path / "cleaned").exists()
+
+
+# --------------------------------------------------------------------------- options after CONFIG
+def test_own_options_after_the_config_are_ckptlens_options(tmp_path):
+    """`ckptlens run config.yaml --no-report` is ckptlens's option, not a Snakemake usage error;
+    `--report` (Snakemake's) is never taken for a prefix of `--report-file`."""
+    parser = cli.build_parser()
+
+    def parse(*argv):
+        args = parser.parse_args(argv)
+        cli.take_own_options(args.own_options, args)
+        return args
+
+    args = parse("run", "c.yaml", "--cores", "2", "--no-report", "--report-file=r.html", "-n")
+    assert args.no_report and args.report_file == "r.html" and args.snakemake_args == ["--cores", "2", "-n"]
+    args = parse("run", "--report-file", "a.html", "c.yaml", "--report", "x.html", "--report-file", "b.html")
+    assert not args.no_report and args.report_file == "b.html" and args.snakemake_args == ["--report", "x.html"]
+    args = parse("report", "c.yaml", "--cores", "1", "-o", "out.html")
+    assert args.output == "out.html" and args.snakemake_args == ["--cores", "1"]
+    assert parse("report", "c.yaml", "--output=o.html").output == "o.html"
+
+    cfg = _config(tmp_path)
+    printed = run_cli("run", cfg, "--cores", "1", "--no-report", cwd=tmp_path, env={"CKPTLENS_PRINT_COMMAND": "1"})
+    assert printed.returncode == 0, printed.stderr
+    assert "--no-report" not in printed.stdout and printed.stdout.split()[-2:] == ["--cores", "1"]
+    bad = run_cli("run", cfg, "--report-file", cwd=tmp_path)
+    err = [ln for ln in bad.stderr.splitlines() if ln not in ("NO_TORCH", "TORCH_IMPORTED")]
+    assert bad.returncode == 2 and err == [
+        "ckptlens: error: argument --report-file: expected one argument (see `ckptlens run --help`)"
+    ]
+
+
+# --------------------------------------------------------------------------- missing packages
+def _activations_config(tmp_path) -> Path:
+    out = trainer_run(tmp_path / "out", steps=(1, 2))
+    np.save(tmp_path / "ids.npy", np.zeros((4, 8), np.int64))
+    cfg = tmp_path / "acts.yaml"
+    run = {
+        "source": {"type": "local", "path": str(out)},
+        "targets": {"weights": ["**"], "activations": ["gpt_neox.layers.*"]},
+        "probe": {"tokens": str(tmp_path / "ids.npy"), "batch_size": 2, "n_batches": 1},
+    }
+    cfg.write_text(yaml.safe_dump({"runs": {"r": run}, "metrics": {"frobenius_norm": {}, "activation_norm": {}}}))
+    return cfg
+
+
+def test_a_missing_package_is_one_line_before_snakemake_starts(tmp_path, monkeypatch, capsys):
+    """transformers for activations of a Hugging Face model, pygments for the report: checked by
+    `ckptlens run`/`report` before Snakemake starts, one line naming the package and the install."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_run, "_wait", lambda cmd: pytest.fail(f"Snakemake started: {cmd}"))
+    weights_only, acts = _config(tmp_path / "w"), _activations_config(tmp_path)
+    assert cli_run.needed_packages(yaml.safe_load(weights_only.read_text())) == {}
+    assert set(cli_run.needed_packages(yaml.safe_load(acts.read_text()))) == {"transformers"}
+
+    def one_line(*argv) -> str:
+        capsys.readouterr()
+        assert cli.main([*map(str, argv)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("ckptlens: error: ") and "Traceback" not in err[0], err
+        return err[0]
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
+    line = one_line("run", acts, "--cores", "1", "--no-report")
+    assert "run 'r' (activations, gradients or attentions of its checkpoints) needs the Python package " in line
+    assert "transformers, which is not installed: pip install 'transformers" in line
+    monkeypatch.setenv("CKPTLENS_PRINT_COMMAND", "1")
+    assert cli.main(["run", str(weights_only), "--no-report"]) == 0  # weights only: no transformers needed
+    assert cli.main(["run", str(acts), "-n"]) == 0  # a dry run runs no job
+
+    monkeypatch.setitem(sys.modules, "pygments", None)
+    for argv in (("run", weights_only, "--cores", "1"), ("report", weights_only)):
+        line = one_line(*argv)
+        assert "the HTML report (snakemake --report) needs the Python package pygments, which is not installed" in line
+        assert "pip install 'pygments" in line
+    assert cli.main(["run", str(weights_only), "--cores", "1", "--no-report"]) == 0
+
+
+def test_require_names_the_package_why_and_how_to_install_it(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from ckptlens.store.requires import MissingDependency, require, requirement
+
+    monkeypatch.setattr(
+        importlib.metadata,
+        "requires",
+        lambda dist: ["torch==2.13.0", "transformers>=4.40", 'pytest>=8; extra == "test"'],
+    )
+    assert requirement("transformers") == "transformers>=4.40" and requirement("pytest") == "pytest"
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(MissingDependency) as err:
+        require("transformers", "building a model")
+    assert str(err.value) == (
+        "building a model needs the Python package transformers, which is not installed: pip install "
+        "'transformers>=4.40' in this environment (a plain `pip install ckptlens` brings it)"
+    )
+    # installed, but what it imports is not
+    (tmp_path / "brokenpkg").mkdir()
+    (tmp_path / "brokenpkg" / "__init__.py").write_text("import no_such_module_of_ckptlens\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingDependency) as err:
+        require("brokenpkg", "a feature")
+    assert "needs the Python package brokenpkg, which cannot be imported (ModuleNotFoundError: No module named " in str(
+        err.value
+    ) and str(err.value).endswith(
+        "pip install 'brokenpkg' in this environment (a plain `pip install ckptlens` brings it)"
+    )
+
+
+def test_a_job_missing_a_package_logs_one_line(tmp_path, monkeypatch):
+    """Inside a workflow job (extraction of a Hugging Face model, a hub download) the missing
+    package is checked before any work and the job log ends with one line, no traceback."""
+    from ckptlens.extract.hf_model import HFModel, load_tokenizer
+    from ckptlens.sources.hub import download_revision
+    from ckptlens.store.joblog import job_log
+    from ckptlens.store.requires import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(MissingDependency, match="needs the Python package transformers"):
+        HFModel(tmp_path / "no-such-checkpoint.safetensors")  # before the checkpoint is read
+    with pytest.raises(MissingDependency, match="tokenizing the probe text needs the Python package transformers"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(MissingDependency, match="huggingface source .* needs the Python package huggingface_hub"):
+        download_revision("EleutherAI/pythia-14m", "step0", tmp_path / "dl")
+    assert not (tmp_path / "dl").exists()  # nothing made
+
+    log = tmp_path / "logs" / "job.log"
+    with pytest.raises(SystemExit) as exit_:
+        with job_log(log):
+            print("started")
+            HFModel(tmp_path / "step1.safetensors")
+    assert exit_.value.code == 1
+    lines = log.read_text().splitlines()
+    assert lines[0] == "started" and len(lines) == 2 and "Traceback" not in log.read_text()
+    assert lines[1].startswith("ERROR: building a Hugging Face model for activations, gradients or attentions needs")
+
+
+# --------------------------------------------------------------------------- init: what the targets are
+def test_init_describes_the_targets_it_wrote_for_a_generic_model(tmp_path):
+    """A plain torch state dict of an MLP: the generic adapter, targets `**`; the config says every
+    weight matrix and why there are no per-head circuits (no "defaults of this architecture")."""
+    import torch
+
+    ck = tmp_path / "mlp"
+    ck.mkdir()
+    for s in (1, 2, 3):
+        torch.manual_seed(s)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+        torch.save(net.state_dict(), ck / f"step_{s}.pt")
+    proc = run_cli("init", ck, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "mlp: 3 steps of generic" in proc.stdout
+    assert "    weights: every weight matrix (no per-head circuits)" in proc.stdout
+    text = (tmp_path / "config.yaml").read_text()
+    assert yaml.safe_load(text)["runs"]["mlp"]["targets"]["weights"] == ["**"]
+    flat = " ".join(ln.strip().lstrip("#").strip() for ln in text.splitlines())
+    assert "weights: every weight matrix — no per-head circuits: ckptlens has no adapter for this architecture" in flat
+    assert "the generic one knows no attention blocks or heads" in flat
+    assert "OV" not in text and "QK" not in text and "defaults of" not in text
+
+    neox = trainer_run(tmp_path / "neox", steps=(1, 2))
+    proc = run_cli("init", neox, "-o", "neox.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(ln.strip().lstrip("#").strip() for ln in (tmp_path / "neox.yaml").read_text().splitlines())
+    assert (
+        "weights: attention output projection; per-head OV circuits W_O·W_V; per-head QK circuits "
+        "W_Qᵀ·W_K/√d_head; MLP output projection targets:" in flat
+    )

