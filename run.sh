@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Quick start: `./run.sh demo` (set up, run the demo, write the report) or `./run.sh test`
 # (set up, run the test suite); `./run.sh test-fast` is the edit-test loop (no Snakemake runs, no
-# model training), `./run.sh lint` the format and lint checks CI runs. Set-up is a local
-# virtualenv in .venv; torch is installed as the exact CPU build 2.13.0 first, so pip never pulls
-# a multi-GB CUDA build.
+# model training: tests/workflow/ and tests/slurm/ are marked slow and left out), `./run.sh lint`
+# the format and lint checks CI runs. Set-up is a local virtualenv in .venv; torch is installed as
+# the exact CPU build 2.13.0 first, so pip never pulls a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -44,13 +44,20 @@ case "${1:-}" in
     ;;
   example)
     # ./run.sh example NAME [snakemake args]: one study from examples/NAME.yaml, its report in
-    # reports/NAME.html. The MiniLM studies first fine-tune the model (once) into data/minilm.
-    name=${2:?usage: ./run.sh example induction|linearity|two_tasks|minilm|pythia_table}
+    # reports/NAME.html. The MiniLM studies first fine-tune the model (once) into data/minilm, the
+    # Llama study trains its series into data/llama_gqa.
+    name=${2:?usage: ./run.sh example induction|linearity|two_tasks|minilm|llama_gqa|vit_digits|pythia_table}
     config="examples/$name.yaml"
     [ -f "$config" ] || { echo "no such example: $config" >&2; exit 2; }
     setup
     if grep -q "data/minilm" "$config" && { [ ! -f data/minilm/seed2/train_log.csv ] || [ ! -f data/minilm/probe_all.txt ]; }; then
       "$VENV/bin/python" examples/minilm/finetune.py --out data/minilm --seeds 0 1 2 --head-seed 0 --steps 60 --save-every 10
+    fi
+    if grep -q "data/vit_digits" "$config" && [ ! -f data/vit_digits/accuracy.csv ]; then
+      "$VENV/bin/python" examples/vit_digits/finetune.py --out data/vit_digits --seeds 0 1 2
+    fi
+    if grep -q "data/llama_gqa" "$config" && [ ! -f data/llama_gqa/probe_tokens.npy ]; then
+      "$VENV/bin/python" examples/llama/train.py --out data/llama_gqa
     fi
     "$VENV/bin/snakemake" --configfile "$config" "${@:3}"
     mkdir -p reports

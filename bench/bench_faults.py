@@ -1,16 +1,19 @@
 """The fault figures of the README: how many bad inputs, interruption points, degenerate inputs and
-config errors tests/test_faults.py provokes for real, and how many random examples the property
-tests of tests/test_properties.py try — each row counted only if its test passed.
+config errors tests/workflow/test_faults.py provokes for real (and the library-level cases of the
+stage tests that write fault rows: every test file importing tests.helpers.figure), and how many
+random examples the property tests of tests/test_properties.py try — each row counted only if its
+test passed.
 
     .venv/bin/python bench/bench_faults.py [--examples 200]
 
-Runs both test files with pytest (CKPTLENS_FAULT_REPORT collects one row per checked case) and
+Runs these test files with pytest (CKPTLENS_FAULT_REPORT collects one row per checked case) and
 prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -22,6 +25,17 @@ from collections import OrderedDict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: the tests that write fault rows: all of tests/workflow/test_faults.py, and each test of a stage's
+#: test file that calls tests.helpers.figure (the library-level cases)
+FAULT_TESTS = ["tests/workflow/test_faults.py"] + [
+    f"{path.relative_to(REPO)}::{node.name}"
+    for path in sorted((REPO / "tests").rglob("test_*.py"))
+    if "tests.helpers import" in path.read_text() and path.parent.name != "workflow"
+    for node in ast.parse(path.read_text()).body
+    if isinstance(node, ast.FunctionDef)
+    and node.name.startswith("test_")
+    and any(isinstance(c, ast.Call) and getattr(c.func, "id", None) == "figure" for c in ast.walk(node))
+]
 
 
 def main() -> int:
@@ -41,7 +55,7 @@ def main() -> int:
                 "-p",
                 "no:cacheprovider",
                 f"--junitxml={junit}",
-                "tests/test_faults.py",
+                *FAULT_TESTS,
                 "tests/test_properties.py",
             ],
             cwd=REPO,

@@ -1,39 +1,48 @@
+"""Fixtures shared by the suites at the top of tests/: the wheel built from this tree and its files as installed."""
+
+from __future__ import annotations
+
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from workflow_helpers import REPO, copy_project, snakemake
+
+REPO = Path(__file__).resolve().parents[1]
+PIP = [sys.executable, "-m", "pip"]
 
 
-@pytest.fixture(scope="session")
-def local_checkpoints(tmp_path_factory) -> Path:
-    """Toy checkpoints in a plain folder (steps 0, 20, 40; step 60 is kept aside for the
-    'one more checkpoint' test), as a user's own training run would leave them."""
-    from ckptlens.sources.trained.induction import InductionTaskConfig
-    from ckptlens.sources.trained.train import train_induction
-    from ckptlens.sources.trained.transformer import ToyModelConfig
-
-    root = tmp_path_factory.mktemp("local")
-    train_induction(
-        ToyModelConfig(vocab_size=16, d_model=16, n_layers=2, n_heads=2),
-        InductionTaskConfig(vocab_size=16, seq_len=16, min_segment=2, max_segment=6, ood_segment=8),
-        total_steps=60,
-        save_steps=[0, 20, 40, 60],
-        batch_size=16,
-        lr=3e-3,
-        checkpoint_path=lambda s: root / "ckpts" / f"ckpt_{s}.safetensors",
-        log_path=root / "log.csv",
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from this tree (in a copy: `pip wheel .` would reuse a stale build/ here)."""
+    root = tmp_path_factory.mktemp("wheel")
+    project = root / "project"
+    project.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake", "*.pyc")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, project / name)
+    for name in ("src", "workflow"):
+        shutil.copytree(REPO / name, project / name, ignore=ignore)
+    # no build isolation: the venv's setuptools builds it, no index is needed
+    subprocess.run(
+        [*PIP, "wheel", str(project), "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist")],
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
-    (root / "spare").mkdir()
-    shutil.move(root / "ckpts" / "ckpt_60.safetensors", root / "spare" / "ckpt_60.safetensors")
-    return root
+    return next((root / "dist").glob("ckptlens-*.whl"))
 
 
-@pytest.fixture(scope="session")
-def small_project(tmp_path_factory, local_checkpoints) -> Path:
-    """A project copy that has completed one full run of the shrunken config."""
-    project = copy_project(tmp_path_factory.mktemp("project"))
-    cfg = (REPO / "tests" / "configs" / "small.yaml").read_text()
-    (project / "config/config.yaml").write_text(cfg.replace("LOCAL_DIR", str(local_checkpoints / "ckpts")))
-    snakemake(project, "--cores", "2")
-    return project
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """The wheel's files as installed, `pip install --no-deps --target SITE`, used on top of this
+    environment's packages (what the wheel carries; its dependencies are `fresh_venv`'s question)."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [*PIP, "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return site

@@ -6,7 +6,7 @@ NaN/Inf inputs giving NaN with a warning naming run, step and layer, and an anal
 crashes on NaN/Inf/constant columns.
 
 The CKA invariance of the two computational forms themselves is also tested in
-tests/test_metrics_activations.py; here it goes through the registered metric, as a job calls it.
+tests/metrics/test_activation_similarity.py; here it goes through the registered metric, as a job calls it.
 """
 
 import math
