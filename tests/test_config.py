@@ -1,12 +1,18 @@
 """Invalid configs fail before any job runs, with a message naming the key."""
 
-import copy
+from __future__ import annotations
 
+import copy
+import importlib.util
+from pathlib import Path
+
+import numpy as np
 import pytest
 import yaml
 from workflow_helpers import REPO, finetune_minilm
 
 from ckptlens.config import ConfigError, validate
+from tests.helpers import _tiny_checkpoint
 
 
 @pytest.fixture
@@ -111,10 +117,22 @@ def test_local_source_without_checkpoints(tmp_path, demo):
 
 @pytest.fixture(scope="module")
 def example_data(tmp_path_factory):
-    """A folder holding what the MiniLM examples expect under data/minilm: the real step-0 checkpoints
-    of three seeds, the tokenizer and the probes, as examples/minilm/finetune.py writes them."""
+    """A folder holding what the MiniLM examples expect under data/minilm (the real step-0 checkpoints
+    of three seeds, the tokenizer and the probes, as examples/minilm/finetune.py writes them) and the
+    Llama example under data/llama_gqa, the ViT example under data/vit_digits."""
     root = tmp_path_factory.mktemp("examples")
     finetune_minilm(root / "data" / "minilm", (0, 1, 2), head_seed=0, steps=0)
+    # the Llama example's series, as examples/llama/train.py writes it (two steps suffice to validate)
+    spec = importlib.util.spec_from_file_location("llama_train", REPO / "examples" / "llama" / "train.py")
+    llama_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(llama_train)
+    llama_train.train(root / "data" / "llama_gqa", steps=2, save_every=1)
+    # the ViT example's fine-tunes, as examples/vit_digits/finetune.py writes them (two steps)
+    spec = importlib.util.spec_from_file_location("vit_finetune", REPO / "examples" / "vit_digits" / "finetune.py")
+    vit_finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vit_finetune)
+    out = root / "data" / "vit_digits"
+    vit_finetune.main(["--out", str(out), "--pretrain-steps", "1", "--steps", "2", "--save-every", "1"])
     return root
 
 
@@ -124,7 +142,7 @@ def test_every_shipped_example_config_is_valid(example, monkeypatch, request):
     (data/minilm) is made for real beside it; a table's file ships in ../shared."""
     text = example.read_text()
     cfg = yaml.safe_load(text)
-    if "data/minilm" in text:
+    if any(d in text for d in ("data/minilm", "data/llama_gqa", "data/vit_digits")):
         # relative paths, as in the README's commands: validate from a folder that has data/minilm
         monkeypatch.chdir(request.getfixturevalue("example_data"))
     if example.name == "pythia_table.yaml":
@@ -132,6 +150,13 @@ def test_every_shipped_example_config_is_valid(example, monkeypatch, request):
         if not shared.exists():
             pytest.skip(f"the shared Pythia data is not at {shared}")
         monkeypatch.chdir(REPO)
+    if example.name == "pythia_hf.yaml":
+        # its probe is the token file its header says how to make: named when it is missing
+        monkeypatch.chdir(request.getfixturevalue("tmp_path"))
+        with pytest.raises(ConfigError, match=r"probe\.tokens': no such file 'data/pythia_probe\.npy'"):
+            validate(cfg)
+        (Path("data")).mkdir()
+        np.save("data/pythia_probe.npy", np.zeros((8, 16), dtype=np.int64))
     validate(cfg)
     if example.name == "pythia_hf.yaml":
         from ckptlens.config import steps
@@ -201,3 +226,49 @@ def test_checkpoints_per_job_is_checked(tmp_path):
     cfg = _local_run(tmp_path, 2, 8, checkpoints_per_job=0)
     with pytest.raises(ConfigError, match="runs.r.checkpoints_per_job"):
         validate(cfg)
+
+
+def test_parse_time_checks_skip_a_corrupt_first_checkpoint(tmp_path):
+    from ckptlens.config import ConfigError, layer_names
+
+    (tmp_path / "ckpt_0.safetensors").write_bytes(b"")
+    (tmp_path / "ckpt_1.safetensors").write_bytes(b"<html>404</html>")
+    cfg = {"runs": {"r": {"source": {"type": "local", "path": str(tmp_path)}}}, "metrics": {"frobenius_norm": {}}}
+    with pytest.raises(ConfigError, match=r"config key 'runs.r.source.path': no checkpoint can be read"):
+        layer_names(cfg, "r")
+    _tiny_checkpoint(tmp_path / "ckpt_2.safetensors")
+    assert layer_names(cfg, "r")["weights"] == ["a"]  # the bad files are their own jobs' business
+
+
+def test_probe_kind_must_fit_the_model_before_any_job(tmp_path):
+    """An image probe on a language model, a token probe on a ViT, unreadable images: one error
+    naming the key (and the file), when the config is read."""
+    transformers = pytest.importorskip("transformers")
+    vit_cfg = transformers.ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=8, patch_size=4
+    )
+    transformers.ViTForImageClassification(vit_cfg).save_pretrained(tmp_path / "vit" / "checkpoint-1")
+    bert_cfg = transformers.BertConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=30
+    )
+    transformers.BertModel(bert_cfg).save_pretrained(tmp_path / "bert" / "checkpoint-1")
+    np.save(tmp_path / "ids.npy", np.zeros((4, 5), np.int64))
+    np.save(tmp_path / "images.npy", np.zeros((4, 8, 8, 3), np.uint8))
+    np.save(tmp_path / "bad.npy", np.zeros((4, 5), np.uint8))
+
+    def cfg(model, **probe):
+        return {
+            "runs": {"r": {"source": {"type": "local", "path": str(tmp_path / model)}, "probe": probe}},
+            "metrics": {"cka_to_final": {}},
+        }
+
+    validate(cfg("vit", images=str(tmp_path / "images.npy")))
+    validate(cfg("bert", tokens=str(tmp_path / "ids.npy")))
+    with pytest.raises(ConfigError, match=r"'runs.r.probe.tokens': a token probe .*ids.npy.* on a 'vit' vision model"):
+        validate(cfg("vit", tokens=str(tmp_path / "ids.npy")))
+    with pytest.raises(ConfigError, match=r"'runs.r.probe.images': an image probe .*images.npy.* on a 'bert' model"):
+        validate(cfg("bert", images=str(tmp_path / "images.npy")))
+    with pytest.raises(ConfigError, match=r"'runs.r.probe.images': .*bad.npy: probe images must be"):
+        validate(cfg("vit", images=str(tmp_path / "bad.npy")))
+    with pytest.raises(ConfigError, match=r"'runs.r.probe.images': no such file or folder"):
+        validate(cfg("vit", images=str(tmp_path / "none.npy")))

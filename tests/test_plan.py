@@ -80,8 +80,9 @@ def test_notebook_loaders_read_the_layout(tmp_path):
     assert sorted(results.load_dynamics(tmp_path)["run"]) == ["a", "b"]
     assert sorted(results.load_analysis(tmp_path, run="a")) == ["correlation", "dynamics", "pca", "pca_loadings"]
     assert results.run_dir(tmp_path, "a") == tmp_path / "runs" / "a"
+    assert results.load_task_vectors(tmp_path).empty  # no task-vector sets (the demo's config)
     with pytest.raises(FileNotFoundError, match="task_vectors"):
-        results.load_task_vectors(tmp_path)
+        results.load_task_vectors(tmp_path, name="none")
 
 
 # --------------------------------------------------------------------------- params text
@@ -174,7 +175,9 @@ def test_final_outputs_of_the_default_config():
         f"{d}/plots/correlation.png",
         f"{d}/plots/training.png",
     ]
-    assert plan.report_table_outputs() == [f"{d}/report/{t}.html" for t in ("pca", "correlation", "dynamics")]
+    pages = ("pca", "correlation", "dynamics", "metrics", "explorer")
+    study = ("study.html", "study_landing.html", "explorer.html")
+    assert plan.report_outputs() == [f"{d}/report/{t}.html" for t in pages] + [f"results/figures/{p}" for p in study]
     assert plan.analysis_inputs("demo") == {"table": f"{d}/metrics.parquet", "missing": f"{d}/missing_steps.csv"}
     assert plan.dynamics_inputs("demo") == {"table": f"{d}/metrics.parquet", "log": f"{d}/train_log.csv"}
 
@@ -303,3 +306,35 @@ def test_task_vectors_at_another_step_and_base():
     assert c["runs"] == {r: checkpoint(r, 1, 40) for r in ("mlp_1", "mlp_2", "mlp_3")}
     assert plan.tv_evaluation_rows("seeds")[1]["name"] == "mlp_1@step40"
     assert plan.task_vector_files("seeds")["base"] == weights("mlp_1", 0, 20)
+
+
+# --------------------------------------------------------------------------- one more checkpoint
+def test_one_more_checkpoint_changes_the_last_part_and_every_part_reading_the_final_step():
+    """Parts of one chunk each (checkpoints_per_metric_job: 2): a step added at the end changes
+    what the last part reads for metrics without a final reference, and every part's inputs for a
+    family with a ``*_to_final`` metric (each part reads the final step)."""
+    metrics = {"frobenius_norm": {}, "update_cosine": {}, "cka_to_final": {}}
+
+    def inputs(steps):
+        run = mlp(steps=steps)
+        run["checkpoints_per_metric_job"] = 2
+        plan = plan_of({"runs": {"m": run}, "metrics": metrics})
+        return plan, {
+            (family, part): plan.metric_step_inputs("m", family, part)
+            for family in plan.run_families["m"]
+            for part in range(len(plan.parts["m"]))
+        }
+
+    before_plan, before = inputs(60)  # steps 0..60: chunks [0, 20] [40, 60], one part each
+    after_plan, after = inputs(80)  # step 80 added: chunk [80], a part of its own
+    assert before_plan.parts["m"] == [[0], [1]] and after_plan.parts["m"] == [[0], [1], [2]]
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {("activation_similarity", 0), ("activation_similarity", 1)}  # cka_to_final
+    assert ("weight_update", 2) in after and ("weight_spectrum", 2) in after  # the new part: new jobs
+    # the last chunk partial ([40]) and completed by the new step ([40, 60]): the last part of
+    # every family changes, and the other parts of the family reading the final step
+    _, partial = inputs(40)
+    _, completed = inputs(60)
+    changed = {key for key in partial if partial[key] != completed[key]}
+    families = {family for family, _ in partial}
+    assert changed == {(family, 1) for family in families} | {("activation_similarity", 0)}

@@ -19,6 +19,7 @@ from . import metrics as _metrics
 from .plots import studies as _figures
 from .sources import SOURCES, SourceError, get_source
 from .store.patterns import unmatched
+from .store.tensors import targets_key
 
 
 def _workflow_dir() -> Path:
@@ -160,6 +161,29 @@ def probe(config, run) -> dict:
     return {**defaults("$defs", "run", "probe"), **config["runs"][run].get("probe", {})}
 
 
+#: the probe keys that name a file
+PROBE_FILE_KEYS = ("tokens", "labels", "text")
+
+
+def probe_files(config, run) -> list[str]:
+    """The files a run's probe is read from: its tokens, labels and text files, and the files of
+    its tokenizer folder (:data:`ckptlens.sources.readers.TOKENIZER_FILES`), so that editing any
+    of them extracts again."""
+    from .sources.readers import tokenizer_files
+
+    cfg = config["runs"][run].get("probe", {})
+    files = [str(cfg[k]) for k in PROBE_FILE_KEYS if cfg.get(k)]
+    if cfg.get("tokenizer"):
+        files += [str(f) for f in tokenizer_files(cfg["tokenizer"])]
+    if cfg.get("images"):  # an .npy, or every image file of the folder
+        p = Path(cfg["images"])
+        files += sorted(str(f) for f in p.rglob("*") if f.is_file()) if p.is_dir() else [str(p)]
+    if cfg.get("preprocessor"):
+        p = Path(cfg["preprocessor"])
+        files.append(str(p / "preprocessor_config.json" if p.is_dir() else p))
+    return files
+
+
 def enabled_metrics(config, run=None) -> dict[str, dict]:
     """Enabled metrics (of ``run``: its ``metrics`` subset, if set) with their resolved parameters.
     A table run computes nothing: its metrics come with the table."""
@@ -224,10 +248,11 @@ def _run_facts(config) -> _figures.RunFacts:
 def _check_targets(config, run) -> None:
     names = layer_names(config, run)
     needed = needed_extractions(config, run)
+    wanted = {targets_key(k) for k in needed}  # gradient statistics are of the gradients targets
     if names is not None:
         names = {**names, "chain": names["activations"], "activation_gradients": names["activations"]}
         for kind, patterns in targets(config, run).items():
-            if (kind not in needed and kind != "chain") or not patterns:
+            if (kind not in wanted and kind != "chain") or not patterns:
                 continue
             for i, p in enumerate(patterns):
                 if unmatched([p], names[kind]):
@@ -237,9 +262,10 @@ def _check_targets(config, run) -> None:
                         f"(modules include: {sample})"
                     )
     for kind in needed:
-        if not targets(config, run)[kind]:
+        key = targets_key(kind)
+        if not targets(config, run)[key]:
             raise ConfigError(
-                f"config key 'runs.{run}.targets.{kind}': enabled metrics need {kind} but no target pattern is set"
+                f"config key 'runs.{run}.targets.{key}': enabled metrics need {kind} but no target pattern is set"
             )
 
 
@@ -278,7 +304,55 @@ def validate(config: Mapping) -> None:
             raise ConfigError(
                 f"config key 'runs.{run}.probe.tokenizer': a text probe needs the model's local tokenizer folder"
             )
+        _check_probe_files(run, probe_cfg)
+        _check_probe_kind(config, run, probe_cfg)
         _check_targets(config, run)
+
+
+def _check_probe_files(run, probe_cfg) -> None:
+    """The probe's files exist (they are the extraction's inputs: a missing one is named here,
+    before any job starts, not by Snakemake as a missing input)."""
+    for key in PROBE_FILE_KEYS:
+        if probe_cfg.get(key) and not Path(probe_cfg[key]).is_file():
+            raise ConfigError(f"config key 'runs.{run}.probe.{key}': no such file {probe_cfg[key]!r}")
+    if probe_cfg.get("images") and not Path(probe_cfg["images"]).exists():
+        raise ConfigError(f"config key 'runs.{run}.probe.images': no such file or folder {probe_cfg['images']!r}")
+    pre = probe_cfg.get("preprocessor")
+    if pre and not (Path(pre).is_file() or (Path(pre) / "preprocessor_config.json").is_file()):
+        raise ConfigError(f"config key 'runs.{run}.probe.preprocessor': no preprocessor_config.json at {pre!r}")
+    tok = probe_cfg.get("tokenizer")
+    if tok:
+        from .sources.readers import tokenizer_files
+
+        if not Path(tok).is_dir():
+            raise ConfigError(f"config key 'runs.{run}.probe.tokenizer': no such folder {tok!r}")
+        if not tokenizer_files(tok):
+            raise ConfigError(f"config key 'runs.{run}.probe.tokenizer': {tok!r} holds no tokenizer files")
+
+
+def _check_probe_kind(config, run, probe_cfg) -> None:
+    """An image probe on a model that reads tokens, or a token probe on a vision model, and images
+    that cannot be read, named here, where the model's kind is known from its names (the
+    architecture adapter); the images' size and channels against the model's are checked when the
+    extraction job builds it, before any forward."""
+    if not probe_cfg.get("images") and not any(probe_cfg.get(k) for k in ("tokens", "text")):
+        return
+    from .extract.images import images_shape, modality_error
+    from .extract.probed import ExtractionError
+
+    if probe_cfg.get("images"):
+        try:
+            images_shape(probe_cfg["images"])
+        except ExtractionError as exc:
+            raise ConfigError(f"config key 'runs.{run}.probe.images': {exc}") from None
+    names = layer_names(config, run)
+    if not names:
+        return
+    from .adapters import adapter_for_names
+
+    msg = modality_error(probe_cfg, adapter_for_names(names).name, f"runs.{run}.probe")
+    if msg:
+        raise ConfigError(msg)
 
 
 # --------------------------------------------------------------------------- studies
@@ -373,7 +447,7 @@ def checkpoints_per_job(config, run) -> int:
     src, spec = source(config, run), source_spec(config, run)
     size = src.checkpoint_bytes(spec)
     if size is None and src.kind == "fetch":
-        from .sources import files_bytes
+        from .sources.readers import files_bytes
 
         size = files_bytes(src.inputs(spec, steps(config, run)[0])) or None
     if not size:
@@ -391,7 +465,10 @@ def chunks(config, run) -> list[list[int]]:
 
 def metric_parts(config, run) -> list[list[int]]:
     """The chunks (their indices) each metric job of ``run`` reads: consecutive groups holding at
-    least :data:`MIN_METRIC_CHECKPOINTS_PER_JOB` checkpoints, stable like the chunks."""
+    least the run's ``checkpoints_per_metric_job`` (``auto``: :data:`MIN_METRIC_CHECKPOINTS_PER_JOB`)
+    checkpoints, stable like the chunks."""
     n_chunks, size = len(chunks(config, run)), checkpoints_per_job(config, run)
-    per_part = max(1, -(-MIN_METRIC_CHECKPOINTS_PER_JOB // size))
+    setting = config["runs"][run].get("checkpoints_per_metric_job", "auto")
+    at_least = MIN_METRIC_CHECKPOINTS_PER_JOB if setting == "auto" else int(setting)
+    per_part = max(1, -(-at_least // size))
     return [list(range(i, min(i + per_part, n_chunks))) for i in range(0, n_chunks, per_part)]

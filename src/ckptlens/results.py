@@ -10,6 +10,9 @@ import pandas as pd
 
 from .store import layout
 
+#: the columns of a task-vector table (``task_vectors.csv``)
+TASK_VECTOR_COLUMNS = ["run", "step", "layer", "metric", "value"]
+
 
 def run_dir(results_dir, run: str) -> Path:
     """The folder of one run's results."""
@@ -40,7 +43,16 @@ def load_missing_steps(results_dir="results", run: str = "demo") -> pd.DataFrame
 
 
 def load_training_log(results_dir="results", run: str = "demo") -> pd.DataFrame:
-    return pd.read_csv(layout.train_log(run, results_dir))
+    """A run's training log (``train_log.csv``): a trained run's ``step, loss, id_error, ood_error,
+    seconds``, a Hugging Face Trainer run's ``step, loss, learning_rate, eval_*, ...`` (from its
+    ``trainer_state.json``). A run without one (checkpoints alone) is an error that says so."""
+    path = Path(layout.train_log(run, results_dir))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no {path}: run {run!r} has no training log (one is written for a run trained by ckptlens and "
+            "for a Hugging Face Trainer run, from the trainer_state.json of its last checkpoint)"
+        )
+    return pd.read_csv(path)
 
 
 def load_analysis(results_dir="results", run: str = "demo") -> dict[str, pd.DataFrame]:
@@ -66,6 +78,9 @@ def load_dynamics(results_dir="results", run: str | None = None) -> pd.DataFrame
 def load_task_vectors(results_dir="results", name: str | None = None) -> pd.DataFrame:
     """Task-vector PCA per layer (``results/task_vectors/<name>/task_vectors.csv``: run = the
     task-vector set's name, layer, metric ``task_vector_pca_evr.pc{i}`` / ``..._variance...``,
-    value) of one set, or of every set under ``results_dir``."""
+    value) of one set, or of every set under ``results_dir`` (an empty frame with these columns
+    where the config has none: the demo's)."""
+    if name is None and not glob.glob(layout.task_vector_table("*", glob.escape(str(results_dir)))):
+        return pd.DataFrame(columns=TASK_VECTOR_COLUMNS)  # a results folder without task-vector sets
     paths = _paths(results_dir, layout.task_vector_table, name)
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)

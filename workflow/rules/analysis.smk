@@ -18,7 +18,8 @@ rule cross_metric_analysis:
         "../envs/ckptlens.yaml"
     params:
         pairs=config.get("analysis", {}).get("correlation_pairs"),
-        code=script_code("cross_metric_analysis"),
+        source_notes=lambda w: PLAN.source_notes(w.run),
+        code=get_code("cross_metric_analysis"),
     script:
         "../scripts/cross_metric_analysis.py"
 
@@ -38,6 +39,6 @@ rule detect_dynamics:
         "../envs/ckptlens.yaml"
     params:
         settings=canonical(DYNAMICS),
-        code=script_code("detect_dynamics"),
+        code=get_code("detect_dynamics"),
     script:
         "../scripts/detect_dynamics.py"

@@ -5,7 +5,6 @@ from ckptlens import config as ckcfg
 from ckptlens import metrics as ckmetrics
 from ckptlens.plan import Plan, alternatives, canonical, identifier
 from ckptlens.store import layout
-from ckptlens.store.codehash import code_hash
 
 try:
     ckcfg.validate(config)
@@ -38,14 +37,10 @@ wildcard_constraints:
     figure=alternatives(FIGURES),
 
 
-def script_code(script):
-    """Hash of the library code a rule's script runs (its import closure): a param, so that
-    editing that code reruns the rule's jobs and editing other code does not."""
-    return code_hash(ckcfg.WORKFLOW_DIR / "scripts" / f"{script}.py")
-
-
-def family_code(family):
-    return ckmetrics.family_code_hash(family)
+def get_code(script, **fixed):
+    """The code param of a rule running scripts/<script>.py (ckptlens.plan.Plan.code); ``fixed``:
+    wildcard values of a rule generated per run."""
+    return lambda wildcards: PLAN.code(script, **fixed, **dict(wildcards.items()))
 
 
 # ---------------------------------------------------------------- input functions
@@ -86,4 +81,4 @@ def get_evaluation_inputs(wildcards):
 
 
 def get_final_outputs():
-    return PLAN.final_outputs() + PLAN.report_table_outputs()
+    return PLAN.final_outputs() + PLAN.report_outputs()

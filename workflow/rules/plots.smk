@@ -23,7 +23,7 @@ rule plot_trajectories:
         "../envs/ckptlens.yaml"
     params:
         descriptions=lambda w: PLAN.metric_descriptions(w.run),
-        code=script_code("plot_trajectories"),
+        code=get_code("plot_trajectories"),
     script:
         "../scripts/plot_trajectories.py"
 
@@ -46,7 +46,7 @@ rule plot_training:
     conda:
         "../envs/ckptlens.yaml"
     params:
-        code=script_code("plot_training"),
+        code=get_code("plot_training"),
     script:
         "../scripts/plot_training.py"
 
@@ -77,7 +77,7 @@ rule plot_analysis:
     conda:
         "../envs/ckptlens.yaml"
     params:
-        code=script_code("plot_analysis"),
+        code=get_code("plot_analysis"),
     script:
         "../scripts/plot_analysis.py"
 
@@ -103,6 +103,6 @@ rule plot_study_figure:
     params:
         spec=lambda w: canonical(FIGURES[w.figure]),
         descriptions=lambda w: PLAN.figure_descriptions(w.figure),
-        code=script_code("plot_study_figure"),
+        code=get_code("plot_study_figure"),
     script:
         "../scripts/plot_study_figure.py"

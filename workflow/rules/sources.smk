@@ -1,5 +1,7 @@
 # Checkpoints: results/runs/{run}/checkpoints/chunk{chunk}/step{step}.safetensors, trained here or
-# fetched, a chunk of checkpoints per job (ckptlens.config.chunks).
+# fetched, a chunk of checkpoints per job (ckptlens.config.chunks). A local safetensors checkpoint
+# (file, save_pretrained folder, shards) is read in place: its step file is a reference to it
+# (ckptlens.store.tensors.write_reference), a few hundred bytes.
 
 
 # One training rule per trained run: its outputs (the chunk folders) differ per run.
@@ -28,13 +30,14 @@ for _run in TRAINED_RUNS:
             files=canonical(
                 {s: PLAN.step_file(_run, layout.CHECKPOINTS, s) for s in STEPS[_run]}
             ),
-            code=script_code("train"),
+            code=get_code("train", run=_run),
         script:
             "../scripts/train.py"
 
 
-# A chunk of local files imported, or of hub revisions downloaded and converted, with the weights
-# digest of each. A checkpoint that cannot be read becomes a failure record, whatever the policy:
+# A chunk of local files referenced (safetensors) or converted (pickles), or of hub revisions
+# downloaded and converted, with the weights digest of each. Each local weight file and config.json
+# is an input: one replaced reruns its chunk and everything read from it. A checkpoint that cannot be read becomes a failure record, whatever the policy:
 # on_bad_checkpoint is a param of the aggregation only, so switching it refetches nothing.
 rule materialise_checkpoints:
     input:
@@ -55,7 +58,7 @@ rule materialise_checkpoints:
         files=lambda w: canonical(
             PLAN.chunk_step_files(w.run, layout.CHECKPOINTS, w.chunk)
         ),
-        code=script_code("materialise_checkpoints"),
+        code=get_code("materialise_checkpoints"),
     script:
         "../scripts/materialise_checkpoints.py"
 
@@ -86,6 +89,27 @@ rule identical_steps:
     conda:
         "../envs/ckptlens.yaml"
     params:
-        code=script_code("identical_steps"),
+        code=get_code("identical_steps"),
     script:
         "../scripts/identical_steps.py"
+
+
+# A fetched run's training history (a Hugging Face Trainer's trainer_state.json of its last
+# checkpoint) as its train_log.csv, the training log a trained run writes.
+rule training_log:
+    input:
+        lambda w: PLAN.fetched_logs[w.run],
+    output:
+        layout.train_log("{run}"),
+    log:
+        layout.run_log("{run}", "training_log"),
+    benchmark:
+        layout.run_benchmark("{run}", "training_log")
+    wildcard_constraints:
+        run=alternatives(PLAN.fetched_logs),
+    conda:
+        "../envs/ckptlens.yaml"
+    params:
+        code=get_code("training_log"),
+    script:
+        "../scripts/training_log.py"

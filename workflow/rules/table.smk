@@ -25,7 +25,7 @@ rule aggregate_metrics:
         "../envs/ckptlens.yaml"
     params:
         on_bad_checkpoint=ckcfg.on_bad_checkpoint(config),
-        code=script_code("aggregate_metrics"),
+        code=get_code("aggregate_metrics"),
     script:
         "../scripts/aggregate_metrics.py"
 
@@ -48,6 +48,6 @@ rule import_metrics_table:
         select=lambda w: config["runs"][w.run]["source"].get("select", w.run),
         layers=lambda w: config["runs"][w.run]["source"].get("layers"),
         metrics=lambda w: config["runs"][w.run]["source"].get("metrics"),
-        code=script_code("import_metrics_table"),
+        code=get_code("import_metrics_table"),
     script:
         "../scripts/import_metrics_table.py"

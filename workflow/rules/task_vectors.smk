@@ -16,7 +16,7 @@ rule task_vectors:
     params:
         n_components=lambda w: TASK_VECTORS[w.name].get("n_components", 3),
         files=lambda w: canonical(PLAN.task_vector_files(w.name)),
-        code=script_code("task_vectors"),
+        code=get_code("task_vectors"),
     script:
         "../scripts/task_vectors.py"
 
@@ -39,7 +39,7 @@ rule plot_task_vectors:
     conda:
         "../envs/ckptlens.yaml"
     params:
-        code=script_code("plot_task_vectors"),
+        code=get_code("plot_task_vectors"),
     script:
         "../scripts/plot_task_vectors.py"
 
@@ -69,7 +69,7 @@ for _name in TV_SAMPLE:
             base_run=TASK_VECTORS[_name]["base_run"],
             checkpoints=canonical(PLAN.tv_checkpoints(_name)),
             sample=canonical(PLAN.tv_sample_params(_name)),
-            code=script_code("sample_task_vectors"),
+            code=get_code("sample_task_vectors"),
         script:
             "../scripts/sample_task_vectors.py"
 
@@ -91,7 +91,7 @@ rule evaluate_task_vector_samples:
     params:
         evaluate=lambda w: canonical(TV_SAMPLE[w.name]["evaluate"]),
         rows=lambda w: canonical(PLAN.tv_evaluation_rows(w.name)),
-        code=script_code("evaluate_task_vector_samples"),
+        code=get_code("evaluate_task_vector_samples"),
     script:
         "../scripts/evaluate_task_vector_samples.py"
 
@@ -117,6 +117,6 @@ rule plot_task_vector_samples:
         "../envs/ckptlens.yaml"
     params:
         settings=lambda w: canonical(PLAN.tv_sample_params(w.name)),
-        code=script_code("plot_task_vector_samples"),
+        code=get_code("plot_task_vector_samples"),
     script:
         "../scripts/plot_task_vector_samples.py"

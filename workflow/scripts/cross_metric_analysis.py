@@ -12,6 +12,8 @@ with job_log(snakemake.log[0]):
 
     table = pd.read_parquet(snakemake.input.table)
     gaps = gap_notes(pd.read_csv(snakemake.input.missing)) if "missing" in snakemake.input.keys() else []
+    # what the run's source left out (final.pt beside numbered checkpoints, ...): the words of `ckptlens layers`
+    gaps = list(snakemake.params.source_notes or []) + gaps
     explained, loadings, notes = pca_explained_variance(table)
     pairs = snakemake.params.pairs
     # the configured pairs per layer, else every pair of the layer-averaged metrics (bounded by the

@@ -1,6 +1,7 @@
-"""A chunk of a fetched source's checkpoints into the results folder as safetensors — local files
-imported, hub revisions downloaded and converted — and the weights digest of each; a checkpoint that
-cannot be read becomes a failure record."""
+"""A chunk of a fetched source's checkpoints into the results folder — a local safetensors checkpoint
+as a reference to the user's files (read in place, never copied), a pickled one converted, hub
+revisions downloaded and converted — and the weights digest of each; a checkpoint that cannot be
+read becomes a failure record."""
 
 from ckptlens.store.joblog import job_log
 
@@ -17,6 +18,8 @@ with job_log(snakemake.log[0]):
     spec = snakemake.config["runs"][run]["source"]
     source = get_source(spec["type"])
     files = {int(s): f for s, f in json.loads(snakemake.params.files).items()}
+    for note in source.notes(spec):  # what the run leaves out, in the words of `ckptlens layers`
+        print(note)
     lines = []
     for step, out in files.items():
         # a checkpoint that cannot be read becomes a failure record; what the run does with it

@@ -8,17 +8,19 @@ with job_log(snakemake.log[0]):
     import csv
     import json
 
+    from ckptlens.sources.readers import CheckpointTensors
     from ckptlens.store.atomic import atomic_path
-    from ckptlens.store.tensors import TensorFile, write_tensors
+    from ckptlens.store.tensors import write_tensors
     from ckptlens.task_vectors.sampling import TaskVectorSampler, check_shared_base, run_weights
 
     name = snakemake.params.name
     paths = json.loads(snakemake.params.checkpoints)  # {"base": path, "runs": {run: path}, "starts": {run: path}}
     settings = json.loads(snakemake.params.sample)
-    base = TensorFile(paths["base"])
-    runs = {run: TensorFile(p) for run, p in paths["runs"].items()}
+    # checkpoints trained or converted here, or references to the user's files: read where they are
+    base = CheckpointTensors(paths["base"])
+    runs = {run: CheckpointTensors(p) for run, p in paths["runs"].items()}
 
-    differ = check_shared_base(base, {r: TensorFile(p) for r, p in paths["starts"].items()}, settings["layers"])
+    differ = check_shared_base(base, {r: CheckpointTensors(p) for r, p in paths["starts"].items()}, settings["layers"])
     if differ:
         detail = "; ".join(f"{r}: {len(v)} tensors, e.g. {v[:3]}" for r, v in differ.items())
         raise ValueError(

@@ -12,11 +12,11 @@ with job_log(snakemake.log[0]):
     import json
 
     files = json.loads(snakemake.params.files)  # {"base": file, run: file}
-    base = TensorFile(files.pop("base"))
+    base = TensorFile(files.pop("base"), float16_as_float32=True)  # float16 where the checkpoint is
     runs = list(files)
     rows = task_vector_pca(
         base,
-        [TensorFile(files[r]) for r in runs],
+        [TensorFile(files[r], float16_as_float32=True) for r in runs],
         snakemake.params.n_components,
         run=snakemake.wildcards.name,
     )

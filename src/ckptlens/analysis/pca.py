@@ -74,7 +74,8 @@ def _layer_mean_matrix(df: pd.DataFrame, steps: np.ndarray, notes: list[str], pr
     The mean at every step is taken over the *same* layers: those finite at every step. Why:
     averaging whichever layers happen to be finite at each step would let a layer that drops
     out at some steps shift the mean there, a jump no layer actually made. Excluded layers are
-    noted; a metric with no layer finite throughout becomes an all-NaN column (then dropped).
+    noted; a metric with no layer finite throughout is left out, its note saying at how many steps
+    its layers are not finite.
     """
     columns = {}
     for metric, sub in df.groupby("metric", sort=True):
@@ -94,10 +95,13 @@ def _layer_mean_matrix(df: pd.DataFrame, steps: np.ndarray, notes: list[str], pr
             notes.append(
                 f"{prefix}: metric {metric!r}: no layer is finite at every step (each of its "
                 f"{len(excluded)} layer(s) is NaN/Inf or missing at {at} of {len(steps)} step(s)), so the "
-                "mean over layers is left undefined"
+                "mean over layers is left undefined and the metric left out of this matrix"
             )
+            # left out here, not as an all-NaN column: its note would count the mean's steps (all
+            # of them), not the layers' (e.g. 1 step, the first, of a metric comparing with the previous)
+            continue
         columns[metric] = mean_over_layers(wide)
-    return pd.DataFrame(columns, index=steps)
+    return pd.DataFrame(columns, index=steps, dtype=float)
 
 
 def _layer_metric_matrix(df: pd.DataFrame, steps: np.ndarray) -> pd.DataFrame:

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from ckptlens.sources.readers import tokenizer_files
 from ckptlens.store import layout
 
 from . import CLIError
 from .layers import Inspected, fmt_params, inspect_path
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
 
 
 def probe_text() -> str:
@@ -38,7 +37,7 @@ class RunPlan:
     name: str
     source_path: str
     steps: list[int]
-    skipped: list[tuple[str, str]]
+    skipped: list[str]  # what the series leaves out, in the words of a run's notes
     architecture: str
     n_params: int
     read: str
@@ -71,7 +70,7 @@ def _find_tokenizer(insp: Inspected, root: Path) -> Path | None:
         candidates.append(insp.path)
     candidates += [insp.path.parent, root, root.parent]
     for d in dict.fromkeys(c.resolve() for c in candidates if c.is_dir()):
-        if any((d / f).is_file() for f in TOKENIZER_FILES):
+        if tokenizer_files(d):
             return d
     return None
 
@@ -95,8 +94,8 @@ def run_names(folders: Sequence[Path]) -> list[str]:
 
 def plan_run(raw: str, cwd: Path) -> RunPlan:
     from ..adapters import get_adapter
-    from ..sources import names_from_keys
-    from ..sources.local import is_glob
+    from ..sources.layer_names import names_from_keys
+    from ..sources.local import is_glob, skipped_notes
 
     insp = inspect_path(raw)
     if insp.series is None:
@@ -129,7 +128,7 @@ def plan_run(raw: str, cwd: Path) -> RunPlan:
         name=str(root.resolve()),  # the run's name is given once every folder is known (run_names)
         source_path=raw if is_glob(raw) else _rel(Path(raw), cwd),
         steps=list(insp.series.found),
-        skipped=list(insp.series.skipped),
+        skipped=skipped_notes(insp.series),
         architecture=adapter.name + (f", {adapter.n_heads} heads" if adapter.n_heads else ""),
         n_params=n_params,
         read=insp.how,
@@ -229,8 +228,8 @@ def render_config(plans: Sequence[RunPlan], probe_file: str | None, command: str
         out.append(f"  {p.name}:")
         out.append(f"    # {p.architecture}, {fmt_params(p.n_params)} parameters; each checkpoint read as: {p.read}")
         out.append(f"    # {len(p.steps)} steps found: {', '.join(map(str, p.steps))}")
-        for name, why in p.skipped:
-            out.append(f"    # skipped {name}: {why}")
+        for line in p.skipped:
+            out.append(f"    # {line}")
         out.append(f"    source: {{type: local, path: {_yaml(p.source_path)}}}")
         out.append("    # what is measured (`ckptlens layers PATH` lists every name and pattern):")
         labels = p.target_labels or {}
@@ -327,8 +326,8 @@ def cmd_init(args) -> int:
         measured = "; ".join((p.target_labels or {}).get("weights") or [])
         if measured:
             print(f"    weights: {measured}" + (" (no per-head circuits)" if p.why_no_heads else ""))
-        for name, why in p.skipped:
-            print(f"    skipped {name}: {why}")
+        for line in p.skipped:
+            print(f"    {line}")
     if wrote_probe:
         print(f"wrote {_rel(probe_path, cwd)}: the built-in probe text ({wrote_probe} sentences)")
     elif needs_probe:

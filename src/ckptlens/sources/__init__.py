@@ -11,8 +11,9 @@ parses the workflow, on every cluster job too):
 
   - ``"train"``: one job trains the model and writes every checkpoint and a training log
     (``train(spec, steps, paths, log_path)``);
-  - ``"fetch"``: each checkpoint is brought into the results folder as safetensors (one job per
-    chunk of steps, :func:`ckptlens.config.chunks`)
+  - ``"fetch"``: each checkpoint is brought into the results folder as safetensors, or as a
+    reference to a local safetensors checkpoint read in place (:mod:`ckptlens.sources.importer`;
+    one job per chunk of steps, :func:`ckptlens.config.chunks`)
     (``materialise(spec, step, out)``, which writes a failure record for a checkpoint that cannot be
     read and returns it; ``inputs(spec, step)`` are the local files it reads
     and ``step_params(spec, step)`` the rest of what decides that checkpoint, so that a change of
@@ -22,7 +23,11 @@ parses the workflow, on every cluster job too):
   - ``"table"``: no checkpoints, the run's metrics come as a finished table.
 
 * ``checkpoint_bytes(spec)``: about how large one checkpoint is (None: unknown), so that jobs are
-  sized to their work (:func:`ckptlens.config.checkpoints_per_job`).
+  sized to their work (:func:`ckptlens.config.checkpoints_per_job`);
+* ``notes(spec)``: what the run leaves out of what it was pointed at, and why, in the words
+  ``ckptlens layers`` uses (the import job's log and the run's ``notes.txt`` say it);
+* ``training_log(spec)``: the file holding a fetched run's training history (a Hugging Face
+  Trainer's ``trainer_state.json``), or None; the workflow turns it into the run's ``train_log.csv``.
 
 Adding a source is one module here that registers a :class:`Source` (and its test); the workflow
 reads everything else from the registry.
@@ -33,7 +38,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 KINDS = ("train", "fetch", "table")
 _SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([kmbt])(?![A-Za-z])", re.IGNORECASE)
@@ -69,6 +73,14 @@ def _unknown_size(spec: Mapping) -> None:
     return None
 
 
+def _no_notes(spec: Mapping) -> list[str]:
+    return []
+
+
+def _no_log(spec: Mapping) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Source:
     type: str
@@ -83,6 +95,8 @@ class Source:
     step_params: Callable[[Mapping, int], dict] = _no_params
     checkpoint_bytes: Callable[[Mapping], int | None] = _unknown_size
     temporary: Callable[[Mapping], bool] = _not_temporary
+    notes: Callable[[Mapping], list[str]] = _no_notes
+    training_log: Callable[[Mapping], str | None] = _no_log
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -116,34 +130,5 @@ def parse_model_size(name: str) -> float | None:
     return None if m is None else float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()]
 
 
-def files_bytes(paths) -> int:
-    """Bytes of files, or of the weight files of folders (a save_pretrained folder's shards)."""
-    total = 0
-    for p in map(Path, paths):
-        if p.is_dir():
-            total += sum(f.stat().st_size for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))
-        elif p.is_file():
-            total += p.stat().st_size
-    return total
-
-
-def names_from_keys(keys, metadata: Mapping | None = None, shapes: Mapping | None = None) -> dict[str, list[str]]:
-    """The names target patterns select from, known from a state dict's keys: weights as the
-    architecture adapter names them (per-head pieces included), modules for activations (every
-    dotted prefix), weight owners for gradients, and the attention modules whose probabilities
-    can be captured."""
-    from ..adapters import get_adapter, module_names_from_keys
-
-    keys = list(keys)
-    arch = get_adapter("auto", keys, metadata or {}, shapes=shapes)
-    owners = [k[: -len(".weight")] for k in keys if k.endswith(".weight")]
-    return {
-        "weights": arch.layer_names(keys, shapes),
-        "activations": module_names_from_keys(keys),
-        "gradients": owners,
-        "attentions": arch.attention_modules(keys),
-    }
-
-
 # the sources that ship with ckptlens register themselves
-from . import hub, local, table, trained  # noqa: E402,F401
+from . import hub, local, table, training  # noqa: E402,F401

@@ -222,6 +222,24 @@ def scan(spec: Mapping | str | Path) -> Discovery:
     return Discovery(dict(sorted(found.items())), skipped, no_step, where, base)
 
 
+def skipped_sentence(name: str, why: str) -> str:
+    """How an entry left out of a run is said, by ``ckptlens layers``/``init`` and by the run (its
+    import log, ``notes.txt``, the report): one wording for all of them."""
+    return f"skipped: {name}: {why}"
+
+
+def skipped_notes(d: Discovery) -> list[str]:
+    """Every entry :func:`scan` left out, in :func:`skipped_sentence`'s words, and, where some
+    checkpoints have no step (``final.pt``, ``best.safetensors``), which step is the run's final."""
+    notes = [skipped_sentence(name, why) for name, why in d.skipped]
+    if d.no_step:
+        notes.append(
+            f"the final checkpoint (the reference of *_to_final metrics) is step {max(d.found)}, the last "
+            f"numbered one, not {', '.join(d.no_step[:10])}{' ...' if len(d.no_step) > 10 else ''}"
+        )
+    return notes
+
+
 def discover(spec: Mapping | str | Path) -> dict[int, Path]:
     """``{step: checkpoint path}``, sorted by step; see the module docstring. Checkpoints without a
     step are skipped with a warning (:func:`scan` says which, and why)."""
@@ -250,8 +268,8 @@ SCHEMA = {
 }
 
 
-def _found(spec: Mapping) -> dict[int, Path]:
-    """:func:`discover`, once per folder state: the workflow asks for every step of every chunk
+def _scanned(spec: Mapping) -> Discovery:
+    """:func:`scan`, once per folder state: the workflow asks for every step of every chunk
     while it is parsed (a folder's mtime changes when an entry is added or removed)."""
     raw = str(spec["path"])
     folder = _base_of_glob(raw) if is_glob(raw) else Path(raw)
@@ -259,18 +277,31 @@ def _found(spec: Mapping) -> dict[int, Path]:
         stamp = folder.stat().st_mtime_ns
     except OSError:
         stamp = None
-    return _found_cached(raw, spec.get("step_pattern"), stamp)
+    return _scanned_cached(raw, spec.get("step_pattern"), stamp)
 
 
 @functools.lru_cache(maxsize=64)
-def _found_cached(path: str, step_pattern: str | None, _stamp) -> dict[int, Path]:
+def _scanned_cached(path: str, step_pattern: str | None, _stamp) -> Discovery:
     spec = {"path": path, **({"step_pattern": step_pattern} if step_pattern else {})}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # skipped entries are reported by the checks, not at every parse
-            return discover(spec)
+        return scan(spec)  # what it skips, the run says (_notes), not a warning at every parse
     except DiscoveryError as exc:
         raise SourceError(str(exc), "path") from None
+
+
+def _found(spec: Mapping) -> dict[int, Path]:
+    return _scanned(spec).found
+
+
+def _notes(spec: Mapping) -> list[str]:
+    return skipped_notes(_scanned(spec))
+
+
+def _training_log(spec: Mapping) -> str | None:
+    """A Trainer run's history: ``trainer_state.json`` of its last checkpoint folder (highest step)."""
+    last = list(_found(spec).values())[-1]
+    state = last / "trainer_state.json"
+    return str(state) if last.is_dir() and state.is_file() else None
 
 
 def _steps(spec: Mapping) -> list[int]:
@@ -289,7 +320,7 @@ def _layer_names(spec: Mapping) -> dict | None:
     torch: the extraction job checks the patterns instead). A bad file is its own job's failure (or
     gap): it must not stop the workflow while it is parsed."""
     from ..store.records import CheckpointError
-    from . import names_from_keys
+    from .layer_names import names_from_keys
     from .readers import open_checkpoint
 
     files = list(_found(spec).values())
@@ -306,17 +337,33 @@ def _layer_names(spec: Mapping) -> dict | None:
 
 
 def _materialise(spec: Mapping, step: int, out) -> dict | None:
+    """A reference to a safetensors checkpoint (read where it is, never copied), a conversion of a
+    pickled one (:func:`ckptlens.sources.importer.import_or_reference`)."""
     from .importer import import_or_record
 
-    return import_or_record(_found(spec)[step], out, step=step)
+    return import_or_record(_found(spec)[step], out, step=step, in_place=True)
 
 
 def _inputs(spec: Mapping, step: int) -> list[str]:
-    return [str(_found(spec)[step])]
+    """What a checkpoint is read from: a file, or a folder's weight files and config.json — each
+    file an input, so that a weight file replaced inside a folder (whose own time does not change)
+    imports the checkpoint again, while files saved beside the weights (optimizer state) do not.
+    A folder without weight files stays an input itself (its failure record is renewed when a
+    file is added)."""
+    from .readers import weight_files
+
+    path = _found(spec)[step]
+    if not path.is_dir():
+        return [str(path)]
+    files = weight_files(path)
+    if not files:
+        return [str(path)]
+    config_json = path / "config.json"
+    return [str(f) for f in files] + ([str(config_json)] if config_json.is_file() else [])
 
 
 def _checkpoint_bytes(spec: Mapping) -> int:
-    from . import files_bytes
+    from .readers import files_bytes
 
     return files_bytes([next(iter(_found(spec).values()))])
 
@@ -332,5 +379,7 @@ register(
         materialise=_materialise,
         inputs=_inputs,
         checkpoint_bytes=_checkpoint_bytes,
+        notes=_notes,
+        training_log=_training_log,
     )
 )

@@ -24,6 +24,11 @@ Formats:
 
 Every failure is a :class:`CheckpointError` (a ValueError) naming the file and the reason. A
 failure record written for a bad checkpoint (:mod:`ckptlens.store.records`) is refused the same way.
+
+A *checkpoint reference* (:func:`ckptlens.store.tensors.write_reference`: what the workflow keeps of
+a local safetensors checkpoint instead of a copy) is followed: the checkpoint it names is opened,
+after its files are checked to be those the reference was written for (same size and modification
+time; else a :class:`CheckpointError` says which changed).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store.records import CheckpointError
-from ..store.tensors import SafetensorsFile, short_reason
+from ..store.tensors import ReferenceFileError, SafetensorsFile, followed, short_reason
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -55,6 +60,27 @@ HF_FOLDER_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+
+#: the files a tokenizer saved with ``save_pretrained`` may consist of (every kind transformers writes)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def tokenizer_files(folder) -> list[Path]:
+    """The tokenizer files a folder holds (of :data:`TOKENIZER_FILES`); nothing is opened."""
+    folder = Path(folder)
+    return [folder / n for n in TOKENIZER_FILES if (folder / n).is_file()]
+
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "weights")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -132,6 +158,38 @@ def hf_weights_file(folder) -> Path | None:
     return next((folder / n for n in HF_FOLDER_FILES if (folder / n).is_file()), None)
 
 
+def weight_files(folder) -> list[Path]:
+    """The files a save_pretrained folder's weights are read from: its weight file, or its shard
+    index and the shards it names (those that are plain names inside the folder); nothing else
+    (``optimizer.pt``, ``scheduler.pt``, ``trainer_state.json``). Only an index is opened."""
+    folder = Path(folder)
+    chosen = hf_weights_file(folder)
+    if chosen is None:
+        return []
+    if chosen.name not in HF_INDEX_FILES:
+        return [chosen]
+    try:
+        names = json.loads(chosen.read_text()).get("weight_map", {}).values()
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        return [chosen]
+    shards = [
+        folder / n for n in dict.fromkeys(names) if isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+    ]
+    return [chosen, *shards]
+
+
+def files_bytes(paths) -> int:
+    """Bytes of the weights: of files, or of the weight files a folder is read from (a
+    save_pretrained folder's weights or shards, :func:`ckptlens.sources.readers.weight_files`),
+    never what training saves beside them (``optimizer.pt``, ``scheduler.pt``, ...)."""
+    total = 0
+    for p in map(Path, paths):
+        for f in weight_files(p) if p.is_dir() else [p]:
+            if f.is_file():
+                total += f.stat().st_size
+    return total
+
+
 def is_checkpoint_dir(path) -> bool:
     """Whether ``path`` is a folder holding Hugging Face save_pretrained weights."""
     path = Path(path)
@@ -152,9 +210,25 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"{path}: not readable (permission denied)")
 
 
-def _open_safetensors(path: Path) -> Checkpoint:
-    f = SafetensorsFile(path)
+def _open_safetensors(path: Path, follow: bool = True) -> Checkpoint:
+    try:
+        f = SafetensorsFile(path)
+    except ReferenceFileError as ref:
+        if not follow:
+            raise CheckpointError(f"{path}: a reference to a reference ({ref.target}); not followed") from None
+        return _follow(ref)
     return Checkpoint(path, "safetensors", f.keys, f.get, f.metadata, f.shapes, f.dtypes, _closers=[f.close])
+
+
+def _follow(ref: ReferenceFileError) -> Checkpoint:
+    """The checkpoint a reference names, if its files are still those it was written for."""
+    target = followed(ref.path)
+    if target.is_dir():
+        return open_checkpoint(target)
+    _check_file(target)
+    if target.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise CheckpointError(f"{ref.path}: a reference to {target}, which is not a safetensors file")
+    return _open_safetensors(target, follow=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,3 +452,30 @@ def _open_hf_folder(folder: Path) -> Checkpoint:
     return Checkpoint(
         folder, "hf_folder", keys, get, metadata, shapes, dtypes, config, _closers=[f.close for f in files]
     )
+
+
+class CheckpointTensors(Mapping):
+    """A checkpoint (:func:`open_checkpoint`: a file, a folder, a reference) as a read-only Mapping
+    of its tensors, one read when asked for; ``metadata`` as safetensors metadata (strings, other
+    values JSON-encoded, as a converted checkpoint carries them), so that weights written from it
+    load like it. For code that takes a :class:`ckptlens.store.tensors.TensorFile` of a checkpoint."""
+
+    def __init__(self, path):
+        self._ckpt = open_checkpoint(path)
+        self.path = self._ckpt.path
+        self.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in self._ckpt.metadata.items()}
+        self.shapes = self._ckpt.shapes
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._ckpt.keys:
+            raise KeyError(key)
+        return self._ckpt.get(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ckpt.keys)
+
+    def __len__(self) -> int:
+        return len(self._ckpt.keys)
+
+    def close(self) -> None:
+        self._ckpt.close()

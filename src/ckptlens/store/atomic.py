@@ -69,7 +69,7 @@ def write_text(path, text: str) -> Path:
 
 
 def _test_pause(path: Path) -> None:
-    """TEST-ONLY hook (tests/test_faults.py): when ``CKPTLENS_TEST_PAUSE_AT`` is a substring of
+    """TEST-ONLY hook (tests/workflow/test_faults.py): when ``CKPTLENS_TEST_PAUSE_AT`` is a substring of
     ``path``, the writer stops right before the rename — its complete-looking temporary file on
     disk — touches the file ``CKPTLENS_TEST_PAUSE_SIGNAL`` and sleeps, so that the test can SIGKILL
     the run at that exact point. Unset (always, outside those tests), it does nothing."""

@@ -5,16 +5,15 @@ itself tracks only the job's script file).
 The code of a job is the *import closure* of its starting points (a script file, or modules such
 as a metric family's): every ckptlens module they import, at the top or inside a function, and
 so on, found by reading the source (``ast``) — nothing is imported, so this is cheap enough to run
-while Snakemake parses the workflow. ``from ckptlens.pkg import name`` counts the submodule
-``pkg.name`` when there is one, and the package's ``__init__`` otherwise; importing a submodule
-does not count its package's ``__init__`` (a package that re-exports many modules would otherwise
-make every job depend on all of them).
+while Snakemake parses the workflow. ``from ckptlens.<package> import <name>`` counts the submodule
+``<package>.<name>`` when there is one, and the package's ``__init__`` otherwise; a module's packages'
+``__init__`` files count too, since Python runs them first.
 
 Registries (:data:`REGISTRIES`) register every kind by importing its modules from their package's
 ``__init__`` (``from . import hub, local, trained``). A job that runs only some kinds of a registry
 names them (:func:`job_code`'s ``kinds``): that registry's registration imports are then not
 followed and the named kinds' modules are starting points instead (a metric job's family, a
-training job's ``ckptlens.sources.trained``), so editing the hub source does not retrain a run. A
+training job none: its script imports the training code itself), so editing the hub source does not retrain a run. A
 job that names no kinds of a registry it imports (one that reads every metric's label, say) keeps
 every kind in its closure.
 
@@ -36,6 +35,7 @@ _ROOT = Path(__file__).resolve().parents[1]  # src/ckptlens (or site-packages/ck
 REGISTRIES = ("ckptlens.metrics", "ckptlens.sources", "ckptlens.plots.studies")
 
 
+@functools.cache
 def module_file(module: str) -> Path | None:
     """The source file of a ckptlens module (``ckptlens.metrics.weight_spectrum``), None if there is none."""
     parts = module.split(".")
@@ -97,6 +97,7 @@ def _registration_imports(tree: ast.Module) -> set[int]:
     }
 
 
+@functools.cache
 def file_name(path: Path) -> str:
     """How a file is named in a hash: relative to the package, or ``workflow/scripts/<name>`` for a
     workflow script (the workflow lives in the package when installed from a wheel, beside ``src/``
@@ -132,6 +133,9 @@ def closure(starts: Iterable[str | Path], narrowed: Iterable[str] = ()) -> list[
             continue
         seen.add(f)
         todo += [module_file(m).resolve() for m in _imports(f, narrowed)]
+        package_init = (f.parent.parent if f.name == "__init__.py" else f.parent) / "__init__.py"
+        if package_init.is_file() and package_init.resolve().is_relative_to(_ROOT):
+            todo.append(package_init.resolve())  # Python runs a module's packages' __init__ first
     return sorted(seen)
 
 
@@ -163,7 +167,7 @@ def code_hash(*starts: str | Path) -> str:
 
 def _hash(files: Iterable[Path]) -> str:
     h = hashlib.sha256()
-    for f in files:
+    for f in sorted(files, key=file_name):  # by name: a checkout and a wheel order paths differently
         h.update(file_name(f).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

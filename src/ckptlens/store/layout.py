@@ -6,10 +6,11 @@ nowhere else::
 
     results/
       runs/<run>/
-        checkpoints/chunk<i>/step<N>.safetensors      trained, imported or downloaded
+        checkpoints/chunk<i>/step<N>.safetensors      trained, converted, downloaded, or a reference
+                                                      to a local safetensors checkpoint (read in place)
         downloads/step<N>/                            a hub download in progress (scratch)
         digests/chunk<i>.txt                          "<step>\\t<weights digest>" per checkpoint
-        extract/<kind>/chunk<i>/step<N>.safetensors   weights, activations, gradients, ...
+        extract/<kind>/chunk<i>/step<N>.safetensors   weights, activations, gradient_stats, ...
         train_log.csv                                 a trained run's loss and errors
         identical_steps.csv                           a fetched run's steps with identical weights
         metrics/<family>/part<p>.csv                  one metric job's rows
@@ -40,7 +41,7 @@ RESULTS = "results"
 #: the checkpoints' folder in a run (``what`` of :func:`chunk_dir`; :func:`extraction` gives the others)
 CHECKPOINTS = "checkpoints"
 #: the analysis tables the report shows as HTML pages (report/<table>.html)
-REPORT_TABLES = ("pca", "correlation", "dynamics")
+REPORT_TABLES = ("pca", "correlation", "dynamics", "metrics", "explorer")
 
 
 # --------------------------------------------------------------------------- one run
@@ -50,8 +51,12 @@ def run_dir(run, root=RESULTS) -> str:
 
 
 def extraction(kind) -> str:
-    """The folder of one kind of extraction (``weights``, ``activations``, ...) in a run: the
-    ``what`` of :func:`chunk_dir` and :func:`step_file` for extractions."""
+    """The folder of one kind of extraction in a run: the ``what`` of :func:`chunk_dir` and
+    :func:`step_file` for extractions. The kinds (what metric families ``need``,
+    :data:`ckptlens.metrics.registry.NEEDS`): ``weights``, ``activations``, ``gradient_stats`` (a few
+    numbers a layer: the gradient statistics of the probe batches,
+    :data:`ckptlens.store.tensors.GRADIENT_STATISTICS`), ``gradients`` (every batch's raw gradient,
+    only for a family that needs them), ``activation_gradients``, ``attentions``."""
     return f"extract/{kind}"
 
 
@@ -132,6 +137,17 @@ def plot(run, name, root=RESULTS) -> str:
 def report_table(run, table, root=RESULTS) -> str:
     """The HTML page of one of :data:`REPORT_TABLES`."""
     return f"{run_dir(run, root)}/report/{table}.html"
+
+
+def table_products(run, figures=(), root=RESULTS) -> list[str]:
+    """Everything made from a run's metrics table: its analyses, plots (not the training plot, the
+    training log's), report pages, and ``figures`` (the names of the study figures that show it).
+    What a failed aggregation removes with the table, so that nothing is left from the one before."""
+    out = [analysis_table(run, n, root) for n in ("pca", "pca_loadings", "correlation", "correlation_layers")]
+    out += [analysis_table(run, "dynamics", root), analysis_notes(run, root), trajectories_dir(run, root)]
+    out += [plot(run, "pca", root), plot(run, "correlation", root)]
+    out += [report_table(run, table, root) for table in REPORT_TABLES]
+    return out + [figure(name, root) for name in figures]
 
 
 # Logs and benchmarks of a job sit in its run's (task-vector set's, figures') folder, under the
@@ -221,6 +237,21 @@ def figure_log(name, root=RESULTS) -> str:
 
 def figure_benchmark(name, root=RESULTS) -> str:
     return _benchmark(figures_dir(root), name)
+
+
+def study_page(root=RESULTS) -> str:
+    """The report's landing page: the study at a glance (rule ``report_study``)."""
+    return f"{figures_dir(root)}/study.html"
+
+
+def study_landing(root=RESULTS) -> str:
+    """The same page as a fragment the report's opening view embeds (workflow/report/workflow.rst)."""
+    return f"{figures_dir(root)}/study_landing.html"
+
+
+def study_explorer(root=RESULTS) -> str:
+    """The interactive explorer of every run side by side."""
+    return f"{figures_dir(root)}/explorer.html"
 
 
 #: what a study figure reads of each of its runs (ckptlens.plots.studies, a kind's ``reads``)

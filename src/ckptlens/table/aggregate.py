@@ -5,9 +5,17 @@ Failed checkpoints' table records (:mod:`ckptlens.store.records`) are never read
 ``on_bad_checkpoint: fail`` they are an error listing every failed step with its file and reason;
 under ``skip`` their steps are left out of the table and listed (columns ``step, file, reason``,
 one row per step). Every step failing is an error either way.
+
+A failed aggregation leaves no table, and nothing made from the table before: Snakemake removes a
+failed job's outputs, and :func:`remove_products` the analyses, plots, report pages and figures
+made from the previous table (:meth:`ckptlens.plan.Plan.table_products`), so that the results
+folder never shows plots of a table that is gone. The next successful run makes them again.
 """
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import pandas as pd
 
@@ -48,3 +56,18 @@ def collect_run_tables(paths, on_bad_checkpoint: str = "fail") -> tuple[pd.DataF
     table["step"] = table["step"].astype(int)
     table["value"] = table["value"].astype(float)
     return table.sort_values(["metric", "layer", "step"], kind="stable").reset_index(drop=True), missing_df
+
+
+def remove_products(paths) -> list[str]:
+    """Remove these files and folders where they exist (what was made from a table that a failed
+    aggregation leaves out); the ones removed, in order."""
+    removed = []
+    for p in map(Path, paths):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(str(p))
+    return removed

@@ -1,77 +1,12 @@
-"""Models trained here, by the workflow (sources ``train_toy`` and ``train_mlp``): seeded,
-deterministic on CPU, a checkpoint at each configured step and a training log.
+"""The code of the models trained here (sources ``train_toy`` and ``train_mlp``, registered by
+:mod:`ckptlens.sources.training`): seeded, deterministic on CPU, a checkpoint at each configured
+step and a training log.
 
-* ``train_toy``: the demo, a small attention-only transformer with rotary positions
-  (:mod:`.transformer`) on an induction (copying) task (:mod:`.induction`);
-* ``train_mlp``: a two-output MLP on the two-forces task (:mod:`.mlp`), for gradient PCA.
+* the demo, a small attention-only transformer with rotary positions (:mod:`.transformer`) on an
+  induction (copying) task (:mod:`.induction`);
+* a two-output MLP on the two-forces task (:mod:`.mlp`), for gradient PCA;
+* :mod:`.train` trains either (torch); :mod:`.configs` their settings and schemas.
 
-Training itself (:mod:`.train`) imports torch; this module does not (it runs while the workflow
-is parsed).
+Nothing is imported here: a training job's code (its import closure) is the training modules it
+runs, not the source registry.
 """
-
-from __future__ import annotations
-
-from collections.abc import Mapping
-
-from .. import Source, SourceError, names_from_keys, register
-from .configs import MLP_SCHEMA, TOY_SCHEMA, TRAIN_SETTINGS, ToyModelConfig, TwoForcesConfig, train_settings  # noqa: F401
-from .names import mlp_state_keys, transformer_state_keys
-from .steps import checkpoint_steps
-
-
-def _steps(spec: Mapping) -> list[int]:
-    t = spec["train"]
-    try:
-        return checkpoint_steps(t["steps"], t.get("save_every", max(1, t["steps"] // 20)), t.get("save_steps"))
-    except ValueError as exc:
-        raise SourceError(str(exc), "train") from None
-
-
-def _transformer_names(spec: Mapping) -> dict:
-    model = spec.get("model", {})
-    return names_from_keys(transformer_state_keys(model), {"ckptlens_arch": "toy", "ckptlens_model": model})
-
-
-def _mlp_names(spec: Mapping) -> dict:
-    keys = mlp_state_keys(spec.get("model", {}))
-    return names_from_keys(keys, {}, {k: (2, 2) if k.endswith("weight") else (2,) for k in keys})
-
-
-def _transformer_bytes(spec: Mapping) -> int:
-    return 4 * ToyModelConfig(**spec.get("model", {})).n_params  # float32
-
-
-def _mlp_bytes(spec: Mapping) -> int:
-    return 4 * TwoForcesConfig(**spec.get("model", {})).n_params
-
-
-def _train(spec: Mapping, steps: list[int], paths: list, log_path) -> None:
-    from .train import train_run  # torch: imported only where training runs
-
-    train_run(spec, steps, paths, log_path)
-
-
-register(
-    Source(
-        type="train_toy",
-        kind="train",
-        description="the demo attention-only transformer, trained here on the induction task",
-        schema=TOY_SCHEMA,
-        steps=_steps,
-        layer_names=_transformer_names,
-        train=_train,
-        checkpoint_bytes=_transformer_bytes,
-    )
-)
-register(
-    Source(
-        type="train_mlp",
-        kind="train",
-        description="the two-output MLP, trained here on the two-forces task",
-        schema=MLP_SCHEMA,
-        steps=_steps,
-        layer_names=_mlp_names,
-        train=_train,
-        checkpoint_bytes=_mlp_bytes,
-    )
-)
