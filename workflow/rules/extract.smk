@@ -17,7 +17,7 @@ rule extract_weights:
     params:
         patterns=lambda w: ckcfg.targets(config, w.run)["weights"],
         steps=lambda w: PLAN.chunk_steps(w.run, w.chunk),
-        code=script_code("extract_weights"),
+        code=get_code("extract_weights"),
     script:
         "../scripts/extract_weights.py"
 
@@ -31,6 +31,7 @@ for _run in [r for r in COMPUTED_RUNS if PLAN.model_extractions(r)]:
             f"extract_model_{identifier(_run)}"
         input:
             layout.chunk_dir(_run, layout.CHECKPOINTS, "{chunk}"),
+            probe=PLAN.probe_inputs(_run),
         output:
             **{
                 kind: directory(
@@ -46,10 +47,17 @@ for _run in [r for r in COMPUTED_RUNS if PLAN.model_extractions(r)]:
             "../envs/ckptlens.yaml"
         resources:
             gpu=1,
+            # estimated from the checkpoint's header, the targets and the probe
+            # (ckptlens.plan.Plan.extraction_resources); a run's `resources` overrides them
+            mem_mb=lambda w, run=_run: PLAN.extraction_resources(run, w.chunk)["mem_mb"],
+            runtime=lambda w, run=_run: PLAN.extraction_resources(run, w.chunk)[
+                "runtime"
+            ],
         params:
             targets=canonical(ckcfg.targets(config, _run)),
             probe=canonical(ckcfg.probe(config, _run)),
+            gradient_statistics=canonical(PLAN.gradient_statistics(_run)),
             steps=lambda w, run=_run: PLAN.chunk_steps(run, w.chunk),
-            code=script_code("extract_model"),
+            code=get_code("extract_model"),
         script:
             "../scripts/extract_model.py"

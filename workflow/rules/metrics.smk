@@ -14,9 +14,14 @@ rule metric_family:
         layout.run_benchmark("{run}", "metric_family/{family}/part{part}")
     conda:
         "../envs/ckptlens.yaml"
+    resources:
+        # estimated from the largest input and the references (ckptlens.plan.Plan.metric_resources);
+        # a run's `resources.metrics` overrides them
+        mem_mb=lambda w: PLAN.metric_resources(w.run, w.family, w.part)["mem_mb"],
+        runtime=lambda w: PLAN.metric_resources(w.run, w.family, w.part)["runtime"],
     params:
         metrics=lambda w: canonical(PLAN.family_metrics(w.run, w.family)),
-        code=lambda w: family_code(w.family),
+        code=get_code("metric_family"),
         layers=lambda w: canonical(PLAN.family_layers(w.run, w.family)),
         files=lambda w: canonical(PLAN.metric_step_inputs(w.run, w.family, w.part)),
     script:

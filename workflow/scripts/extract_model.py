@@ -1,5 +1,5 @@
-"""Activations and/or gradients of a chunk of checkpoints from one model, built once (a GPU-tagged
-job; runs on CPU without one)."""
+"""Activations, gradient statistics and/or the other model extractions of a chunk of checkpoints
+from one model, built once (a GPU-tagged job; runs on CPU without one)."""
 
 import json
 
@@ -26,7 +26,8 @@ with job_log(snakemake.log[0]):
 
         torch.set_num_threads(snakemake.threads)
         targets, probe = json.loads(snakemake.params.targets), json.loads(snakemake.params.probe)
-        extract_models([c for c, _ in todo], targets, probe, [f for _, f in todo])
+        statistics = json.loads(snakemake.params.gradient_statistics) or None  # what the metrics read (none said: all)
+        extract_models([c for c, _ in todo], targets, probe, [f for _, f in todo], gradient_statistics=statistics)
         print(f"{len(todo)} checkpoints extracted from one model")
     for folder in outputs.values():
         folder.mkdir(parents=True, exist_ok=True)  # a chunk of failed steps only still has its folder

@@ -9,7 +9,7 @@ value is a deterministic function of the weights and the probe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -73,37 +73,36 @@ def weight_gradients(
 ) -> dict[str, np.ndarray]:
     """``{"<name>#<i>": d loss_i / d weight}`` of each module's ``weight`` (or the parameter of that
     name) for every probe batch i; ``losses(i)`` computes loss i. Only these weights require a
-    gradient meanwhile. Weights stored [in, out] (``transposed(module)``) get [out, in] gradients."""
-    params = dict(model.named_parameters())
-    keys = {}
-    for name, m in modules.items():
-        key = f"{m}.weight" if f"{m}.weight" in params else m
-        if key not in params:
-            raise ValueError(f"module {name} has no weight parameter to take a gradient of")
-        keys[name] = key
-    wanted = set(keys.values())
-    old = {n: p.requires_grad for n, p in params.items()}
-    for n, p in params.items():
-        p.requires_grad_(n in wanted)
-    out = {}
-    model.eval()
-    try:
-        for i in range(n_batches):
-            model.zero_grad(set_to_none=True)
-            losses(i).backward()
-            for name, key in keys.items():
-                g = params[key].grad
-                if g is None:
-                    raise ValueError(f"module {name} gets no gradient from the loss")
-                g = g.detach().float().cpu()
-                if transposed(key.rpartition(".")[0]):
-                    g = g.T
-                out[f"{name}{GRADIENT_SEP}{i}"] = g.contiguous().numpy()
-    finally:
-        model.zero_grad(set_to_none=True)
-        for n, p in params.items():
-            p.requires_grad_(old[n])
-    return out
+    gradient meanwhile. Weights stored [in, out] (``transposed(module)``) get [out, in] gradients.
+    Holds every batch's gradient: the extraction streams them instead (:func:`raw_gradients`)."""
+    return dict(raw_gradients(model, losses, n_batches, modules, transposed))
+
+
+def raw_gradients(
+    model: torch.nn.Module,
+    losses: Callable[[int], torch.Tensor],
+    n_batches: int,
+    modules: Mapping[str, str],
+    transposed: Callable[[str], bool] = lambda m: False,
+    each: Callable[[Mapping[str, torch.Tensor]], None] | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`weight_gradients` one array at a time, ``("<name>#<i>", float32 gradient)``, each
+    batch's as its backward finishes (for :func:`ckptlens.store.tensors.write_tensors`, which holds
+    one). ``each(grads)``, if given, sees every batch's ``{name: gradient}`` on the device first (the
+    gradient statistics)."""
+    from .gradients import backward_passes, parameter_keys
+
+    keys = parameter_keys(model, modules)
+    for i, grads in enumerate(backward_passes(model, losses, n_batches, keys)):
+        if each is not None:
+            each(grads)
+        for name, key in keys.items():
+            g = grads[name].float().cpu()
+            if transposed(key.rpartition(".")[0]):
+                g = g.T
+            yield f"{name}{GRADIENT_SEP}{i}", g.contiguous().numpy()
+            del g
+        del grads  # this batch's gradients are not kept alive through the next backward
 
 
 def output_gradients(

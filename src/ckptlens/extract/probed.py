@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 class ExtractionError(ValueError):
     """A checkpoint, config, probe or target that cannot be turned into a model run; the message
@@ -52,3 +54,15 @@ class ModelFamily:
     name: str
     recognises: Callable[[object, Mapping | None], bool]
     open: Callable[[object, Mapping, object, Mapping | None], ProbedModel]
+
+
+def _indices(n: int, batch_size: int, n_batches: int, seed: int, what: str) -> list[np.ndarray]:
+    """Batch i of a probe set of n samples: disjoint slices of one seeded permutation when the set is
+    large enough, else an independent seeded sample (without replacement) per batch."""
+    if batch_size > n:
+        raise ExtractionError(f"{what}: batch_size {batch_size} is larger than the probe set ({n} samples)")
+    rng = np.random.default_rng(seed)
+    if n >= batch_size * n_batches:
+        order = rng.permutation(n)
+        return [order[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
+    return [rng.choice(n, batch_size, replace=False) for _ in range(n_batches)]

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..store.tensors import SafetensorsFile
+from ..store.tensors import SafetensorsFile, followed
 from .probed import ExtractionError, ModelFamily, ProbedModel
 
 #: the ``ckptlens_arch`` metadata values of the checkpoints trained here (see :func:`_build`)
@@ -24,7 +24,7 @@ def load_trained(checkpoint, device=None):
 
 
 def _build(checkpoint):
-    meta = SafetensorsFile(checkpoint).metadata
+    meta = SafetensorsFile(followed(checkpoint)).metadata
     arch = meta.get("ckptlens_arch")
     if arch == "toy":
         from ..sources.trained.induction import InductionTask, InductionTaskConfig
@@ -48,7 +48,7 @@ def _load(model, checkpoint, device) -> None:
     import torch
 
     # the project's one reader: a bad file or a failure record is a CheckpointError naming the file
-    f = SafetensorsFile(checkpoint)
+    f = SafetensorsFile(followed(checkpoint))  # a reference: the local file it names
     try:
         state = {k: torch.from_numpy(np.array(f.get(k))) for k in f.keys}  # a copy: the mmap is read-only
     finally:
@@ -60,6 +60,9 @@ def _load(model, checkpoint, device) -> None:
 def recognises(checkpoint, hf_config: Mapping | None = None) -> bool:
     """A safetensors checkpoint trained here (by its ``ckptlens_arch`` metadata), unless a Hugging
     Face config is given to build the model from."""
+    if not str(checkpoint).endswith(".safetensors"):
+        return False
+    checkpoint = followed(checkpoint)  # a reference: the local file it names
     if not str(checkpoint).endswith(".safetensors"):
         return False
     return SafetensorsFile(checkpoint).metadata.get("ckptlens_arch") in ARCHS and hf_config is None
@@ -98,7 +101,7 @@ def open_trained_model(checkpoint, probe: Mapping, device=None) -> ProbedModel:
         n_outputs=getattr(task, "n_outputs", None),
         transposed=lambda module: False,
         load=lambda ckpt: _load(model, ckpt, device),
-        kind=SafetensorsFile(checkpoint).metadata.get("ckptlens_arch", ""),
+        kind=SafetensorsFile(followed(checkpoint)).metadata.get("ckptlens_arch", ""),
         attention_modules=attention,
         attentions=attentions if attention else None,
     )

@@ -8,7 +8,7 @@ input layout); its metrics take their family from that name:
     activation_similarity  (activations, per layer)
     activation_spectrum    (activations, per layer)
     activation_pairs       (activations, model scope)
-    gradient               (gradients, per layer)
+    gradient               (gradient_stats, model scope: a value per layer)
     gradient_pca           (activation_gradients, model scope)
     attention              (attentions, per layer)
 A job's inputs (extraction files, failed checkpoints) are opened by :mod:`.inputs`. Adding a
@@ -38,7 +38,7 @@ from .registry import (  # noqa: F401
     Unavailable,
     compute_family,
     family,
-    family_code_hash,
+    family_modules,
     get_metric,
     group_by_family,
     metric,

@@ -14,6 +14,9 @@ L = YYᵀ, HSIC(K, L) = tr(KHLH) (the 1/(n−1)² factors cancel), H = I − 11�
 feature space, ‖XᶜᵀYᶜ‖²_F / (‖XᶜᵀXᶜ‖_F‖YᶜᵀYᶜ‖_F) (Xᶜ = centred X), when n² ≥ d² (n ≫ d), and from
 the centred Gram matrices otherwise; both equal the HSIC form. Constant activations (a layer of
 dead units) make the denominator 0: the value is NaN, with a warning (CKA is undefined there).
+The products (XXᵀ, YYᵀ in the Gram form; XᵀY, XᵀX, YᵀY in feature space) run through torch on
+the metric job's GPU when it has one (:mod:`._linalg`; float64, same values to 1e-10), the O(n²)
+and O(d²) reductions after them on numpy.
 
 Debiased CKA (``debiased=True``; Song et al. 2012's unbiased HSIC₁, as ckatorch ``unbiased=True``,
 pico-analyze/Kornblith ``debiased=True``): with K̃, L̃ the Gram matrices with zeroed diagonals,
@@ -59,6 +62,7 @@ from functools import cached_property
 
 import numpy as np
 
+from . import _linalg
 from ._common import _fail, check_bool, check_positive_int
 from .registry import Degenerate, family, metric
 
@@ -84,8 +88,23 @@ class ActivationContext:
         return self.x + self.mean
 
     @cached_property
+    def dev(self):
+        """The centred X as a float64 torch tensor on the job's GPU (:mod:`._linalg`), or None
+        on the numpy path."""
+        return _linalg.to_device(self.x) if _linalg.on_torch() else None
+
+    @cached_property
     def gram(self) -> np.ndarray:
+        if self.dev is not None:
+            return _linalg.to_numpy(self.dev @ self.dev.T)
         return self.x @ self.x.T
+
+    @cached_property
+    def feature_gram_norm(self) -> float:
+        """‖XᵀX‖_F (the feature-space CKA's normaliser)."""
+        if self.dev is not None:
+            return float(_fro(self.dev.T @ self.dev))
+        return float(np.linalg.norm(self.x.T @ self.x))
 
     @cached_property
     def row_sq_norms(self) -> np.ndarray:
@@ -139,6 +158,19 @@ def _same_samples(a: ActivationContext, b: ActivationContext, what: str) -> None
 # ---------------------------------------------------------------- CKA
 
 
+def _fro(t):
+    import torch
+
+    return torch.linalg.matrix_norm(t).item()
+
+
+def cross_sq_norm(a: ActivationContext, b: ActivationContext) -> float:
+    """‖XᵀY‖²_F of the centred activations (on the job's GPU where it has one)."""
+    if a.dev is not None:
+        return _fro(a.dev.T @ b.dev) ** 2
+    return float(np.linalg.norm(a.x.T @ b.x) ** 2)
+
+
 def linear_cka_features(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA of centred x [n, d1], y [n, d2] in feature space (cheap when n >> d)."""
     cross = np.linalg.norm(x.T @ y) ** 2
@@ -160,7 +192,9 @@ def linear_cka(a: ActivationContext, b: ActivationContext) -> float:
     _same_samples(a, b, "CKA")
     if _use_gram(a, b):
         return linear_cka_gram(a.gram, b.gram)
-    return linear_cka_features(a.x, b.x)
+    if a.dev is None:
+        return linear_cka_features(a.x, b.x)
+    return float(cross_sq_norm(a, b) / (a.feature_gram_norm * b.feature_gram_norm))
 
 
 def hsic1_gram(k: np.ndarray, l: np.ndarray) -> float:
@@ -176,7 +210,7 @@ def hsic1_gram(k: np.ndarray, l: np.ndarray) -> float:
 def hsic1_features(a: ActivationContext, b: ActivationContext) -> float:
     """n(n−3)·HSIC₁ of the linear kernels, in feature space (Kornblith's debiased dot product)."""
     n = a.n
-    cross = np.linalg.norm(a.x.T @ b.x) ** 2
+    cross = cross_sq_norm(a, b)
     return float(
         cross
         - n / (n - 2) * np.dot(a.row_sq_norms, b.row_sq_norms)

@@ -14,18 +14,19 @@ def open_metric_inputs(paths: Mapping[str, str], group_gradients: bool = False):
     """``{"current": path, <reference>: path}`` -> ``(current, references, record)``. ``record`` is
     the failure record when the current step failed (then nothing else is opened); a reference
     that is a record becomes an :class:`~ckptlens.metrics.registry.Unavailable`, so that metrics
-    comparing with it are NaN with a warning."""
+    comparing with it are NaN with a warning. Activations stored compactly (float16, bfloat16)
+    are read as float32."""
     paths = dict(paths)
     rec = checkpoint_record(paths["current"])
     if rec is not None:
         return None, {}, rec
-    current = TensorFile(paths.pop("current"), group_gradients=group_gradients)
+    current = TensorFile(paths.pop("current"), group_gradients=group_gradients, float16_as_float32=True)
     refs = {}
     for name, p in paths.items():
         r = checkpoint_record(p)
         refs[name] = (
             Unavailable(f"step {r.get('step')} failed: {r.get('file')}: {r.get('reason')}")
             if r
-            else TensorFile(p, group_gradients=group_gradients)
+            else TensorFile(p, group_gradients=group_gradients, float16_as_float32=True)
         )
     return current, refs, None

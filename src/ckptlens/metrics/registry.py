@@ -26,8 +26,9 @@
 * ``outputs`` may take the input's shape as a second argument (``outputs(params, shape)``) when
   its suffixes depend on the data (one per attention head); it is then called with ``shape=None``
   where no input is at hand (:func:`value_names`).
-* :func:`family_code_hash` hashes the code that computes a family (its modules' import closure),
-  so that editing one metric reruns only its family's jobs.
+* :func:`family_modules` names the modules a family's job runs, so that its code hash
+  (:meth:`ckptlens.plan.Plan.code`) covers them and not the other families: editing one metric
+  reruns only its family's jobs.
 
 Only numpy is imported here: metric jobs must stay cheap to start (no torch).
 """
@@ -42,10 +43,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..store.codehash import code_hash
 from ..store.joblog import warn
 
-NEEDS = ("weights", "activations", "gradients", "activation_gradients", "attentions")
+NEEDS = ("weights", "activations", "gradients", "gradient_stats", "activation_gradients", "attentions")
 REFERENCES = ("final", "previous", "initial", "previous2")
 SCOPES = ("layer", "model")
 SUFFIX_SEP = "."
@@ -58,6 +58,9 @@ class Family:
     context: Callable  # (array of one layer | LayerStore for scope="model") -> context object
     description: str = ""
     scope: str = "layer"
+    #: (its enabled metrics {name: resolved params}) -> what the extraction keeps for them, where
+    #: a kind has parts (the ``gradient_stats`` statistics); None: the whole kind
+    statistics: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,13 @@ def metric_warning(msg: str) -> None:
     warn(f"{_RUNNING.get() or 'metric'}: {msg}")
 
 
-def family(name: str, needs: str, description: str = "", scope: str = "layer"):
+def family(name: str, needs: str, description: str = "", scope: str = "layer", statistics: Callable | None = None):
     """Register ``context`` as the context builder of family ``name``.
 
     ``scope="layer"`` (default): ``context(array)`` per layer. ``scope="model"``:
-    ``context(LayerStore)`` once per checkpoint, for metrics that read several layers."""
+    ``context(LayerStore)`` once per checkpoint, for metrics that read several layers.
+    ``statistics(metrics)``: which parts of its ``needs`` the enabled ``{metric: params}`` read
+    (:attr:`Family.statistics`)."""
     if needs not in NEEDS:
         raise ValueError(f"family {name!r}: needs must be one of {NEEDS}, not {needs!r}")
     if scope not in SCOPES:
@@ -114,7 +119,8 @@ def family(name: str, needs: str, description: str = "", scope: str = "layer"):
     def register(context: Callable) -> Callable:
         if name in FAMILIES:
             raise ValueError(f"family {name!r} is registered twice")
-        FAMILIES[name] = Family(name, needs, context, description or (context.__doc__ or "").strip(), scope)
+        doc = description or (context.__doc__ or "").strip()
+        FAMILIES[name] = Family(name, needs, context, doc, scope, statistics)
         return context
 
     return register
@@ -249,12 +255,12 @@ def references_of(metric_names) -> list[str]:
     return sorted({r for n in metric_names for r in get_metric(n).references})
 
 
-def family_code_hash(family_name: str) -> str:
-    """Hash of the code that computes a family: the import closure of the modules defining its
-    context and its metrics, and of this registry (which runs them)."""
+def family_modules(family_name: str) -> list[str]:
+    """The modules defining a family's context and its metrics: the kinds of this registry a
+    metric job of the family runs (:func:`ckptlens.store.codehash.job_code`)."""
     fam = FAMILIES[family_name]
     fns = [fam.context] + [m.fn for m in METRICS.values() if m.family == family_name]
-    return code_hash(__name__, *sorted({f.__module__ for f in fns}))
+    return sorted({f.__module__ for f in fns})
 
 
 @dataclass(frozen=True)

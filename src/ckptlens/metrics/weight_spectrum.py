@@ -1,7 +1,17 @@
-"""Weight-matrix metrics (family ``weight_spectrum``). Every spectral metric of a matrix reuses one
-spectrum (cached on the context). They run on any 2-D weight, including the attention circuits
-``<attn>.head{h}.qk`` / ``.ov`` and the token embedding ``embed`` that the architecture adapter
-adds to the weights extraction (see ``circuits.py``).
+"""Weight-matrix metrics (family ``weight_spectrum``). The context is lazy: each shared quantity
+is computed on the first metric that reads it, and only then — a job whose enabled metrics need no
+spectrum (``frobenius_norm`` = √Σw², ``gini``, ``hoyer``) runs no decomposition at all; every
+spectral metric of a matrix reuses one spectrum, the power-law metrics (``alpha``, ``alpha_xmin``,
+``alpha_ks_distance``, ``alpha_weighted``) one fit per estimator, ``mp_softrank``/``num_spikes``
+one Marchenko–Pastur fit. The decompositions run on numpy, or through torch on the metric job's
+GPU when it has one (:mod:`._linalg`: the same eigenvalues to 1e-12·λ_max). The metrics run on
+any 2-D weight, including the attention circuits ``<attn>.head{h}.qk`` / ``.ov`` and the token
+embedding ``embed`` that the architecture adapter adds to the weights extraction (see
+``circuits.py``).
+
+Cost on MiniLM-L6's 39 matrices (``bench/bench_spectra.py --breakdown``): the spectrum (the Gram
+products and eigendecompositions) and ``gini``'s exact sort of every entry (22.7 M of them) are
+the two large items; everything else together is small beside either.
 
 The spectrum: every metric here needs singular values only, so instead of an SVD the context takes
 the eigenvalues λ of the smaller Gram matrix (WᵀW or WWᵀ, min(m, n)², float64, formed by one
@@ -57,7 +67,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import _esd
+from . import _esd, _linalg
 from ._common import check_choice, check_positive_int
 from .registry import Degenerate, family, metric
 
@@ -69,12 +79,12 @@ _GRAM_KAPPA = 1e5
 
 def gram_eigenvalues(w: np.ndarray) -> np.ndarray:
     """λ = σ² of a float64 m×n matrix from the eigenvalues of its smaller Gram matrix, decreasing,
-    min(m, n) of them; negatives and values at the rounding level set to 0 (module docstring)."""
+    min(m, n) of them; negatives and values at the rounding level set to 0 (module docstring).
+    On numpy, or through torch on the job's GPU (:mod:`._linalg`)."""
     m, n = w.shape
     if w.size == 0:
         return np.zeros(0)
-    g = w.T @ w if m >= n else w @ w.T  # numpy's matmul runs syrk for a matrix times its transpose
-    lam = np.linalg.eigvalsh(g)[::-1]
+    lam = _linalg.gram_eigvalsh(w)[::-1]
     tol = _GRAM_ZERO * max(m, n) * np.finfo(np.float64).eps * max(float(lam[0]), 0.0)
     lam = np.where(lam > tol, lam, 0.0)
     return np.ascontiguousarray(lam)
@@ -82,14 +92,28 @@ def gram_eigenvalues(w: np.ndarray) -> np.ndarray:
 
 @family("weight_spectrum", needs="weights")
 class WeightContext:
-    """One weight matrix (2-D; higher-rank tensors are flattened to [out, rest]) and its spectrum."""
+    """One weight matrix (2-D; higher-rank tensors are flattened to [out, rest]) and what its
+    metrics share, each computed on first use only: the float64 copy, the sum of squares, the
+    spectrum (one eigendecomposition, only for a metric that needs singular values), the power-law
+    and Marchenko–Pastur fits (one each, shared by the metrics reading them), the magnitudes."""
 
     def __init__(self, w: np.ndarray):
         raw = np.asarray(w)
         raw = raw.reshape(raw.shape[0], -1) if raw.ndim > 2 else np.atleast_2d(raw)
         self.raw = raw  # the stored dtype, for the entry statistics (gini, hoyer)
-        self.w = np.asarray(raw, dtype=np.float64)
+        self.shape = raw.shape
         self._fits: dict = {}
+
+    @cached_property
+    def w(self) -> np.ndarray:
+        """The matrix in float64."""
+        return np.asarray(self.raw, dtype=np.float64)
+
+    @cached_property
+    def sum_squares(self) -> float:
+        """Σ w_ij² = ‖W‖²_F in float64, without a decomposition."""
+        flat = self.w.ravel()
+        return float(np.dot(flat, flat))
 
     @cached_property
     def eigenvalues(self) -> np.ndarray:
@@ -104,7 +128,7 @@ class WeightContext:
     @cached_property
     def exact_singular_values(self) -> np.ndarray:
         """σ_i from an SVD (only for what the Gram route cannot resolve)."""
-        return np.linalg.svd(self.w, compute_uv=False)
+        return _linalg.svdvals(self.w)
 
     @cached_property
     def abs_entries(self) -> np.ndarray:
@@ -129,7 +153,7 @@ class WeightContext:
     @cached_property
     def _mp(self):
         try:
-            return _esd.mp_fit(self.eigenvalues[::-1], self.w.shape)
+            return _esd.mp_fit(self.eigenvalues[::-1], self.shape)
         except Degenerate as exc:
             return exc
 
@@ -143,14 +167,14 @@ class WeightContext:
 def _rank_denominator(ctx: WeightContext, r) -> float:
     """``r`` of PER: "min" = min(m, n), or an explicit integer (e.g. the head dimension)."""
     if r in (None, "min"):
-        return float(min(ctx.w.shape))
+        return float(min(ctx.shape))
     return float(r)
 
 
 @metric("frobenius_norm", label="Frobenius norm ‖W‖_F")
 def frobenius_norm(ctx: WeightContext) -> float:
-    """Frobenius norm ‖W‖_F."""
-    return float(np.sqrt(np.sum(ctx.singular_values**2)))
+    """Frobenius norm ‖W‖_F = √(Σ w_ij²) (no decomposition)."""
+    return math.sqrt(ctx.sum_squares)
 
 
 @metric("spectral_norm", label="spectral norm ‖W‖₂")
@@ -267,7 +291,7 @@ def _check_k(params):
 @metric("screenot_rank", label="ScreeNOT rank", validate=_check_k)
 def screenot_rank(ctx: WeightContext, k="auto") -> float:
     """Rank estimated by ScreeNOT adaptive hard thresholding (k: upper bound on the signal rank)."""
-    return float(screenot_rank_of(ctx.singular_values, ctx.w.shape, k))
+    return float(screenot_rank_of(ctx.singular_values, ctx.shape, k))
 
 
 # ---------------------------------------------------------------- WeightWatcher's ESD metrics
@@ -347,7 +371,7 @@ def condition_number(ctx: WeightContext) -> float:
         raise Degenerate("the zero matrix has no condition number (0/0)")
     if s[-1] * _GRAM_KAPPA < s[0]:
         s = ctx.exact_singular_values
-    if s[-1] <= max(ctx.w.shape) * np.finfo(np.float64).eps * s[0]:
+    if s[-1] <= max(ctx.shape) * np.finfo(np.float64).eps * s[0]:
         raise Degenerate(f"the matrix is singular (σ_min/σ_max = {s[-1] / s[0]:.1e}): condition number infinite")
     return float(s[0] / s[-1])
 
@@ -358,17 +382,32 @@ def nuclear_norm(ctx: WeightContext) -> float:
     return float(ctx.singular_values.sum())
 
 
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _sort_magnitudes(x: np.ndarray) -> np.ndarray:
+    """``np.sort(x)`` of non-negative finite IEEE floats, sorted as their bit patterns (unsigned
+    integers of the same width order exactly as the non-negative floats do, and sort faster), or on
+    the job's GPU (:func:`._linalg.sort_nonnegative`): the same array, bit for bit."""
+    on_gpu = _linalg.sort_nonnegative(x)
+    if on_gpu is not None:
+        return on_gpu
+    if x.dtype.kind == "f" and x.dtype.itemsize in _UINT:
+        return np.sort(x.view(_UINT[x.dtype.itemsize])).view(x.dtype)
+    return np.sort(x)
+
+
 @metric("gini", label="Gini coefficient of |W|")
 def gini(ctx: WeightContext) -> float:
     """Gini coefficient of the magnitudes: with x = |w| sorted ascending (N entries),
     G = Σ_i (2i − N − 1)·x_i / (N·Σx) ∈ [0, 1) (pico-analyze ``gini``; 0: all equal, → 1: sparse).
     The all-zero matrix is NaN with a warning (pico returns 0)."""
-    x = np.sort(ctx.abs_entries)
+    x = _sort_magnitudes(ctx.abs_entries)
     n = x.size
     total = float(np.sum(x, dtype=np.float64))
     if n == 0 or total == 0:
         raise Degenerate("all entries are zero: the Gini coefficient is 0/0")
-    coef = 2.0 * np.arange(1, n + 1, dtype=np.float64) - n - 1
+    coef = np.arange(1 - n, n, 2, dtype=np.float64)  # 2i − N − 1, i = 1…N: exact integers, one pass
     return float(np.dot(coef, x.astype(np.float64, copy=False)) / (n * total))
 
 
@@ -381,7 +420,7 @@ def hoyer(ctx: WeightContext) -> float:
     n = x.size
     if n < 2:
         raise Degenerate(f"{n} entries: Hoyer sparsity needs at least 2")
-    l2 = float(np.linalg.norm(ctx.w.ravel()))
+    l2 = math.sqrt(ctx.sum_squares)  # = np.linalg.norm(w.ravel()): √(w·w)
     if l2 == 0:
         raise Degenerate("all entries are zero: Hoyer sparsity is 0/0")
     l1 = float(np.sum(x, dtype=np.float64))

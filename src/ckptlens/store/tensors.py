@@ -10,9 +10,16 @@
   tensor at a time; dtypes numpy lacks (bfloat16, float8) come back as float32 (through torch,
   imported only then). :class:`TensorFile` is the same file as a read-only Mapping, optionally with
   per-batch gradients (``"<layer>#<i>"``) stacked per layer.
+* :data:`GRADIENT_STATISTICS`: the layout of a ``gradient_stats`` extraction.
+* :func:`write_reference`: a *checkpoint reference*, what the workflow keeps of a local checkpoint
+  that is already a safe, readable file (safetensors, or a ``save_pretrained`` folder of them): no
+  copy, a safetensors file holding no tensor whose metadata :data:`REFERENCE_KEY` names the
+  checkpoint and the size and modification time of each of its files.
+  :func:`ckptlens.sources.readers.open_checkpoint` follows it to the user's files.
 
-Both readers refuse a failure record (:mod:`ckptlens.store.records`); every failure is a
-:class:`~ckptlens.store.records.CheckpointError` naming the file and the reason.
+Both readers refuse a failure record (:mod:`ckptlens.store.records`) and a checkpoint reference
+(:class:`ReferenceFileError`: only :func:`~ckptlens.sources.readers.open_checkpoint` follows one);
+every failure is a :class:`~ckptlens.store.records.CheckpointError` naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -32,6 +39,118 @@ from .records import CheckpointError, FailureRecordError, record_from_metadata
 GRADIENT_SEP = "#"
 #: activation-gradients file keys: "<layer>|<model output>" ("blocks.3.mlp|out0")
 OUTPUT_SEP = "|"
+
+#: The ``gradient_stats`` extraction (format :data:`GRADIENT_STATS_FORMAT`): sufficient statistics of
+#: a layer's weight gradients over the K probe batches, accumulated as each backward finishes
+#: (:mod:`ckptlens.extract.gradients`), instead of the K gradients themselves. Keys
+#: ``"<layer>#<array>"``; what a statistic (requested by name) writes, all float64:
+#:
+#: ``norm``      ``norm`` [K]: ‖g_k‖ of each batch's gradient
+#: ``dot``       ``dot`` [K−1]: ⟨g_{k−1}, g_k⟩ of consecutive batches
+#: ``mean``      ``mean_sq`` [1]: ‖ḡ‖², ḡ = (1/K) Σ_k g_k (a running mean); ``deviation_sq`` [1]:
+#:               Σ_k ‖g_k − ḡ‖² (Welford's running sum of squared deviations, summed over parameters)
+#: ``variance``  ``gsnr`` [3]: per parameter j with s_j² = (Welford's M2_j)/(K−1) and ḡ_j: (Σ ḡ_j²/s_j²
+#:               over the parameters with s_j² > 0, how many they are, how many have s_j² = 0 and
+#:               ḡ_j ≠ 0)
+#:
+#: The file's metadata says ``format``, ``statistics`` (comma-separated) and ``n_batches``.
+GRADIENT_STATISTICS = {
+    "norm": ("norm",),
+    "dot": ("dot",),
+    "mean": ("mean_sq", "deviation_sq"),
+    "variance": ("gsnr",),
+}
+GRADIENT_STATS_FORMAT = "gradient_stats/1"
+#: the targets key (``targets.<key>`` of the config) an extraction kind takes its modules from, where
+#: it is not the kind itself
+TARGETS_OF = {"gradient_stats": "gradients"}
+
+
+def targets_key(kind: str) -> str:
+    """The ``targets`` entry naming the modules of an extraction kind (``gradient_stats`` is of the
+    ``gradients`` targets)."""
+    return TARGETS_OF.get(kind, kind)
+
+
+#: metadata key of a checkpoint reference: JSON ``{"path": the checkpoint (absolute), "files":
+#: {file: [size, mtime_ns]}}`` (a folder's weight files and config.json, or the file itself)
+REFERENCE_KEY = "ckptlens_reference"
+
+
+class ReferenceFileError(CheckpointError):
+    """A checkpoint reference was read as tensors; ``target`` is the checkpoint it names
+    (:func:`ckptlens.sources.readers.open_checkpoint` opens that instead)."""
+
+    def __init__(self, path, reference: dict):
+        self.path, self.reference, self.target = Path(path), reference, Path(reference["path"])
+        super().__init__(f"{path}: not a checkpoint but a reference to {self.target}")
+
+
+def file_stamps(files) -> dict[str, list[int]]:
+    """``{file: [size, mtime_ns]}``: what a reference checks before its checkpoint is read."""
+    out = {}
+    for f in map(Path, files):
+        st = f.stat()
+        out[str(f.absolute())] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def write_reference(path, target, files) -> None:
+    """A checkpoint reference at ``path`` (atomically) to the checkpoint ``target`` (a file or
+    folder) read from ``files``; the source's name is also ``ckptlens_source``, as in a copy."""
+    target = str(Path(target).absolute())
+    ref = {"path": target, "files": file_stamps(files)}
+    write_tensors({}, path, {REFERENCE_KEY: json.dumps(ref, sort_keys=True), "ckptlens_source": target})
+
+
+def reference_from_metadata(metadata, n_tensors: int) -> dict | None:
+    """The reference a file's metadata holds (None: not a reference)."""
+    if n_tensors or not metadata or REFERENCE_KEY not in metadata:
+        return None
+    try:
+        ref = json.loads(metadata[REFERENCE_KEY])
+    except ValueError:
+        ref = None
+    if not isinstance(ref, dict) or not isinstance(ref.get("path"), str):
+        raise CheckpointError(f"invalid checkpoint reference {metadata[REFERENCE_KEY]!r}")
+    return ref
+
+
+def followed(path) -> Path:
+    """The file or folder a checkpoint reference at ``path`` names, if its files are still those it
+    was written for (else a :class:`CheckpointError` saying which changed); ``path`` itself when it
+    is not a reference. Reads the header only."""
+    path = Path(path)
+    header = read_header(path, 1 << 20) if path.is_file() else None
+    reference = None
+    if header is not None:
+        n = sum(1 for k in header if k != "__metadata__")
+        reference = reference_from_metadata(header.get("__metadata__"), n)
+    if reference is None:
+        return path
+    stale = stale_files(reference)
+    if stale:
+        raise CheckpointError(
+            f"{reference['path']}: changed since the workflow read it ({path}): {', '.join(stale[:3])}; "
+            "run the workflow again to read the new files"
+        )
+    return Path(reference["path"])
+
+
+def stale_files(reference: dict) -> list[str]:
+    """The files of a reference that are gone or changed (size or modification time) since it
+    was written: the checkpoint it names is then not the one the workflow digested."""
+    stale = []
+    for f, (size, mtime) in (reference.get("files") or {}).items():
+        try:
+            st = Path(f).stat()
+        except OSError:
+            stale.append(f"{f} (gone)")
+            continue
+        if st.st_size != size or st.st_mtime_ns != mtime:
+            stale.append(f"{f} (changed)")
+    return stale
+
 
 _DTYPES = {
     "float32": "F32",
@@ -214,6 +333,9 @@ class SafetensorsFile:
         record = record_from_metadata(self.metadata, len(self.keys))
         if record is not None:  # a failed checkpoint's record is never read as an empty result
             raise FailureRecordError(self.path, record)
+        reference = reference_from_metadata(self.metadata, len(self.keys))
+        if reference is not None:  # nor a reference to a checkpoint as an empty checkpoint
+            raise ReferenceFileError(self.path, reference)
         self._pt = None
 
     def get(self, key: str) -> np.ndarray:
@@ -238,11 +360,13 @@ class SafetensorsFile:
 class TensorFile(Mapping):
     """A safetensors file as a read-only Mapping: one tensor is read when asked for
     (memory-mapped), so a job holds one layer at a time, not the whole file. With
-    ``group_gradients`` the keys are the layers of a gradients file and each value stacks that
-    layer's per-batch gradients ``"<layer>#<i>"`` in batch order."""
+    ``float16_as_float32`` float16 tensors are read as float32. With ``group_gradients`` the keys
+    are the layers of a gradients file and each value stacks that layer's per-batch gradients
+    ``"<layer>#<i>"`` in batch order."""
 
-    def __init__(self, path, group_gradients: bool = False):
+    def __init__(self, path, group_gradients: bool = False, float16_as_float32: bool = False):
         self._f = SafetensorsFile(path)
+        self._upcast = float16_as_float32
         self.path = self._f.path
         self.metadata = self._f.metadata
         self._groups: dict[str, list[str]] | None = None
@@ -262,10 +386,16 @@ class TensorFile(Mapping):
 
     def __getitem__(self, key: str) -> np.ndarray:
         if self._groups is not None:
-            return np.stack([self._f.get(k) for k in self._groups[key]])
+            return np.stack([self._get(k) for k in self._groups[key]])
         if key not in self._f.shapes:
             raise KeyError(key)
-        return self._f.get(key)
+        return self._get(key)
+
+    def _get(self, key: str) -> np.ndarray:
+        """A tensor; with ``float16_as_float32`` (metric inputs: activations stored compactly) a
+        float16 one as float32, like bfloat16 (:class:`SafetensorsFile`)."""
+        x = self._f.get(key)
+        return x.astype(np.float32) if self._upcast and x.dtype == np.float16 else x
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
