@@ -1,7 +1,7 @@
 """Architecture adapters (see :mod:`ckptlens.adapters.base` for the canonical names).
 
     keys, get, meta = open_checkpoint(path)                 # ckptlens.sources.readers
-    adapter = get_adapter("auto", keys, metadata=meta)       # or "toy", "gpt_neox", "gpt2", "bert", "generic"
+    adapter = get_adapter("auto", keys, metadata=meta)       # or a name of ADAPTERS: "llama", "bloom", ...
     for name, w in adapter.weight_matrices(keys, get, ["*.attention.dense", "*.head*.ov"]):
         ...
     default_targets(names_from_keys(keys, meta))             # a run's targets when its config gives none
@@ -11,6 +11,7 @@ Only numpy is imported.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 from .base import (
@@ -24,14 +25,36 @@ from .base import (
     module_names_from_keys,
 )
 from .bert import BertAdapter
-from .generic import GenericAdapter
+from .bloom import BloomAdapter
+from .clip import CLIPAdapter
+from .generic import GenericAdapter, no_adapter_note
 from .gpt2 import GPT2Adapter
 from .gpt_neox import GPTNeoXAdapter
+from .hf_olmo import HFOlmoAdapter
+from .llama import MODEL_TYPES as LLAMA_MODEL_TYPES
+from .llama import LlamaAdapter
+from .modernbert import ModernBertAdapter
+from .open_clip import OpenCLIPAdapter
 from .toy import ToyAdapter
+from .vit import ViTAdapter
 
-#: name -> adapter class, in detection order ("generic" last: it accepts anything)
+#: name -> adapter class, in detection order ("generic" last: it accepts anything); one file each
 ADAPTERS: dict[str, type[Adapter]] = {
-    a.name: a for a in (ToyAdapter, GPTNeoXAdapter, GPT2Adapter, BertAdapter, GenericAdapter)
+    a.name: a
+    for a in (
+        ToyAdapter,
+        GPTNeoXAdapter,
+        GPT2Adapter,
+        BertAdapter,
+        LlamaAdapter,
+        BloomAdapter,
+        ModernBertAdapter,
+        HFOlmoAdapter,
+        ViTAdapter,
+        CLIPAdapter,
+        OpenCLIPAdapter,
+        GenericAdapter,
+    )
 }
 
 #: Hugging Face ``model_type`` -> adapter name (a hint; the keys must still match)
@@ -43,6 +66,13 @@ MODEL_TYPES = {
     "xlm-roberta": "bert",
     "camembert": "bert",
     "electra": "bert",
+    "bloom": "bloom",
+    "modernbert": "modernbert",
+    "hf_olmo": "hf_olmo",
+    "vit": "vit",
+    "clip": "clip",
+    "clip_vision_model": "clip",
+    **{mt: "llama" for mt in LLAMA_MODEL_TYPES},
 }
 
 
@@ -92,17 +122,31 @@ def get_adapter(
         from .base import warn_no_heads
 
         warn_no_heads(adapter)
+    if cls is GenericAdapter and name in (None, "auto"):
+        note = no_adapter_note(keys, model_config(meta), _unverified(keys, meta))
+        if note:
+            warnings.warn(note, stacklevel=2)
     return adapter
 
 
 def _detect(keys: list[str], meta: dict) -> type[Adapter]:
-    hint = meta.get("ckptlens_arch") or MODEL_TYPES.get(str(model_config(meta).get("model_type")))
+    cfg = model_config(meta)
+    hint = meta.get("ckptlens_arch") or MODEL_TYPES.get(str(cfg.get("model_type")))
     if isinstance(hint, str) and hint in ADAPTERS and ADAPTERS[hint].detect(keys):
         return ADAPTERS[hint]
     for cls in ADAPTERS.values():
-        if cls.detect(keys):
+        if cls.detect(keys) and cls.accepts(cfg):
             return cls
     return GenericAdapter  # pragma: no cover  (generic detects everything)
+
+
+def _unverified(keys: list[str], meta: dict) -> str | None:
+    """The adapter whose key layout fits but which is not verified on this config's model_type."""
+    cfg = model_config(meta)
+    for cls in ADAPTERS.values():
+        if cls is not GenericAdapter and cls.detect(keys) and not cls.accepts(cfg):
+            return cls.name
+    return None
 
 
 def detect_adapter_name(keys: Sequence[str], metadata: Mapping | None = None) -> str:
@@ -133,11 +177,18 @@ __all__ = [
     "Adapter",
     "AttentionWeights",
     "BertAdapter",
+    "BloomAdapter",
+    "CLIPAdapter",
     "GPT2Adapter",
     "GPTNeoXAdapter",
     "GenericAdapter",
+    "HFOlmoAdapter",
+    "LlamaAdapter",
+    "ModernBertAdapter",
+    "OpenCLIPAdapter",
     "TargetGroup",
     "ToyAdapter",
+    "ViTAdapter",
     "adapter_for_names",
     "adapter_names",
     "default_targets",

@@ -10,9 +10,18 @@ float32 matrices ``[out, in]`` under canonical names:
 - ``<attn>.head{h}.q|k|v``: head h's query/key/value map, [d_head, d_model];
 - ``<attn>.head{h}.o``: head h's slice of the output projection, [d_model, d_head];
 - ``<attn>.head{h}.ov`` = W_O^h · W_V^h and ``<attn>.head{h}.qk`` = (W_Q^h)ᵀ · W_K^h / sqrt(d_head),
-  both [d_model, d_model] (positional rotations such as RoPE are not part of the weights);
-- ``embed``: the token embedding [vocab, d_model] (also yielded under its own module name unless
-  that name is ``embed`` already).
+  both [d_model, d_model] (positional rotations such as RoPE are not part of the weights; where
+  the model scales its scores otherwise (Gemma-2/3) ``qk`` carries that scale, and q/k norm gains
+  are folded into ``q``, ``k`` and ``qk``: :class:`AttentionWeights`, :meth:`Adapter.notes`);
+- ``embed``: the token embedding [vocab, d_model], yielded once: not also under its own module
+  name (``gpt_neox.embed_in``, ``transformer.wte``), so that ``**`` weighs it once.
+
+Grouped-query and multi-query attention (Llama-family models with fewer key/value heads than query
+heads): query head h reads key/value head h // (n_heads / n_kv). Each stored matrix is named once:
+``<attn>.head{h}.q|o`` and the circuits ``.qk``/``.ov`` per query head (``qk`` = head h's W_Q with
+its key/value head's W_K, ``ov`` = head h's W_O with its key/value head's W_V), and the shared maps
+``<attn>.kv{j}.k|v`` per key/value head j. Where every query head has its own key/value head the
+names stay ``head{h}.k|v``.
 
 ``<attn>`` is the attention module whose output is the attention output (``blocks.0.attn``,
 ``gpt_neox.layers.0.attention``, ``transformer.h.0.attn``, ``encoder.layer.0.attention``).
@@ -40,7 +49,7 @@ Getter = Callable[[str], np.ndarray]
 Matcher = Callable[[str, str], bool]  # (pattern, name) -> bool
 
 HEAD_PIECES = ("q", "k", "v", "o", "qk", "ov")
-_HEAD_PATTERN = re.compile(r"\.head[0-9*?\[]")
+_HEAD_PATTERN = re.compile(r"\.(?:head|kv)[0-9*?\[]")
 EMBED = "embed"
 
 
@@ -71,9 +80,17 @@ def _is_norm(name: str) -> bool:
 
 @dataclass
 class AttentionWeights:
-    """One attention module split per head; W_* are [n_heads, d_head, d_model] for q/k/v and
-    [n_heads, d_model, d_head] for o; biases are [n_heads, d_head] (q/k/v) and [d_model] (o), or
-    None where the module has none."""
+    """One attention module split per head; W_* are [n_heads, d_head, d_model] for q and
+    [n_kv_heads, d_head, d_model] for k/v (n_kv_heads = n_heads unless the attention is grouped),
+    [n_heads, d_model, d_head] for o; biases are [heads, d_head] (q/k/v) and [d_model] (o), or None
+    where the module has none. The weights are as stored (no norm gain folded in).
+
+    What acts between the projections and the scores, where the architecture has it:
+    ``q_gain``/``k_gain`` ([n_heads|n_kv_heads, d_head]) the gains of an RMS norm on the queries /
+    keys, ``qk_norm`` its extent (``"head"``: each head's vector, ``"full"``: the whole flattened
+    projection, as OLMo-2/3), ``norm_eps`` its epsilon; ``scale`` the factor of the scores (None:
+    1/√d_head); ``softcap`` (scores -> softcap·tanh(scores/softcap), Gemma-2); ``alibi_slopes``
+    ([n_heads], BLOOM: the score of a key at position j gets slope·j added)."""
 
     module: str
     n_heads: int
@@ -85,26 +102,65 @@ class AttentionWeights:
     b_K: np.ndarray | None = None
     b_V: np.ndarray | None = None
     b_O: np.ndarray | None = None
+    q_gain: np.ndarray | None = None
+    k_gain: np.ndarray | None = None
+    qk_norm: str | None = None
+    norm_eps: float = 1e-6
+    scale: float | None = None
+    softcap: float | None = None
+    alibi_slopes: np.ndarray | None = None
 
     @property
     def d_head(self) -> int:
         return self.W_Q.shape[1]
 
+    @property
+    def n_kv_heads(self) -> int:
+        return self.W_K.shape[0]
+
+    @property
+    def grouped(self) -> bool:
+        return self.n_kv_heads != self.n_heads
+
+    @property
+    def score_scale(self) -> float:
+        return 1.0 / math.sqrt(self.d_head) if self.scale is None else float(self.scale)
+
+    def kv_head(self, h: int) -> int:
+        """The key/value head query head ``h`` reads: h // (n_heads / n_kv_heads)."""
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"{self.module}: {self.n_heads} query heads do not share {self.n_kv_heads} key/value heads"
+            )
+        return h // (self.n_heads // self.n_kv_heads)
+
     def piece(self, h: int, which: str) -> np.ndarray:
+        """Piece ``which`` of head ``h``: for ``k``/``v`` h is a key/value head, for the others a
+        query head. ``q``/``k`` carry the norm gains (diag(g)·W); ``qk`` = q(h)ᵀ·k(kv_head(h))·scale,
+        ``ov`` = W_O[h]·W_V[kv_head(h)]."""
         if which == "q":
-            return self.W_Q[h]
+            return self._gained(self.W_Q[h], self.q_gain, h)
         if which == "k":
-            return self.W_K[h]
+            return self._gained(self.W_K[h], self.k_gain, h)
         if which == "v":
             return self.W_V[h]
         if which == "o":
             return self.W_O[h]
         if which == "ov":
-            return (self.W_O[h].astype(np.float64) @ self.W_V[h].astype(np.float64)).astype(np.float32)
+            wv = self.W_V[self.kv_head(h)].astype(np.float64)
+            return (self.W_O[h].astype(np.float64) @ wv).astype(np.float32)
         if which == "qk":
-            qk = self.W_Q[h].astype(np.float64).T @ self.W_K[h].astype(np.float64)
-            return (qk / math.sqrt(self.d_head)).astype(np.float32)
+            j = self.kv_head(h)
+            q = self._gained(self.W_Q[h], self.q_gain, h).astype(np.float64)
+            k = self._gained(self.W_K[j], self.k_gain, j).astype(np.float64)
+            return (q.T @ k * self.score_scale).astype(np.float32)
         raise ValueError(f"unknown head piece {which!r}; expected one of {HEAD_PIECES}")
+
+    @staticmethod
+    def _gained(w: np.ndarray, gain: np.ndarray | None, h: int) -> np.ndarray:
+        if gain is None:
+            return w
+        return (gain[h].astype(np.float64)[:, None] * w.astype(np.float64)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -199,8 +255,9 @@ class Adapter:
     #: the attention output projection, relative to the attention module (``dense`` of
     #: ``gpt_neox.layers.0.attention``); None: no attention modules
     attention_output: str | None = None
-    #: the MLP's output projection, relative to a block (``mlp.dense_4h_to_h``); None: no MLP
-    mlp_output: str | None = None
+    #: the MLP's output projection, relative to a block (``mlp.dense_4h_to_h``), or a tuple of
+    #: alternatives (those the model has are used); None: no MLP
+    mlp_output: str | tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -227,6 +284,17 @@ class Adapter:
     @classmethod
     def detect(cls, keys: list[str]) -> bool:
         raise NotImplementedError
+
+    @classmethod
+    def accepts(cls, config: Mapping) -> bool:
+        """Whether a checkpoint whose keys :meth:`detect` accepted is one this adapter is verified
+        on, by its config (``model_type``); auto-detection skips the adapter where this is false."""
+        return True
+
+    def notes(self) -> list[str]:
+        """What the per-head pieces of this model leave out (one line each), e.g. biases or a
+        per-token norm factor between the projections and the attention scores."""
+        return []
 
     def _attention_modules(self, keys: Sequence[str]) -> list[str]:
         """Names of the attention modules whose heads can be split (no tensor is read)."""
@@ -285,7 +353,7 @@ class Adapter:
         ek = self.embed_key(keys)
         if ek is not None:
             plan.append((EMBED, ek))
-            seen.add(EMBED)
+            seen.update((EMBED, module_name(ek)))  # the embedding once, as ``embed``
         for k in keys:
             if self._is_matrix_key(k, shapes):
                 n = module_name(k)
@@ -294,10 +362,29 @@ class Adapter:
                     seen.add(n)
         if self.heads_available:
             for module in self._attention_modules(keys):
-                for h in range(self.n_heads):
-                    for which in HEAD_PIECES:
-                        plan.append((f"{module}.head{h}.{which}", (module, h, which)))
+                plan += self._head_plan(keys, shapes, module)
         return plan
+
+    def n_kv_heads(
+        self, keys: Sequence[str] = (), shapes: Mapping[str, Sequence[int]] | None = None, module=None
+    ) -> int:
+        """The number of key/value heads (= n_heads unless the attention is grouped)."""
+        return self.n_heads
+
+    def _head_plan(self, keys, shapes, module: str) -> list[tuple[str, tuple[str, int, str]]]:
+        """[(name, (module, head, piece))] of one attention module: ``head{h}.<piece>`` for every
+        query head, except k/v of grouped attention: ``kv{j}.k|v`` once per key/value head."""
+        n_kv = self.n_kv_heads(keys, shapes, module)
+        out = []
+        for h in range(self.n_heads):
+            for which in HEAD_PIECES:
+                if which in ("k", "v") and n_kv != self.n_heads:
+                    continue
+                out.append((f"{module}.head{h}.{which}", (module, h, which)))
+        if n_kv != self.n_heads:
+            for j in range(n_kv):
+                out += [(f"{module}.kv{j}.{w}", (module, j, w)) for w in ("k", "v")]
+        return out
 
     def weight_matrices(
         self,
@@ -380,7 +467,7 @@ class Adapter:
 
     @classmethod
     def target_groups(cls, names: Mapping[str, Sequence[str]]) -> list[TargetGroup]:
-        """What target patterns select in a model whose names (:func:`ckptlens.sources.names_from_keys`:
+        """What target patterns select in a model whose names (:func:`ckptlens.sources.layer_names.names_from_keys`:
         ``weights``, ``activations``, ``gradients``) are given: one :class:`TargetGroup` per kind of
         piece the architecture has (a group matching nothing is left out); the groups marked
         ``default`` are the run's targets when its config gives none (:meth:`default_targets`).
@@ -397,7 +484,8 @@ class Adapter:
         blocks = _generalise(adapter.activation_modules(modules))
         attn = _generalise(adapter._attention_modules([f"{o}.weight" for o in owners]))
         out_proj = [f"{a}.{cls.attention_output}" for a in attn] if cls.attention_output else []
-        mlp_out = [f"{b}.{cls.mlp_output}" for b in blocks] if cls.mlp_output else []
+        mlp_names = (cls.mlp_output,) if isinstance(cls.mlp_output, str) else tuple(cls.mlp_output or ())
+        mlp_out = [f"{b}.{m}" for b in blocks for m in mlp_names if select([f"{b}.{m}"], weights + owners)]
         groups = [
             TargetGroup("weights", "every weight matrix", ["**"]),
             TargetGroup("weights", "token embedding", [EMBED]),
@@ -407,7 +495,10 @@ class Adapter:
                 "weights", "per-head QK circuits W_Qᵀ·W_K/√d_head", [f"{a}.head*.qk" for a in attn], default=True
             ),
             TargetGroup(
-                "weights", "per-head q, k, v, o maps", [f"{a}.head*.{p}" for a in attn for p in ("q", "k", "v", "o")]
+                "weights",
+                "per-head q, k, v, o maps",
+                [f"{a}.head*.{p}" for a in attn for p in ("q", "k", "v", "o")]
+                + [f"{a}.kv*.{p}" for a in attn for p in ("k", "v")],
             ),
             TargetGroup("weights", "MLP output projection", mlp_out, default=True),
             TargetGroup("activations", "block outputs (the residual stream after each block)", blocks, default=True),

@@ -7,9 +7,12 @@ when it ends in ``.weight`` and is not a normalisation layer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from .base import Adapter, _is_norm, module_name
+
+_ATTENTION_KEY = re.compile(r"(^|[._])(attn|attention|self_attn|self_attention)([._]|$)", re.IGNORECASE)
 
 # buffers that are ≥2-D but not parameters (GPT-2's causal mask, rotary tables, ...)
 _BUFFER_SUFFIXES = (
@@ -50,3 +53,20 @@ class GenericAdapter(Adapter):
         if key in shapes:
             return len(shapes[key]) >= 2
         return key.endswith(".weight") and not _is_norm(module_name(key))
+
+
+def no_adapter_note(keys: Sequence[str], config: Mapping, unverified: str | None = None) -> str | None:
+    """One line for a model that falls back to the generic adapter although it has attention (a
+    ``model_type`` in its config or attention-named tensors): which per-head metrics are unavailable
+    and why. None for models without attention (nothing is missing there)."""
+    mt = config.get("model_type")
+    if mt is None and not any(_ATTENTION_KEY.search(k) for k in keys):
+        return None
+    what = f"model_type {mt!r}" if mt is not None else "this architecture"
+    why = "how its attention weights split into heads is not known"
+    if unverified:
+        why = f"the {unverified!r} adapter's key layout fits, but it is not verified on {what}"
+    return (
+        f"no ckptlens adapter for {what}: the generic adapter gives every weight matrix, but no per-head "
+        f"pieces (.head{{h}}.q|k|v|o|qk|ov), so no per-head circuit metrics (qk_ov_*, embed_ov_*): {why}"
+    )

@@ -7,6 +7,8 @@
     ckptlens init PATH... [-o FILE]      a commented, valid config for those checkpoints (one run per PATH)
     ckptlens run CONFIG [snakemake ...]  the packaged workflow in the current folder, then report.html
     ckptlens report CONFIG [-o FILE]     the HTML report alone
+    ckptlens fetch CONFIG                the hub revisions of CONFIG into the Hugging Face cache (on a
+                                         login node with internet; the jobs then read them offline)
 
 ``layers`` and ``init`` read safetensors headers only (no tensor, no torch); a ``.pt``/``.bin`` state
 dict is read through :func:`ckptlens.sources.readers.open_checkpoint` (``weights_only``: a pickle that
@@ -49,6 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
+    from .fetch import DEFAULT_RECORD, cmd_fetch
     from .init import cmd_init
     from .layers import cmd_layers
     from .run import cmd_report, cmd_run
@@ -128,6 +131,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG", help="the config the results were computed with")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="SNAKEMAKE_OPTIONS", help=snakemake_help)
     p.set_defaults(func=cmd_report, own_options=p)
+
+    p = sub.add_parser(
+        "fetch",
+        help="download the hub revisions of CONFIG into the Hugging Face cache, for jobs without internet",
+        description="Download the revisions every huggingface-source run of CONFIG selects into the Hugging Face "
+        "cache (HF_HOME / HF_HUB_CACHE, or the source's cache_dir), on a machine with internet such as a cluster's "
+        "login node; the workflow's jobs then read them offline (HF_HUB_OFFLINE=1). Each revision is resolved to "
+        "its commit and the disk needed is said before anything is downloaded; an interrupted fetch continues "
+        "where it stopped when run again; a rate-limited request (HTTP 429) waits as long as the hub asks.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="the config whose huggingface runs to fetch")
+    p.add_argument("--run", action="append", metavar="RUN", help="only this run (repeatable)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="resolve and say the disk needed; download nothing")
+    p.add_argument(
+        "--interval", type=float, default=0.5, metavar="S", help="seconds between two requests (default: %(default)s)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="files of a revision at once (default: %(default)s)"
+    )
+    p.add_argument(
+        "--attempts", type=int, default=5, metavar="N", help="tries per request before giving up (default: %(default)s)"
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="first wait after a failure without Retry-After, doubling (default: %(default)s)",
+    )
+    p.add_argument(
+        "--record",
+        default=DEFAULT_RECORD,
+        metavar="FILE",
+        help="where the resolved commits are written (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_fetch)
     return parser
 
 

@@ -110,7 +110,8 @@ def inspect_path(raw: str) -> Inspected:
 def describe(insp: Inspected) -> dict:
     """Everything ``ckptlens layers`` shows, as plain data."""
     from ..adapters import get_adapter
-    from ..sources import names_from_keys
+    from ..sources.layer_names import names_from_keys
+    from ..sources.local import skipped_notes
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -127,12 +128,21 @@ def describe(insp: Inspected) -> dict:
         matrices.append({"name": name, "key": src, "shape": shape, "dtype": insp.dtypes.get(src, "")})
     attention = []
     for module in adapter.attention_modules(insp.keys) if adapter.heads_available else []:
+        n_kv = adapter.n_kv_heads(insp.keys, insp.shapes, module)
+        # grouped attention: the shared key/value maps are named once per key/value head
+        names_of = (
+            f"{module}.head{{h}}.{{q,k,v,o,qk,ov}}"
+            if n_kv == adapter.n_heads
+            else f"{module}.head{{h}}.{{q,o,qk,ov}} and {module}.kv{{j}}.{{k,v}} (j = 0..{n_kv - 1}: "
+            f"query head h reads key/value head h // {adapter.n_heads // n_kv})"
+        )
         attention.append(
             {
                 "module": module,
                 "n_heads": adapter.n_heads,
+                "n_kv_heads": n_kv,
                 "pieces": {p: list(s) for p, s in adapter.head_shapes(insp.keys, insp.shapes, module).items()},
-                "names": f"{module}.head{{h}}.{{q,k,v,o,qk,ov}}",
+                "names": names_of,
             }
         )
     groups = [
@@ -159,6 +169,7 @@ def describe(insp: Inspected) -> dict:
             "where": s.where,
             "steps": {str(step): {"path": str(p), "read": _how(p)} for step, p in s.found.items()},
             "skipped": [{"name": n, "why": why} for n, why in s.skipped],
+            "skipped_notes": skipped_notes(s),  # in the words a run's log and notes use
         }
     return out
 
@@ -184,8 +195,7 @@ def format_layers(d: Mapping) -> str:
         reads = sorted({v["read"] for v in s["steps"].values()})
         lines.append(f"  steps: {', '.join(steps)}")
         lines.append(f"  read as: {'; '.join(reads)}")
-        for item in s["skipped"]:
-            lines.append(f"  skipped: {item['name']}: {item['why']}")
+        lines += [f"  {line}" for line in s["skipped_notes"]]
         lines.append(f"  the names below are those of {d['path']}")
     else:
         lines.append(f"checkpoint: {d['path']}")

@@ -15,7 +15,8 @@ Model class and training objective (decided from the state dict and the config, 
 - a causal LM (``architectures`` ending in ``ForCausalLM``/``LMHeadModel``, or a ``model_type`` that
   only has a causal-LM class, e.g. ``gpt_neox``, ``gpt2``) → ``AutoModelForCausalLM``; loss = mean
   next-token cross-entropy over the probe's real (non-padding) tokens;
-- an encoder with its masked-LM head (``cls.predictions.*`` or ``lm_head.*``) →
+- an encoder with its masked-LM head (``cls.predictions.*`` or ``lm_head.*``; ModernBERT's ``head.*`` with
+  ``decoder.*``) →
   ``AutoModelForMaskedLM``; loss = masked-LM cross-entropy with a *deterministic* masking: in probe batch
   i, 15 % of the real, non-special tokens of each row (at least one) are replaced by the mask token,
   the positions drawn with ``numpy.random.default_rng([seed, i])``; no 80/10/10 rule. The mask token
@@ -52,6 +53,15 @@ Outputs:
   the weights and the probe). GPT-2 ``Conv1D`` gradients are transposed to [out, in] like the weights
   the adapter yields.
 
+Vision models (ViT, CLIP's vision tower; a ``classifier.*`` head on a ``model_type`` with an image
+classification class → ``AutoModelForImageClassification``, cross-entropy on the probe's labels) read an
+image probe (``images:``, :mod:`ckptlens.extract.images`); an image probe on a model that reads tokens,
+or a token probe on one that reads images, is an error naming the probe key. A full CLIP model runs
+its vision tower only. ``transformers`` 5 saves ViT weights under other names than it builds
+(``encoder.layer.0.attention.attention.query`` for ``layers.0.attention.q_proj``): the checkpoint's
+names are used throughout, mapped through transformers' own conversion table
+(:func:`_saved_names`).
+
 Probe (``probe`` dict, see :func:`probe_batches`): ``tokens: ids.npy`` (int array [n, T]) or
 ``text: file.txt`` + ``tokenizer: folder`` (one sample per line, or ``label<TAB>text`` for a
 classification model), ``seq_len``, ``batch_size``, ``n_batches``, ``seed``; ``labels: labels.npy`` for
@@ -67,10 +77,11 @@ from pathlib import Path
 import numpy as np
 
 from ..store.requires import require
-from .probed import ExtractionError, ModelFamily, ProbedModel
+from .probed import ExtractionError, ModelFamily, ProbedModel, _indices
 
 CAUSAL_LM = "causal_lm"
 SEQUENCE_CLASSIFICATION = "sequence_classification"
+IMAGE_CLASSIFICATION = "image_classification"
 MASKED_LM = "masked_lm"
 BASE = "base"
 
@@ -117,21 +128,34 @@ def model_kind(hf_config: Mapping, keys) -> str:
     _transformers()
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     )
 
     keys = list(keys)
-    if any(k.startswith("classifier.") for k in keys) or "score.weight" in keys:
-        return SEQUENCE_CLASSIFICATION
     mt = hf_config.get("model_type")
+    if any(k.startswith("classifier.") for k in keys) or "score.weight" in keys:
+        if (
+            mt in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+            and mt not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        ):
+            return IMAGE_CLASSIFICATION
+        return SEQUENCE_CLASSIFICATION
     archs = hf_config.get("architectures") or []
     if any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or (
         mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     ):
         return CAUSAL_LM
-    if any(k.startswith(("cls.predictions.", "lm_head.")) for k in keys):
+    if any(k.startswith(("cls.predictions.", "lm_head.")) for k in keys) or _modernbert_mlm_head(keys):
         return MASKED_LM
     return BASE
+
+
+def _modernbert_mlm_head(keys) -> bool:
+    """ModernBERT's masked-LM head: ``head.dense``/``head.norm`` and ``decoder`` beside ``model.*``."""
+    ks = set(keys)
+    return "head.dense.weight" in ks and ("decoder.weight" in ks or "decoder.bias" in ks)
 
 
 def _auto_class(kind: str):
@@ -140,6 +164,7 @@ def _auto_class(kind: str):
     return {
         CAUSAL_LM: tf.AutoModelForCausalLM,
         SEQUENCE_CLASSIFICATION: tf.AutoModelForSequenceClassification,
+        IMAGE_CLASSIFICATION: tf.AutoModelForImageClassification,
         MASKED_LM: tf.AutoModelForMaskedLM,
         BASE: tf.AutoModel,
     }[kind]
@@ -157,9 +182,20 @@ class _Names:
     """Model module names -> checkpoint module names (see the module docstring)."""
 
     def __init__(self, model, ckpt_keys):
-        model_keys = list(model.state_dict())
         ck = set(ckpt_keys)
         p = getattr(model, "base_model_prefix", "") or ""
+        # model key -> the name transformers saves it under, where the checkpoint uses those names
+        # (asked only where a weight's own name is not in the checkpoint: reverting transformers'
+        # conversions can copy tensors, e.g. a mixture of experts' merged weights)
+        own = list(model.state_dict())
+
+        def present(k):
+            return k in ck or (p and (f"{p}.{k}" in ck or (k.startswith(p + ".") and k[len(p) + 1 :] in ck)))
+
+        self.saved = {} if all(map(present, own)) else _saved_names(model)
+        if self.saved and sum(map(present, self.saved.values())) <= sum(map(present, self.saved)):
+            self.saved = {}  # the checkpoint has the model's own names
+        model_keys = [self.saved.get(k, k) for k in own]
         self.rename = {}
         if "embed_out.weight" in ck and "lm_head.weight" in model_keys and "lm_head.weight" not in ck:
             self.rename["lm_head"] = "embed_out"
@@ -171,8 +207,9 @@ class _Names:
                 self.strip = p
             elif not model_has and ckpt_has and all(k.startswith(p + ".") for k in ck):
                 self.add = p
+        self.modules = _saved_modules(model, self.saved) if self.saved else {}
 
-    def to_ckpt(self, name: str) -> str | None:
+    def _prefixed(self, name: str) -> str | None:
         for src, dst in self.rename.items():
             if name == src or name.startswith(src + "."):
                 return dst + name[len(src) :]
@@ -185,12 +222,62 @@ class _Names:
             return f"{self.add}.{name}" if name else self.add
         return name
 
+    def to_ckpt(self, name: str) -> str | None:
+        if self.saved and name in self.modules:  # transformers 5 builds other names than it saves (ViT)
+            name = self.modules[name]
+        return self._prefixed(name)
+
     def key_to_ckpt(self, key: str) -> str | None:
+        if key in self.saved:
+            return self._prefixed(self.saved[key])
         mod, _, leaf = key.rpartition(".")
         if not mod:
             return key
-        m = self.to_ckpt(mod)
+        m = self._prefixed(mod)
         return None if m is None else f"{m}.{leaf}"
+
+
+def _saved_names(model) -> dict[str, str]:
+    """{model key: saved key} where transformers saves a weight under another name than the one
+    its model has (its checkpoint conversion mapping reversed, e.g. ViT's
+    ``layers.0.attention.q_proj`` saved as ``encoder.layer.0.attention.attention.query``); {} where
+    every name is saved as it is."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # pragma: no cover  (transformers < 5)
+        return {}
+    sd = model.state_dict()
+    try:
+        saved = revert_weight_conversion(model, dict(sd))
+    except Exception:  # pragma: no cover  (a conversion that needs more than renames)
+        return {}
+    ids = {id(v): k for k, v in sd.items()}
+    out = {ids[id(v)]: k for k, v in saved.items() if id(v) in ids and ids[id(v)] != k}
+    return out
+
+
+def _saved_modules(model, saved: Mapping[str, str]) -> dict[str, str]:
+    """{model module: saved module name}: a module is the longest common dotted prefix of its
+    parameters' saved names (ViT's ``layers.0.attention`` -> ``encoder.layer.0.attention``, the
+    parent of ``attention.query`` and ``output.dense``); where two modules get one saved name the
+    outer one keeps it (its output is the saved module's). Modules without parameters are left out."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for name, module in model.named_modules():  # outer modules first
+        keys = [f"{name}.{k}" if name else k for k in module.state_dict()]
+        if not name or not keys:
+            continue
+        parts = [saved.get(k, k).split(".")[:-1] for k in keys]
+        common = []
+        for level in zip(*parts):
+            if len(set(level)) > 1:
+                break
+            common.append(level[0])
+        target = ".".join(common)
+        if target and target not in taken:
+            out[name] = target
+            taken.add(target)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -305,7 +392,7 @@ def _build(cfg: dict, kind: str, keys, shapes, path: Path):
     model_type = cfg.pop("model_type")
     for k in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
         cfg.pop(k, None)
-    if kind == SEQUENCE_CLASSIFICATION:
+    if kind in (SEQUENCE_CLASSIFICATION, IMAGE_CLASSIFICATION):
         n = _num_labels(keys, shapes)
         if n is not None and len(cfg.get("id2label") or {}) != n:
             cfg.pop("id2label", None)
@@ -335,18 +422,6 @@ def _build(cfg: dict, kind: str, keys, shapes, path: Path):
 
 
 # --------------------------------------------------------------------------------------------- probe
-def _indices(n: int, batch_size: int, n_batches: int, seed: int, what: str) -> list[np.ndarray]:
-    """Batch i of a probe set of n samples: disjoint slices of one seeded permutation when the set is
-    large enough, else an independent seeded sample (without replacement) per batch."""
-    if batch_size > n:
-        raise ExtractionError(f"{what}: batch_size {batch_size} is larger than the probe set ({n} samples)")
-    rng = np.random.default_rng(seed)
-    if n >= batch_size * n_batches:
-        order = rng.permutation(n)
-        return [order[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
-    return [rng.choice(n, batch_size, replace=False) for _ in range(n_batches)]
-
-
 def _read_lines(path: Path) -> list[str]:
     try:
         lines = [ln.rstrip("\r\n") for ln in path.read_text(encoding="utf-8").splitlines()]
@@ -493,7 +568,7 @@ def _model_inputs(model, batch: dict, device) -> dict:
     return {
         k: v.to(device)
         for k, v in batch.items()
-        if k in ("input_ids", "attention_mask", "token_type_ids") and k in accepted
+        if k in ("input_ids", "attention_mask", "token_type_ids", "pixel_values") and k in accepted
     }
 
 
@@ -510,10 +585,11 @@ def loss_fn(model, kind: str, batch: dict, device=None):
         return F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets[:, 1:].reshape(-1), ignore_index=-100
         )
-    if kind == SEQUENCE_CLASSIFICATION:
+    if kind in (SEQUENCE_CLASSIFICATION, IMAGE_CLASSIFICATION):
         if "labels" not in batch:
             raise ExtractionError(
-                "a classification model needs labels in its probe ('label<TAB>text' lines or 'labels: x.npy')"
+                "a classification model needs labels in its probe ('label<TAB>text' lines, 'labels: x.npy', "
+                "or a folder of images with one sub-folder per class)"
             )
         y = batch["labels"].to(device)
         if logits.shape[-1] == 1:
@@ -525,13 +601,105 @@ def loss_fn(model, kind: str, batch: dict, device=None):
     raise ExtractionError(f"unknown model kind {kind!r}")
 
 
+def _forward_params(module) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(module.forward).parameters)
+
+
+def _image_runner(model):
+    """What an image batch runs through: the model, or a text-and-image model's vision tower (CLIP)."""
+    accepted = _forward_params(model)
+    if "input_ids" in accepted and hasattr(model, "vision_model"):
+        return model.vision_model
+    return model
+
+
+def check_probe_fits(model, probe: Mapping, checkpoint, model_type) -> bool:
+    """Whether the probe is an image probe; an error naming the key where its kind does not fit the
+    model (images for a model that reads tokens, tokens/text for a vision model)."""
+    from .images import TOKEN_PROBE_KEYS, probe_modality
+
+    accepted = _forward_params(model)
+    images = probe_modality(probe) == "images"
+    if images and "pixel_values" not in accepted:
+        raise ExtractionError(
+            f"probe.images {probe['images']}: {checkpoint} is a {model_type!r} model, which reads tokens, not "
+            "images: give probe.tokens (an .npy of ids) or probe.text with probe.tokenizer"
+        )
+    if not images and "pixel_values" in accepted and "input_ids" not in accepted:
+        key = next((k for k in TOKEN_PROBE_KEYS if probe.get(k)), "tokens")
+        raise ExtractionError(
+            f"probe.{key} {probe.get(key)}: {checkpoint} is a {model_type!r} vision model, which reads images: "
+            "give probe.images (a folder of images or an .npy [n, H, W, C])"
+        )
+    return images
+
+
+def _open_image_probe(hf, probe: Mapping, checkpoint) -> ProbedModel:
+    """A vision model with an image probe (:mod:`ckptlens.extract.images`)."""
+    from .images import image_batches, token_mask
+
+    model, kind, dev = hf.model, hf.kind, hf.device
+    label2id = getattr(model.config, "label2id", None) if kind == IMAGE_CLASSIFICATION else None
+
+    batches = image_batches(probe, hf.config_dict, label2id)
+    runner = _image_runner(model)
+    cfg = dict(hf.config_dict)
+    cfg = {**cfg, **(cfg.get("vision_config") or {})}
+    p = cfg.get("patch_size", 16)
+    ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+    h, w = batches[0]["pixel_values"].shape[-2:]
+    n_tokens = (h // ph) * (w // pw) + 1
+    rows = token_mask(probe)
+    params = dict(model.named_parameters())
+    owners = [c for c, m in hf.names.items() if f"{m}.weight" in params]
+    attention = hf.attention_modules()
+
+    def forward(batch):
+        return runner(pixel_values=batch["pixel_values"].to(dev))
+
+    def attentions(batch, chosen):
+        out = runner(pixel_values=batch["pixel_values"].to(dev), output_attentions=True).attentions
+        if not out or len(out) != len(attention):
+            raise ExtractionError(
+                f"{checkpoint}: the model gave {len(out or ())} attention patterns for {len(attention)} attention modules"
+            )
+        return {name: out[attention.index(name)] for name in chosen}
+
+    def loss(i):
+        if kind != IMAGE_CLASSIFICATION:
+            raise ExtractionError(NO_LOSS)
+        return loss_fn(model, kind, batches[i], dev)
+
+    return ProbedModel(
+        model=model,
+        modules=dict(hf.names),
+        params=owners,
+        batches=batches,
+        forward=forward,
+        loss=loss if kind == IMAGE_CLASSIFICATION else None,
+        no_loss_reason=NO_LOSS.replace("(no classifier.*", "(no image classifier head classifier.*"),
+        mask=lambda batch: rows(batch, n_tokens),
+        n_outputs=None,
+        transposed=hf.transposed,
+        load=hf.load,
+        kind=kind,
+        attention_modules=attention,
+        attentions=attentions if attention else None,
+    )
+
+
 def open_hf_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | None = None):
     """The Hugging Face model of ``checkpoint`` with its probe as a
     :class:`~ckptlens.extract.probed.ProbedModel` (weights not yet loaded). A masked LM's loss uses
     the probe batches with 15 % of the real tokens masked (see :func:`_mask_for_mlm`); its
-    activations are taken on the unmasked batch."""
+    activations are taken on the unmasked batch. An image probe (``images``) goes to a vision model
+    (:mod:`ckptlens.extract.images`)."""
     hf = HFModel(checkpoint, hf_config, device)
     model, kind = hf.model, hf.kind
+    if check_probe_fits(model, probe, checkpoint, hf.config_dict.get("model_type")):
+        return _open_image_probe(hf, probe, checkpoint)
     label2id = getattr(model.config, "label2id", None) if kind == SEQUENCE_CLASSIFICATION else None
     batches = probe_batches(probe, label2id=label2id)
     grad_batches = batches
