@@ -112,6 +112,7 @@ def validate_changes(
     max_fit_ratio: float,
     min_gap_fraction: float,
     min_size: int,
+    min_jump: float = 0.0,
 ) -> list[dict] | None:
     """The change points of one segmentation if every one of them passes the tests of the
     :mod:`ckptlens.analysis.dynamics` docstring (against its two neighbouring segments), else None."""
@@ -145,10 +146,20 @@ def validate_changes(
         threshold = min_snr * sigma
         if not (abs(jump) > threshold and abs(gap) > threshold):
             return None
+        # Large against the metric's own scale, not only against its (perhaps tiny) noise.
+        if not abs(jump) >= min_jump:
+            return None
         if not abs(gap) >= min_gap_fraction * abs(jump):
             return None
         if not sse_broken <= max_fit_ratio * sse_hinge:
             return None
+        # Both levels are established: a side too short for its own line (fewer than 3 points,
+        # fitted by a constant) must be level, its points within one noise level of their mean.
+        # The first two points of a saturating curve, or of a decay after a warm-up, are no
+        # level but the start of the curve: no change.
+        for lo_, hi_ in ((a, t), (t, b)):
+            if hi_ - lo_ < 3 and float(np.max(np.abs(x[lo_:hi_] - x[lo_:hi_].mean()))) > sigma:
+                return None
         lo, hi = _transition_bounds(x, a, t, b, fitted, np.sign(jump), 0.5 * threshold)
         out.append(
             {

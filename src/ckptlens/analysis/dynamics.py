@@ -35,6 +35,10 @@ trajectory is examined on its own, for two things:
   k changes the same breakpoints as ``ruptures.Dynp(model="l2", min_size=min_size, jump=1)``
   with ``n_bkps=k``). Whether they are real changes is decided by explicit tests:
 
+  0. Enough checkpoints to tell a jump from noise: fewer than ``min_points`` (default 10) finite
+     values give no change point at all (the MAD of a handful of differences is no noise
+     estimate, and a smooth 7- or 8-point curve is indistinguishable from a step in
+     checkpoint-index space: the fine-tuning runs of 8 checkpoints get none).
   1. Noise level ``sigma``: the robust standard deviation of the first differences of the whole
      trajectory, ``1.4826 * MAD(diff(x)) / sqrt(2)`` (a difference of two independent noisy
      values has variance ``2 sigma^2``; the MAD ignores the few large differences at a jump and
@@ -49,6 +53,13 @@ trajectory is examined on its own, for two things:
      - *it is large*: the jump of the segment means ``after - before`` and the *gap* (below)
        both exceed ``min_snr * sigma`` (default 4: visible point by point above the noise; on
        pure Gaussian noise the best split essentially never reaches it);
+     - *it is large against the metric's own scale*: ``|jump| >= min_relative_jump * scale``
+       (default 2 %), ``scale`` = :func:`series_scale` (the larger of the trajectory's typical
+       magnitude ``median |x|`` and its range), so that a move of 1e-4 on an effective rank of
+       100 is no change however small the noise of a smooth trajectory makes it look;
+     - *both levels are established*: a side of fewer than 3 points (fitted by a constant)
+       must be level, within ``sigma`` of its mean: the first points of a saturating curve or
+       of a decay after warm-up are the start of the curve, not an old level;
      - *it is a discontinuity, not a bend*: each side is fitted by its own straight line (a
        side of fewer than 3 points by a constant). This broken line must leave at most
        ``max_fit_ratio`` (default 0.5) of the squared residual of the *continuous* fit by two
@@ -126,6 +137,7 @@ __all__ = [
     "threshold_for",
     "convergence_step",
     "change_points",
+    "series_scale",
     "detect_dynamics",
     "training_log_dynamics",
 ]
@@ -253,6 +265,18 @@ def _settled_fraction(steps, values, step: int) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def series_scale(values) -> float:
+    """The scale a trajectory's jumps are judged against: its typical magnitude (median of
+    ``|x|`` over the finite values) or its range, whichever is larger. A move of 1e-4 on an
+    effective rank of 100 is nothing, whatever its noise; a metric that swings around zero is
+    judged against its range."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return 0.0
+    return max(float(np.median(np.abs(x))), float(np.ptp(x)))
+
+
 def change_points(
     steps: Sequence[int] | np.ndarray,
     values: Sequence[float] | np.ndarray,
@@ -263,6 +287,9 @@ def change_points(
     max_fit_ratio: float = 0.5,
     min_gap_fraction: float = 0.5,
     noise_floor: float = 0.01,
+    min_points: int = 10,
+    min_relative_jump: float = 0.02,
+    scale: float | None = None,
 ) -> list[dict]:
     """Abrupt changes of level of a trajectory, sorted by step (criterion: module docstring).
 
@@ -281,6 +308,9 @@ def change_points(
             means (default 0.5: at least half of the change happens at the change point).
         noise_floor: the noise level is at least this fraction of the trajectory's range
             (default 0.01, so on noise-free data a change must exceed 4 % of the range).
+        min_points: fewer finite values than this give no change point (default 10).
+        min_relative_jump: the jump must be at least this fraction of ``scale`` (default 0.02).
+        scale: the metric's own scale (default :func:`series_scale` of the trajectory).
 
     Returns one dict per change point, with:
         ``step``: step of the first checkpoint of the new segment; ``index``: its position among
@@ -296,11 +326,13 @@ def change_points(
         raise ValueError(f"min_size must be >= 1, got {min_size}")
     s, x = _finite_sorted(steps, values)
     n = x.size
-    if max_points <= 0 or n < max(2 * min_size, 3):
+    if max_points <= 0 or n < max(2 * min_size, 3, min_points):
         return []
     if float(np.ptp(x)) <= CONSTANT_RTOL * float(np.max(np.abs(x))):
         return []
     sigma = noise_sigma(x, noise_floor)
+    if scale is None:
+        scale = series_scale(x)
     found: list[dict] = []
     # The most changes first: a staircase of two jumps is not one jump (a single split of it
     # leaves a whole step on one side), so each number of changes is tried on its own optimum.
@@ -308,7 +340,9 @@ def change_points(
         changes = optimal_segmentation(x, k, min_size)
         if changes is None:
             continue
-        valid = validate_changes(x, changes, sigma, min_snr, max_fit_ratio, min_gap_fraction, min_size)
+        valid = validate_changes(
+            x, changes, sigma, min_snr, max_fit_ratio, min_gap_fraction, min_size, min_relative_jump * scale
+        )
         if valid is not None:
             found = valid
             break
@@ -358,6 +392,7 @@ def detect_dynamics(
     tolerance: float = 0.05,
     max_change_points: int = 2,
     min_size: int = 2,
+    min_points: int = 10,
     **change_point_options,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Convergence step and change points of every (run, metric, layer) trajectory.
@@ -420,10 +455,11 @@ def detect_dynamics(
                 }
             )
         if max_change_points > 0:
-            if n_finite < max(2 * min_size, 3):
+            if n_finite < max(2 * min_size, 3, min_points):
                 notes.append(
                     f"{prefix}: no change-point detection: {n_finite} finite value(s), need at "
-                    f"least {max(2 * min_size, 3)} (min_size={min_size} on either side)"
+                    f"least {max(2 * min_size, 3, min_points)} to tell a jump from noise "
+                    f"(min_points={min_points}, min_size={min_size} on either side)"
                 )
                 continue
             for cp in change_points(
@@ -431,6 +467,7 @@ def detect_dynamics(
                 values,
                 max_points=max_change_points,
                 min_size=min_size,
+                min_points=min_points,
                 **change_point_options,
             ):
                 rows.append(
@@ -473,6 +510,14 @@ def _sorted_frame(rows: list[dict]) -> pd.DataFrame:
         ),
     )
     return out.iloc[order].reset_index(drop=True)
+
+
+def log_columns(log: pd.DataFrame) -> list[str]:
+    """The columns of a training log :func:`training_log_dynamics` examines: those of
+    :data:`LOG_COLUMNS` it has and its evaluation metrics (``eval_*``, a Hugging Face Trainer's;
+    not their runtimes); all of :data:`LOG_COLUMNS` where it has none of them (each absent one noted)."""
+    evals = [c for c in log.columns if str(c).startswith("eval_") and not str(c).endswith(("_runtime", "_per_second"))]
+    return [c for c in LOG_COLUMNS if c in log.columns] + evals or list(LOG_COLUMNS)
 
 
 def training_log_dynamics(

@@ -2,8 +2,11 @@
 
 One module per figure of a run, each exporting its ``plot_*`` function:
 
-* :mod:`.trajectories` — :func:`plot_metric_trajectories`: every metric per layer over training
-  (a multi-valued metric as one figure of small multiples);
+* :mod:`.trajectories` — :func:`plot_metric_trajectories`: every metric per layer over training,
+  a panel per kind of module, heatmaps beyond 12 series (a multi-valued metric as one figure of
+  small multiples);
+* :mod:`.explorer` — :func:`explorer_html`: the interactive explorer of a run or a study, one
+  self-contained HTML file;
 * :mod:`.training` — :func:`plot_training_curves`: loss and errors of a trained run;
 * :mod:`.pca` — :func:`plot_pca`: explained variance of the analysis' PCA;
 * :mod:`.correlation` — :func:`plot_correlation`: the correlation heatmap;
@@ -23,19 +26,18 @@ figure says so.
 
 Importing this package (or :mod:`ckptlens.plots.studies`) does not import matplotlib: the config
 reads the figure registry while Snakemake parses the workflow. The names below are loaded when
-first used (PEP 562).
+first used (PEP 562), for notebooks: library code and workflow scripts import them from their
+modules, so that a job's code hash (:mod:`ckptlens.store.codehash`) sees what it runs.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the lazy names' modules, for type checkers and the code hash (store.codehash)
-    from . import _style, correlation, labels, pca, task_vectors, training, trajectories  # noqa: F401
 
 _EXPORTS = {
     "plot_metric_trajectories": "trajectories",
+    "explorer_html": "explorer",
+    "write_explorer": "explorer",
     "plot_training_curves": "training",
     "plot_pca": "pca",
     "plot_correlation": "correlation",

@@ -33,6 +33,10 @@ DPI = 150
 MAX_PIXELS = 4000
 MAX_INCHES = MAX_PIXELS / DPI
 LINESTYLES = ["-", "--", ":", "-."]
+#: The one colour convention of correlations, in every heatmap and table: positive r blue,
+#: negative red (matplotlib's ``RdBu``: -1 red, 0 white, +1 blue; the HTML tables'
+#: :func:`ckptlens.plots.tables._color` uses the same two hues).
+CORRELATION_CMAP = "RdBu"
 RC = {
     "font.size": 9,
     "axes.titlesize": 10,

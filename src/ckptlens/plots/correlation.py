@@ -25,7 +25,7 @@ ANNOTATE_MAX_ROWS, ANNOTATE_MAX_COLS = 20, 8
 #: At most this many runs (panels) per figure.
 MAX_RUNS = 4
 #: At most this many layer rows per panel (evenly spaced in depth beyond; summary rows always drawn).
-MAX_LAYER_ROWS = 80
+MAX_LAYER_ROWS = 48
 #: At most this many metrics on each side of the square metric × metric matrix.
 MAX_SQUARE_METRICS = 40
 #: Square matrices annotate their cells up to this many metrics.
@@ -144,16 +144,17 @@ def _figure_pairs(df: pd.DataFrame):
     notes = [
         "grey: undefined" if undefined else "",
         f"the first {len(pairs)} of {len(all_pairs)} metric pairs shown" if len(pairs) < len(all_pairs) else "",
-        f"{MAX_LAYER_ROWS} layers shown, evenly spaced in depth" if rows_cut else "",
+        f"{MAX_LAYER_ROWS} of {MAX_LAYER_ROWS + rows_cut} layers shown, evenly spaced in depth" if rows_cut else "",
         f"{len(runs)} of {len(all_runs)} runs shown" if len(runs) < len(all_runs) else "",
     ]
     if any(notes[1:]):
         notes.append(f"all in {TABLE_NAME}")
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
+    cmap = matplotlib.colormaps[_style.CORRELATION_CMAP].with_extremes(bad="0.85")
 
     with matplotlib.rc_context(_style.RC):
         panel_w = 1.0 + col_w * len(pairs) + label_in
-        fig = _style.new_figure(panel_w * len(runs) + 1.2, 1.9 + 0.24 * n_rows)
+        # a tall strip (many layers, few pairs) at most MAX_LAYER_ROWS rows of 0.2 in: one screen
+        fig = _style.new_figure(panel_w * len(runs) + 1.2, 1.9 + (0.24 if n_rows <= 20 else 0.2) * n_rows)
         axes = fig.subplots(1, len(runs), squeeze=False).ravel()
         image = None
         for ax, (run, layers, grid) in zip(axes, grids):
@@ -241,7 +242,7 @@ def _figure_square(df: pd.DataFrame):
         notes.append(f"{n} of {total} metrics shown, evenly spaced in the table's order; all in {TABLE_NAME}")
     if len(runs) < len(all_runs):
         notes.append(f"{len(runs)} of {len(all_runs)} runs shown")
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
+    cmap = matplotlib.colormaps[_style.CORRELATION_CMAP].with_extremes(bad="0.85")
 
     with matplotlib.rc_context(_style.RC):
         fig = _style.new_figure((side + label_in + 0.4) * len(runs) + 1.6, side + label_in + 2.0)

@@ -12,7 +12,9 @@ metric settles and where it jumps — would otherwise stay hidden behind the fig
 * rounds numbers to :data:`DIGITS` significant digits (steps and counts stay integers), names each
   metric with its label, orders layers by depth, and shows what is undefined as "–".
 
-:func:`pca_page`, :func:`correlation_page` and :func:`dynamics_page` return the page's text;
+:func:`pca_page`, :func:`correlation_page`, :func:`dynamics_page` and :func:`metrics_page` (a
+preview of the tidy table) return the page's text; :func:`study_page` / :func:`study_fragment` is the report's landing
+page (every run, the headline figures, the strongest correlations, the convergence table);
 :func:`write_page` writes one atomically. Imports pandas only when called.
 """
 
@@ -305,11 +307,244 @@ def dynamics_page(dyn, run: str, notes: Sequence[str] = ()) -> str:
     intro = (
         f"Run <code>{html.escape(run)}</code>. Per metric and layer: where its trajectory changes level abruptly "
         "(a phase transition: a loss plateau that drops, a CKA that snaps to its final value), with the size of the "
-        "jump in units of the trajectory's own noise (4 or more is clearly visible), and the step from which it "
+        "jump in units of the trajectory's own noise (4 or more is clearly visible; a jump must also be at least 2 % of "
+        "the metric's own scale, and a trajectory of fewer than 10 checkpoints has none), and the step from which it "
         "stays within 5 % of its range around its final value (or past the configured threshold). Layers whose "
         "change points line up at one step changed together. Layer <code>model</code>: the training log."
     )
     return page(f"Training dynamics — {run}", intro, "".join(body))
+
+
+#: rows of the tidy table shown in its preview
+PREVIEW_ROWS = 50
+#: the landing page's strongest correlations (over every run) and headline figures
+TOP_CORRELATIONS, MAX_HEADLINE_FIGURES = 12, 6
+
+
+def metrics_page(table, run: str, parquet: str = "metrics.parquet") -> str:
+    """The tidy table of a run, previewed: what it holds (rows, steps, layers, metrics), a summary
+    per metric (layers, checkpoints, finite values, min, median, max) and its first
+    :data:`PREVIEW_ROWS` rows; the Parquet file has every row."""
+    import numpy as np
+
+    n = len(table)
+    body = []
+    if n:
+        steps = np.sort(table["step"].unique())
+        body.append(
+            f"<p>{n} rows: {table['metric'].nunique()} metric(s) × {table['layer'].nunique()} layer(s) × "
+            f"{len(steps)} checkpoint(s) (steps {fmt(steps[0])} … {fmt(steps[-1])}).</p>"
+        )
+        body.append("<h2>Per metric</h2>")
+        rows = []
+        for metric, g in table.groupby("metric", sort=True):
+            v = g["value"].to_numpy(dtype=float)
+            fin = v[np.isfinite(v)]
+            rows.append(
+                (
+                    _metric_cell(str(metric)),
+                    fmt(g["layer"].nunique()),
+                    fmt(g["step"].nunique()),
+                    f"{fin.size} / {v.size}",
+                    fmt(fin.min()) if fin.size else "–",
+                    fmt(float(np.median(fin))) if fin.size else "–",
+                    fmt(fin.max()) if fin.size else "–",
+                )
+            )
+        k = min(len(rows), MAX_ROWS - PREVIEW_ROWS)
+        body.append(
+            _table(
+                ["metric", "layers", "checkpoints", "finite values", "min", "median", "max"],
+                rows[:k],
+                [False, True, True, True, True, True, True],
+            )
+        )
+        body.append(_left_out(k, len(rows), parquet))
+        body.append(f"<h2>The first {min(PREVIEW_ROWS, n)} rows</h2>")
+        head = table.head(PREVIEW_ROWS)
+        body.append(
+            _table(
+                ["run", "step", "layer", "metric", "value"],
+                [
+                    (
+                        html.escape(str(r.run)),
+                        fmt(r.step),
+                        f"<code>{html.escape(str(r.layer))}</code>",
+                        html.escape(str(r.metric)),
+                        fmt(r.value),
+                    )
+                    for r in head.itertuples()
+                ],
+                [False, True, False, False, True],
+            )
+        )
+    else:
+        body.append('<p class="note">The table is empty.</p>')
+    intro = (
+        f"Run <code>{html.escape(run)}</code>. The tidy table of every metric value (columns run, step, layer, "
+        f"metric, value); every row is in <code>{html.escape(parquet)}</code> "
+        "(<code>pandas.read_parquet</code>), beside the run's results."
+    )
+    return page(f"Metrics table — {run}", intro, "".join(body))
+
+
+def study_page(study: str, runs: Sequence[dict], figures: Sequence[tuple[str, str]] = ()) -> str:
+    """The study at a glance as a complete page (:func:`_study_parts`)."""
+    title, intro, body = _study_parts(study, runs, figures)
+    return page(title, intro, body)
+
+
+#: the landing fragment's styles, scoped to its own ``div`` (it is embedded in the report's page)
+_SCOPED_CSS = """
+.ckptlens-study{font-size:14px;color:#1f2328} .ckptlens-study h1{font-size:20px;margin:0 0 4px}
+.ckptlens-study h2{font-size:16px;margin:18px 0 6px;font-weight:600} .ckptlens-study .note{color:#57606a}
+.ckptlens-study table{border-collapse:collapse;margin:4px 0 10px}
+.ckptlens-study th,.ckptlens-study td{padding:3px 9px;border-bottom:1px solid #d0d7de;text-align:left}
+.ckptlens-study th{background:#f6f8fa} .ckptlens-study td.num{text-align:right}
+.ckptlens-study code{font-size:12px;background:#f6f8fa;padding:0 3px}
+"""
+
+
+def study_fragment(study: str, runs: Sequence[dict], figures: Sequence[tuple[str, str]] = ()) -> str:
+    """The study at a glance as one ``<div class="ckptlens-study">`` with its styles scoped to it:
+    what the report's opening view embeds (workflow/report/workflow.rst), without restyling the
+    report around it."""
+    title, intro, body = _study_parts(study, runs, figures)
+    return (
+        f'<div class="ckptlens-study"><style>{_SCOPED_CSS}</style><h1>{html.escape(title)}</h1>'
+        f"<p>{intro}</p>{body}</div>\n"
+    )
+
+
+def _study_parts(study: str, runs: Sequence[dict], figures: Sequence[tuple[str, str]] = ()):
+    """The report's landing page: the study at a glance; ``(title, intro, body)``.
+
+    ``runs``: one dict per run with ``run``, ``table`` (its tidy metrics table), ``correlation``
+    and ``dynamics`` (its analysis tables; may be empty). ``figures``: (title, PNG path) of the
+    headline figures, shown as thumbnails (inlined, at most :data:`MAX_HEADLINE_FIGURES`).
+    Sections: runs (checkpoints, steps, layers, metrics), the strongest correlations over every
+    run (positive r blue, negative red, as everywhere), per run and metric when its layers settle
+    and how many jump, then the headline figures. The job graph is the report's "Workflow"
+    entry."""
+    import base64
+
+    import numpy as np
+    import pandas as pd
+
+    body = ["<h2>Runs</h2>"]
+    rows = []
+    for r in runs:
+        t = r["table"]
+        steps = np.sort(t["step"].unique()) if len(t) else np.array([])
+        rows.append(
+            (
+                f"<code>{html.escape(str(r['run']))}</code>",
+                fmt(len(steps)),
+                f"{fmt(steps[0])} … {fmt(steps[-1])}" if len(steps) else "–",
+                fmt(t["layer"].nunique() if len(t) else 0),
+                fmt(t["metric"].nunique() if len(t) else 0),
+                fmt(len(t)),
+            )
+        )
+    body.append(
+        _table(
+            ["run", "checkpoints", "steps", "layers", "metrics", "values"], rows, [False, True, False, True, True, True]
+        )
+    )
+    corr = [r["correlation"].assign(run=str(r["run"])) for r in runs if len(r.get("correlation", ()))]
+    body.append("<h2>Strongest correlations between metrics</h2>")
+    if corr:
+        c = pd.concat(corr, ignore_index=True)
+        c = c[c["layer"].isin(["mean", "layer_mean"])] if c["layer"].isin(["mean", "layer_mean"]).any() else c
+        c = c[np.isfinite(c["pearson_r"].astype(float))]
+        c = c.reindex(c["pearson_r"].abs().sort_values(ascending=False).index).head(TOP_CORRELATIONS)
+        body.append(
+            _table(
+                ["run", "metric x", "metric y", "layer", "Pearson r"],
+                [
+                    (
+                        f"<code>{html.escape(str(x.run))}</code>",
+                        _metric_cell(str(x.x_metric)),
+                        _metric_cell(str(x.y_metric)),
+                        html.escape(str(x.layer)),
+                        (fmt(x.pearson_r, 3), _color(x.pearson_r)),
+                    )
+                    for x in c.itertuples()
+                ],
+                [False, False, False, False, True],
+            )
+        )
+        body.append(
+            '<p class="note">Over training steps; blue: the two rise and fall together, red: one rises as the other '
+            "falls (the colours of every correlation heatmap and table). Layer <code>mean</code>: the mean of the "
+            "per-layer r; <code>layer_mean</code>: r of the mean-over-layers trajectories.</p>"
+        )
+    else:
+        body.append('<p class="note">No correlation computed.</p>')
+    body.append("<h2>Convergence and change points</h2>")
+    rows = []
+    for r in runs:
+        d = r.get("dynamics")
+        if d is None or not len(d):
+            continue
+        for metric, g in d.groupby("metric", sort=True):
+            c, j = g[g["kind"] == "converged"], g[g["kind"] == "change_point"]
+            rows.append(
+                (
+                    f"<code>{html.escape(str(r['run']))}</code>",
+                    _metric_cell(str(metric)),
+                    f"{len(c)} / {g['layer'].nunique()}",
+                    fmt(c["step"].astype(float).median()) if len(c) else "–",
+                    fmt(j["layer"].nunique()),
+                    ", ".join(fmt(x) for x in sorted(j["step"].unique())[:6]) or "–",
+                )
+            )
+    if rows:
+        k = min(len(rows), MAX_ROWS)
+        body.append(
+            _table(
+                ["run", "metric", "layers settled", "median settle step", "layers with a jump", "jump steps"],
+                rows[:k],
+                [False, False, True, True, True, False],
+            )
+        )
+        body.append(_left_out(k, len(rows), "analysis/dynamics.csv"))
+    else:
+        body.append('<p class="note">No dynamics computed.</p>')
+    shown = [(title, path) for title, path in figures if Path(path).is_file()][:MAX_HEADLINE_FIGURES]
+    if shown:
+        body.append("<h2>Headline figures</h2><div>")
+        for title, path in shown:
+            data = base64.b64encode(_thumbnail(path)).decode("ascii")
+            body.append(
+                '<figure style="display:inline-block;margin:0 12px 12px 0;vertical-align:top">'
+                f'<img alt="{html.escape(title)}" style="max-width:100%;max-height:420px;border:1px solid #d0d7de" '
+                f'src="data:image/png;base64,{data}"><figcaption class=note>{html.escape(title)}</figcaption></figure>'
+            )
+        body.append("</div>")
+    intro = (
+        f"Study <code>{html.escape(study)}</code>: {len(runs)} run(s). Every figure and table of each run is under "
+        "<b>Results</b>; the job graph that made them under <b>Workflow</b>."
+    )
+    return f"{study}: the study at a glance", intro, "".join(body)
+
+
+def _thumbnail(path, max_px: int = 900) -> bytes:
+    """A PNG at most ``max_px`` on its longer side (the figure itself if smaller)."""
+    import io
+
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    raw = Path(path).read_bytes()
+    img = mpimg.imread(io.BytesIO(raw), format="png")
+    h, w = img.shape[:2]
+    if max(h, w) <= max_px:
+        return raw
+    step = int(np.ceil(max(h, w) / max_px))
+    out = io.BytesIO()
+    mpimg.imsave(out, img[::step, ::step], format="png")
+    return out.getvalue()
 
 
 def write_page(text: str, path) -> None:

@@ -1,7 +1,11 @@
 """Metric trajectories: every metric of a tidy table, per layer, over training; one PNG per metric.
 
-A metric with one value per layer gets ``trajectory_{metric}.png``: one line per layer, one panel
-per run. A multi-valued metric (rows named ``<metric>.<suffix>``: the rotary sweep's
+A metric with one value per layer gets ``trajectory_{metric}.png``: a panel per kind of module
+(attention output, per-head OV, per-head QK, MLP output, block output, embedding, other:
+:func:`ckptlens.store.kinds.layer_kind`) and run; a panel of more than :data:`MAX_LINES` series is
+a layer × step heatmap (per-head pieces as (block, head) rows, its own colour scale), one of fewer
+a line per layer; series of very different sizes are divided by their own median (said on the
+axis). A multi-valued metric (rows named ``<metric>.<suffix>``: the rotary sweep's
 ``qk_ov_rotary_sweep.k1_r0`` … ``.zscore_r24``, ``activation_pca_evr.pc1`` … ``.pc5``) gets ONE
 figure ``trajectory_{metric}.png`` with one panel per value (small multiples, shared x axis);
 beyond :data:`MAX_VALUE_PANELS` panels, evenly chosen values are drawn and the figure says how many
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import layout
-from ..store.layers import layer_order
+from ..store.layers import layer_key, layer_order
 from ..store.tidy import TIDY_COLUMNS
 
 #: Up to this many layers a figure gets a legend naming each layer; beyond it a colorbar.
@@ -309,7 +313,13 @@ class _Lines:
         handles += event_handles
         labels += [h.get_label() for h in event_handles]
         if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), title=title, frameon=False)
+            # as many columns as fit the figure's width (one row of long sublayer names was cut
+            # at both edges: "ttention.dense")
+            longest = max(len(lb) for lb in labels)
+            fit = max(1, int(fig.get_figwidth() / (0.35 + 0.065 * longest)))
+            fig.legend(
+                handles, labels, loc="outside lower center", ncol=min(len(handles), fit), title=title, frameon=False
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,45 +328,279 @@ class _Lines:
 
 
 def _figure_metric(sub: pd.DataFrame, metric: str, marks: pd.DataFrame | None = None):
-    """The Figure of one single-valued metric (rows of that metric only)."""
+    """The Figure of one single-valued metric (rows of that metric only): a panel per kind of
+    module (:func:`ckptlens.store.kinds.layer_kind`) and run. A panel with more than
+    :data:`MAX_LINES` series is a layer × step heatmap (depth down, steps across, its own colour
+    scale; per-head pieces as (block, head) rows), one with fewer draws lines. Where the layers of
+    a kind differ in size (all values positive, per-layer medians more than
+    :data:`SIZE_RATIO` apart) each series is divided by its own median, and the axis says so."""
+    import matplotlib
+
+    from ..store.kinds import KINDS, layer_kind
+    from . import _style
+
+    all_runs = sorted(sub["run"].unique())
+    layers = list(sub["layer"].unique())
+    kind_of = {x: layer_kind(x) for x in layers}
+    kinds = [k for k in KINDS if k in set(kind_of.values())]
+    runs = all_runs[: (MAX_RUN_PANELS if len(kinds) == 1 else MAX_RUN_COLUMNS)]
+    sub = sub[sub["run"].isin(runs)] if len(runs) < len(all_runs) else sub
+    notes = []
+    if len(runs) < len(all_runs):
+        notes.append(f"{len(runs)} of {len(all_runs)} runs shown; all in {TABLE_NAME}")
+    panels = [(k, r) for k in kinds for r in runs]
+    ncols = len(runs) if len(kinds) > 1 else min(len(runs), 3)
+    nrows = math.ceil(len(panels) / ncols)
+    # rows of the grid: a heatmap of many rows gets more height (within the size limit)
+    n_series = {k: sum(1 for x in layers if kind_of[x] == k) for k in kinds}
+    heights = [_panel_height(n_series[k]) for k in kinds] if len(kinds) > 1 else [3.8] * nrows
+    scale = min(1.0, (_style.MAX_INCHES - 1.0) / sum(heights))
+    heights = [h * scale for h in heights]
+    marker = "o" if sub["step"].nunique() <= 60 else None
+    with matplotlib.rc_context(_style.RC):
+        fig = _style.new_figure(5.6 * ncols + 2.2, sum(heights) + 1.0)
+        grid = fig.add_gridspec(nrows, ncols, height_ratios=heights)
+        kind_col = sub["layer"].map(kind_of)
+        # per kind, for all its runs alike: whether sizes differ (normalised), the heatmaps' grids
+        # and their one colour scale, so that runs side by side compare
+        ratio = {k: size_ratio(sub[kind_col.eq(k)]) for k in kinds}
+        grids, limits = {}, {}
+        for k in kinds:
+            if n_series[k] <= MAX_LINES:
+                continue
+            for run in runs:
+                one = sub[(sub["run"] == run) & kind_col.eq(k)]
+                if len(one):
+                    grids[k, run] = _heatmap_grid(one, k, ratio[k])
+                    notes += grids[k, run][4]
+            limits[k] = colour_limits(np.concatenate([g[0].ravel() for (kk, _), g in grids.items() if kk == k] or [[]]))
+        first_of: dict = {}
+        for i, (kind, run) in enumerate(panels):
+            ax = fig.add_subplot(grid[i // ncols, i % ncols])
+            label = (run or metric) if len(kinds) == 1 else (f"{kind}|{run}" if len(runs) > 1 else kind)
+            ax.set_label(label)
+            one = sub[(sub["run"] == run) & kind_col.eq(kind)]
+            if one.empty:
+                ax.text(0.5, 0.5, "no rows", ha="center", va="center", color="0.4", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            own = None if marks is None else marks[marks["run"] == run]
+            last_col = i % ncols == ncols - 1 or i == len(panels) - 1
+            if (kind, run) in grids:
+                _draw_heatmap(fig, ax, metric, kind, grids[kind, run], limits[kind], own)
+            else:
+                if kind in first_of:  # the runs of a kind share the y axis
+                    ax.sharey(first_of[kind])
+                first_of.setdefault(kind, ax)
+                _draw_lines(ax, one, metric, own, marker, legend=last_col, ratio=ratio[kind])
+            title = kind if len(kinds) > 1 else ""
+            if len(runs) > 1 or run:
+                title = f"{title} — {run}" if title else run
+            ax.set_title(title, fontsize=9)
+        head = f"{metric} per layer over training"
+        if len(kinds) > 1:
+            head += f", by kind of module ({', '.join(f'{k}: {n_series[k]}' for k in kinds)})"
+        fig.suptitle(_style.with_notes(head, dict.fromkeys(notes), fig.get_figwidth()))
+        return fig
+
+
+#: Up to this many series a panel draws lines; more make a layer × step heatmap.
+MAX_LINES = 12
+#: At most this many rows (series) in one heatmap panel, evenly chosen in depth order beyond it.
+MAX_HEATMAP_ROWS = 400
+#: At most this many steps (columns) in one heatmap panel, evenly chosen beyond it.
+MAX_HEATMAP_STEPS = 400
+#: Series whose per-layer medians differ by more than this factor are each divided by their median.
+SIZE_RATIO = 10.0
+
+
+def _panel_height(n_series: int) -> float:
+    return 2.8 if n_series <= MAX_LINES else float(np.clip(0.02 * min(n_series, MAX_HEATMAP_ROWS), 2.8, 6.0))
+
+
+def _series_order(layers) -> list[str]:
+    """Depth order; per-head pieces by (block, head)."""
+    from ..store.kinds import block_and_head
+
+    def key(x):
+        b, h = block_and_head(x)
+        return (b if b is not None else -1, h if h is not None else -1, *layer_key(x))
+
+    return sorted(layers, key=key)
+
+
+def size_ratio(rows: pd.DataFrame) -> float | None:
+    """How much the series of ``rows`` (one kind, every run shown) differ in size: the ratio of the
+    largest to the smallest per-layer median, where every value is positive and it exceeds
+    :data:`SIZE_RATIO` (an effective rank of 20 beside one of 350) while a typical series moves
+    less than a tenth of that spread; None otherwise (a signed metric, sizes alike, or series that
+    move across the spread): the series are then drawn as they are."""
+    v = rows["value"].to_numpy(dtype=float)
+    fin = v[np.isfinite(v)]
+    if not fin.size or fin.min() <= 0:
+        return None
+    by_layer = rows.groupby("layer")["value"]
+    med = by_layer.median()
+    med = med[np.isfinite(med) & (med > 0)]
+    if med.size < 2 or med.max() / med.min() <= SIZE_RATIO:
+        return None
+    # ... and each series moves little against that spread (a CKA from 0.05 to 1 moves across it:
+    # it is drawn as it is)
+    moves = (by_layer.max() - by_layer.min()).median()
+    if not moves < (med.max() - med.min()) / SIZE_RATIO:
+        return None
+    return float(med.max() / med.min())
+
+
+def _normalised(wide: pd.DataFrame, ratio: float | None) -> tuple[pd.DataFrame, str]:
+    """``wide`` (steps × layers) divided column by column by each layer's median when ``ratio``
+    (:func:`size_ratio`) says the sizes differ; and the axis suffix that says so ("" otherwise)."""
+    if not ratio:
+        return wide, ""
+    return wide / wide.median(axis=0, skipna=True), f"\n÷ each layer's median (sizes differ {ratio:.0f}×)"
+
+
+def _short_labels(layers: Sequence[str]) -> dict[str, str]:
+    from ._style import common_prefix
+
+    prefix = common_prefix(list(layers))
+    return {x: x[len(prefix) :] for x in layers}
+
+
+def _draw_lines(ax, one: pd.DataFrame, metric: str, marks, marker, *, legend: bool, ratio: float | None = None) -> None:
+    """One line per series, coloured by depth, with a legend beside the panel (kept inside the
+    figure by the constrained layout: nothing cut at the edges)."""
     import matplotlib
 
     from . import _style
     from .labels import axis_label
 
-    all_runs = sorted(sub["run"].unique())
-    runs = all_runs[:MAX_RUN_PANELS]
-    sub = sub[sub["run"].isin(runs)] if len(runs) < len(all_runs) else sub
-    lines = _Lines(sub["layer"].unique())
-    finite = _style.finite(sub["value"].to_numpy())
-    log_y = _style.wants_log(finite)
-    marker = "o" if sub["step"].nunique() <= 60 else None  # markers show isolated points between gaps
-    notes = [lines.note()]
-    if len(runs) < len(all_runs):
-        notes.append(f"{len(runs)} of {len(all_runs)} runs shown; all in {TABLE_NAME}")
+    steps = np.sort(one["step"].unique())
+    wide = one.groupby(["step", "layer"])["value"].mean().unstack("layer").reindex(steps)
+    order = _series_order(list(wide.columns))
+    wide, norm_note = _normalised(wide[order], ratio)
+    labels = _short_labels(order)
+    cmap = matplotlib.colormaps["viridis"]
+    n_marks = 0
+    for j, layer in enumerate(order):
+        values = wide[layer].to_numpy(dtype=float)
+        colour = cmap(j / max(len(order) - 1, 1) * 0.9)
+        ax.plot(
+            steps, values, color=colour, linewidth=1.1, alpha=0.9, marker=marker, markersize=2.2, label=labels[layer]
+        )
+        if marks is not None and len(marks):
+            n_marks += _mark_events(ax, marks, str(one["run"].iat[0]), layer, steps, values, colour)
+    _style.step_axis(ax, steps)
+    finite = _style.finite(wide.to_numpy(dtype=float).ravel())
+    log = _style.wants_log(finite)
+    if log:
+        _style.log_y(ax, finite)
+    ax.set_ylabel(axis_label(metric, log, width=40) + norm_note, fontsize=8)
+    if legend:
+        from matplotlib.lines import Line2D
 
-    with matplotlib.rc_context(_style.RC):
-        ncols = min(len(runs), 3)
-        nrows = int(np.ceil(len(runs) / ncols))
-        fig = _style.new_figure(5.2 * ncols + 1.8, 3.8 * nrows + 0.4)
-        axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
-        for ax in axes[len(runs) :]:
-            ax.set_visible(False)
-        n_marks = 0
-        for ax, (run, one) in zip(axes, sub.groupby("run", sort=True)):
-            ax.set_label(run or metric)
-            n_marks += lines.draw(ax, one, marks, run, marker)
-            _style.step_axis(ax, np.sort(one["step"].unique()))
-            if log_y:
-                _style.log_y(ax, finite)
-            if len(runs) > 1 or run:
-                ax.set_title(run)
-        for ax in axes[: len(runs)]:
-            if ax.get_subplotspec().is_first_col():
-                ax.set_ylabel(axis_label(metric, log_y))
-        fig.suptitle(_style.with_notes(f"{metric} per layer over training", notes))
-        lines.legend(fig, list(axes[: len(runs)]), n_marks)
-        return fig
+        handles, texts = ax.get_legend_handles_labels()
+        if n_marks:
+            handles += [
+                Line2D([], [], color="0.3", linestyle=(0, (2, 1.5)), linewidth=1.6),
+                Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none"),
+            ]
+            texts += ["change point", "settles"]
+        ax.legend(handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+
+
+def _step_label(step: float) -> str:
+    step = float(step)
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(step) >= div:
+            return f"{step / div:g}{suffix}"
+    return f"{step:g}"
+
+
+def _heatmap_grid(one: pd.DataFrame, kind: str, ratio: float | None):
+    """``(data, series shown, steps shown, axis suffix, notes)`` of one kind of one run: rows in
+    depth order ((block, head) for per-head pieces), at most :data:`MAX_HEATMAP_ROWS` rows and
+    :data:`MAX_HEATMAP_STEPS` columns (evenly chosen beyond; the notes say so)."""
+    from . import _style
+
+    notes = []
+    steps = np.sort(one["step"].unique())
+    wide = one.groupby(["step", "layer"])["value"].mean().unstack("layer").reindex(steps)
+    order = _series_order(list(wide.columns))
+    shown = _style.even_pick(order, MAX_HEATMAP_ROWS)
+    if len(shown) < len(order):
+        notes.append(f"{kind}: {len(shown)} of {len(order)} series shown, evenly spaced in depth; all in {TABLE_NAME}")
+    cols = _style.even_pick(list(steps), MAX_HEATMAP_STEPS)
+    if len(cols) < len(steps):
+        notes.append(f"{kind}: {len(cols)} of {len(steps)} checkpoints shown")
+    wide, norm_note = _normalised(wide.loc[cols, shown], ratio)
+    return wide.to_numpy(dtype=float).T, shown, cols, norm_note, notes
+
+
+def colour_limits(values: np.ndarray) -> tuple[float, float]:
+    """The colour scale of a heatmap: the 2nd..98th percentile of its finite values (one outlier
+    does not flatten the rest), widened where they are all equal."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [2, 98]))
+    return lo, hi if hi > lo else lo + (abs(lo) * 1e-6 or 1e-12)
+
+
+def _draw_heatmap(fig, ax, metric: str, kind: str, grid, limits, marks) -> None:
+    """A series × step heatmap of one kind (:func:`_heatmap_grid`): columns the run's checkpoints
+    (evenly spaced by index: log-spaced steps read as well as even ones), the colour scale
+    ``limits`` (shared by the runs of a kind), NaN grey, change points as white ticks."""
+    import matplotlib
+
+    from ..store.kinds import PER_HEAD, block_and_head
+    from . import _style
+    from .labels import axis_label
+
+    data, shown, cols, norm_note, _ = grid
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    lo, hi = limits
+    log = not norm_note and lo > 0 and _style.wants_log(np.array([lo, hi]))
+    norm = matplotlib.colors.LogNorm(lo, hi) if log and lo > 0 else matplotlib.colors.Normalize(lo, hi)
+    im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", interpolation="nearest", cmap=cmap, norm=norm)
+    ax.grid(False)
+    # x: checkpoints by index, labelled with their steps
+    ticks = _style.even_pick(list(range(len(cols))), 8)
+    ax.set_xticks(ticks, [_step_label(cols[i]) for i in ticks])
+    ax.set_xlabel("training step (one column per checkpoint)")
+    # y: series in depth order
+    if kind in PER_HEAD:
+        blocks = [block_and_head(x)[0] for x in shown]
+        starts = [i for i, b in enumerate(blocks) if i == 0 or b != blocks[i - 1]]
+        keep = _style.even_pick(starts, 24)
+        ax.set_yticks(keep, [f"block {blocks[i]}" for i in keep])
+        for i in starts[1:]:
+            ax.axhline(i - 0.5, color="white", linewidth=0.4, alpha=0.7)
+        ax.set_ylabel("(block, head), heads in order within a block", fontsize=8)
+    else:
+        labels = _short_labels(shown)
+        keep = _style.even_pick(list(range(len(shown))), 30)
+        ax.set_yticks(keep, [labels[shown[i]] for i in keep])
+        ax.set_ylabel("layer (depth order)", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    # change points of the shown series
+    if marks is not None and len(marks):
+        row = {x: i for i, x in enumerate(shown)}
+        col = {s: i for i, s in enumerate(cols)}
+        cps = marks[(marks["kind"] == "change_point") & marks["layer"].isin(row) & marks["step"].isin(col)]
+        if len(cps):
+            ax.scatter(
+                [col[s] - 0.5 for s in cps["step"]],
+                [row[x] for x in cps["layer"]],
+                marker="|",
+                s=30,
+                color="white",
+                linewidths=1.2,
+                label="change point",
+            )
+    cbar = fig.colorbar(im, ax=ax, pad=0.01, aspect=25)
+    cbar.set_label(axis_label(metric, log, width=30) + norm_note, fontsize=7)
+    cbar.ax.tick_params(labelsize=7)
 
 
 # --------------------------------------------------------------------------------------------
