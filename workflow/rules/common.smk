@@ -38,8 +38,8 @@ wildcard_constraints:
 
 
 def get_code(script, **fixed):
-    """The code param of a rule running scripts/<script>.py (ckptlens.plan.Plan.code); ``fixed``:
-    wildcard values of a rule generated per run."""
+    """The code param of the job running scripts/<script>.py (ckptlens.plan.Plan.code); ``fixed``
+    holds the wildcard values of the jobs generated per run."""
     return lambda wildcards: PLAN.code(script, **fixed, **dict(wildcards.items()))
 
 
