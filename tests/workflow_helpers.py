@@ -12,7 +12,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PROJECT_FILES = ["workflow", "config", "src"]
-#: the rules that rerun after any metric job of a run reruns (its table, analysis, figures, report)
+#: the rules that rerun after any metric job of a run reruns (its table, analysis, figures, report
+#: pages, and the study's landing page, which reads every run's table and correlations)
 DOWNSTREAM = {
     "aggregate_metrics",
     "cross_metric_analysis",
@@ -20,6 +21,7 @@ DOWNSTREAM = {
     "plot_trajectories",
     "plot_analysis",
     "report_tables",
+    "report_study",
 }
 
 

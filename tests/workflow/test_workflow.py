@@ -208,4 +208,11 @@ def test_editing_the_plotting_code_reruns_only_the_plots(small_project):
         jobs = scheduled_jobs(small_project)
     finally:
         code.write_text(original)
-    assert {r for r, _ in jobs} == {"plot_trajectories", "plot_analysis", "plot_training"}
+    # the report pages too: their interactive explorers draw with the same style (ckptlens.plots.explorer)
+    assert {r for r, _ in jobs} == {
+        "plot_trajectories",
+        "plot_analysis",
+        "plot_training",
+        "report_tables",
+        "report_study",
+    }
