@@ -178,7 +178,11 @@ def test_final_outputs_of_the_default_config():
     pages = ("pca", "correlation", "dynamics", "metrics", "explorer")
     study = ("study.html", "study_landing.html", "explorer.html")
     assert plan.report_outputs() == [f"{d}/report/{t}.html" for t in pages] + [f"results/figures/{p}" for p in study]
-    assert plan.analysis_inputs("demo") == {"table": f"{d}/metrics.parquet", "missing": f"{d}/missing_steps.csv"}
+    assert plan.analysis_inputs("demo") == {
+        "table": f"{d}/metrics.parquet",
+        "missing": f"{d}/missing_steps.csv",
+        "log": f"{d}/train_log.csv",
+    }
     assert plan.dynamics_inputs("demo") == {"table": f"{d}/metrics.parquet", "log": f"{d}/train_log.csv"}
 
 

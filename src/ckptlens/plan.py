@@ -226,10 +226,13 @@ class Plan:
 
     # ------------------------------------------------------------------ analysis and plots
     def analysis_inputs(self, run) -> dict[str, str]:
-        """The tidy table, and for a computed run the steps missing from it (their notes)."""
+        """The tidy table, for a computed run the steps missing from it (their notes), and for a run
+        with a training log that log (its loss is correlated with the metrics)."""
         inputs = {"table": layout.metrics_table(run)}
         if run in self.computed_runs:
             inputs["missing"] = layout.missing_steps(run)
+        if run in self.logged_runs:
+            inputs["log"] = layout.train_log(run)
         return inputs
 
     def dynamics_inputs(self, run) -> dict[str, str]:

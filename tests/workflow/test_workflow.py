@@ -95,13 +95,27 @@ def test_cross_metric_analysis_outputs(small_project):
         assert g["explained_variance_ratio"].sum() == pytest.approx(1.0, abs=1e-6)
     corr = pd.read_csv(small_project / "results/runs/small/analysis/correlation.csv")
     pairs = set(zip(corr["x_metric"], corr["y_metric"]))
-    assert pairs == {("cka_to_final", "gradient_cosine"), ("frobenius_norm", "gradient_norm")}
     table = pd.read_parquet(small_project / "results/runs/small/metrics.parquet")
+    # the configured pairs, then every metric against each quantity of the training log
+    logged = {(m, q) for m in set(table["metric"]) for q in ("train_loss", "id_error", "ood_error")}
+    assert pairs == {("cka_to_final", "gradient_cosine"), ("frobenius_norm", "gradient_norm")} | logged
     wide = table.query("layer == 'blocks.0.attn.q_proj'").pivot(index="step", columns="metric", values="value")
-    row = corr.query("layer == 'blocks.0.attn.q_proj' and x_metric == 'frobenius_norm'")
+    row = corr.query("layer == 'blocks.0.attn.q_proj' and x_metric == 'frobenius_norm' and y_metric == 'gradient_norm'")
     assert row["pearson_r"].item() == pytest.approx(
         np.corrcoef(wide["frobenius_norm"], wide["gradient_norm"])[0, 1], abs=1e-9
     )
+    # the loss is logged at the checkpoints' steps here (no interpolation): plain Pearson r of the
+    # layer-mean trajectory in correlation.csv, of each layer in correlation_layers.csv
+    log = pd.read_csv(small_project / "results/runs/small/train_log.csv").set_index("step")
+    norms = table.query("metric == 'frobenius_norm'").pivot(index="step", columns="layer", values="value")
+    steps = norms.index.intersection(log.index)
+    row = corr.query("layer == 'layer_mean' and x_metric == 'frobenius_norm' and y_metric == 'train_loss'")
+    expected = np.corrcoef(norms.loc[steps].mean(axis=1), log.loc[steps, "loss"])[0, 1]
+    assert row["pearson_r"].item() == pytest.approx(expected, abs=1e-9)
+    layers = pd.read_csv(small_project / "results/runs/small/analysis/correlation_layers.csv")
+    row = layers.query("layer == 'blocks.0.attn.q_proj' and x_metric == 'frobenius_norm' and y_metric == 'train_loss'")
+    expected = np.corrcoef(norms.loc[steps, "blocks.0.attn.q_proj"], log.loc[steps, "loss"])[0, 1]
+    assert row["pearson_r"].item() == pytest.approx(expected, abs=1e-9)
 
 
 def test_report_has_every_plot(small_project):

@@ -1,6 +1,6 @@
 """Analysis of a tidy metrics table: PCA across metrics (:mod:`.pca`), per-layer correlations
-(:mod:`.correlation`), convergence and change points (:mod:`.dynamics`), notes on missing steps
-(:mod:`.notes`). numpy, pandas and scikit-learn; never torch or matplotlib.
+(:mod:`.correlation`), the training log against the metrics (:mod:`.training_log`), convergence
+and change points (:mod:`.dynamics`), notes on missing steps (:mod:`.notes`). numpy, pandas and scikit-learn; never torch or matplotlib.
 
 The names below are loaded on first use, so that importing one submodule (a figure reading the
 correlation table's summary rows) does not import scikit-learn.
@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the lazy names' modules, for type checkers and the code hash (store.codehash)
-    from . import correlation, notes, pca  # noqa: F401
+    from . import correlation, notes, pca, training_log  # noqa: F401
 
 _EXPORTS = {
     "correlation_matrix": "correlation",
@@ -25,6 +25,8 @@ _EXPORTS = {
     "pca_explained_variance": "pca",
     "gap_notes": "notes",
     "missing_steps": "notes",
+    "log_correlations": "training_log",
+    "TRAIN_LOSS": "training_log",
 }
 __all__ = sorted(_EXPORTS)
 
