@@ -128,16 +128,16 @@ def test_the_plan_sizes_jobs_from_the_checkpoint_header(tmp_path):
         activation_floats=8 * 32 * 2 * 64,
         statistics=plan.gradient_statistics("r"),
     )
-    assert got == want
+    assert got == {**want, "gpu": 1}  # extraction uses a GPU where the node has one
     weights = plan.metric_resources("r", "weight_spectrum", 0)
-    assert weights == metric_resources("weight_spectrum", n_checkpoints=2, n_layers=2, rows=64, width=64)
-    assert plan.metric_resources("r", "gradient", 0) == metric_resources("gradient")
+    assert weights == {**metric_resources("weight_spectrum", n_checkpoints=2, n_layers=2, rows=64, width=64), "gpu": 0}
+    assert plan.metric_resources("r", "gradient", 0) == {**metric_resources("gradient"), "gpu": 0}
     # the run's own numbers win
-    run["resources"] = {"mem_mb": 64000, "runtime": 600, "metrics": {"mem_mb": 8000}}
+    run["resources"] = {"mem_mb": 64000, "runtime": 600, "gpu": 0, "metrics": {"mem_mb": 8000, "gpu": 1}}
     ckcfg.validate(cfg)
     plan = Plan(cfg)
-    assert plan.extraction_resources("r", 0) == {"mem_mb": 64000, "runtime": 600}
-    assert plan.metric_resources("r", "weight_spectrum", 0) == {**weights, "mem_mb": 8000}
+    assert plan.extraction_resources("r", 0) == {"mem_mb": 64000, "runtime": 600, "gpu": 0}
+    assert plan.metric_resources("r", "weight_spectrum", 0) == {**weights, "mem_mb": 8000, "gpu": 1}
     # a pickle's header is not read before its job: the source's guess sizes it
     assert checkpoint_shape([tmp_path / "ckpt_0.pt"]) is None
 

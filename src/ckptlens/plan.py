@@ -395,15 +395,16 @@ class Plan:
     def _override(self, run, what=None) -> dict:
         res = self.config["runs"][run].get("resources") or {}
         res = res.get(what) or {} if what else res
-        return {k: res[k] for k in ("mem_mb", "runtime") if k in res}
+        return {k: res[k] for k in ("mem_mb", "runtime", "gpu") if k in res}
 
     def extraction_resources(self, run, chunk) -> dict[str, int]:
-        """``{"mem_mb", "runtime"}`` of a chunk's model-extraction job: :func:`extraction_resources`
+        """``{"mem_mb", "runtime", "gpu"}`` of a chunk's model-extraction job: :func:`extraction_resources`
         with the parameters, dtype and shapes of the run's checkpoint header, the parameters of the
         ``targets.gradients`` weights, the probe's tokens and what the run's metrics need; the
         run's ``resources`` override either. A checkpoint not known before its job runs (a hub
         download) is sized from the source's guess (the model's name), all its parameters taken as
-        targets; set ``resources`` for it."""
+        targets; set ``resources`` for it. ``gpu``: 1 (extraction uses one where the node has it;
+        ``resources: {gpu: 0}`` keeps a run's jobs off a GPU partition)."""
         n = len(self.chunk_steps(run, chunk))
         kinds = self.model_extractions(run)
         probe = ckcfg.probe(self.config, run)
@@ -435,17 +436,19 @@ class Plan:
             nbytes = self._guessed_bytes(run)
             kw["target_params"] = None if grads else 0
             kw["hidden"], kw["n_layers"] = guessed_transformer(nbytes / 2)
-        return {**extraction_resources(nbytes, **kw), **self._override(run)}
+        return {**extraction_resources(nbytes, **kw), "gpu": 1, **self._override(run)}
 
     def _guessed_bytes(self, run) -> int:
         """The source's guess of a checkpoint's bytes (a hub model's name: pythia-1.4b), or 0."""
         return ckcfg.source(self.config, run).checkpoint_bytes(self.config["runs"][run]["source"]) or 0
 
     def metric_resources(self, run, family, part) -> dict[str, int]:
-        """``{"mem_mb", "runtime"}`` of one metric job: :func:`metric_resources` with the largest
+        """``{"mem_mb", "runtime", "gpu"}`` of one metric job: :func:`metric_resources` with the largest
         target matrix of the run's checkpoint header (weights) or the probe tokens and the widest
         activation target (activations), the number of targets and the references the family's
-        metrics compare with; ``resources.metrics`` of the run overrides either."""
+        metrics compare with; ``resources.metrics`` of the run overrides any. ``gpu``: 0 unless
+        ``resources.metrics.gpu`` asks for one (the weight spectra and CKA kernels then run there,
+        :mod:`ckptlens.metrics._linalg`)."""
         fam = ckmetrics.FAMILIES[family]
         shape = self.checkpoint_shape(run)
         targets = ckcfg.targets(self.config, run)
@@ -475,7 +478,7 @@ class Plan:
             width=width,
             references=len(ckmetrics.references_of(self.run_families[run][family])),
         )
-        return {**est, **self._override(run, "metrics")}
+        return {**est, "gpu": 0, **self._override(run, "metrics")}
 
 
 # ---------------------------------------------------------------------- resources of the heavy jobs

@@ -46,7 +46,7 @@ for _run in [r for r in COMPUTED_RUNS if PLAN.model_extractions(r)]:
         conda:
             "../envs/ckptlens.yaml"
         resources:
-            gpu=1,
+            gpu=lambda w, run=_run: PLAN.extraction_resources(run, w.chunk)["gpu"],
             # estimated from the checkpoint's header, the targets and the probe
             # (ckptlens.plan.Plan.extraction_resources); a run's `resources` overrides them
             mem_mb=lambda w, run=_run: PLAN.extraction_resources(run, w.chunk)["mem_mb"],

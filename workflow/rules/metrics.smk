@@ -19,6 +19,7 @@ rule metric_family:
         # a run's `resources.metrics` overrides them
         mem_mb=lambda w: PLAN.metric_resources(w.run, w.family, w.part)["mem_mb"],
         runtime=lambda w: PLAN.metric_resources(w.run, w.family, w.part)["runtime"],
+        gpu=lambda w: PLAN.metric_resources(w.run, w.family, w.part)["gpu"],
     params:
         metrics=lambda w: canonical(PLAN.family_metrics(w.run, w.family)),
         code=get_code("metric_family"),

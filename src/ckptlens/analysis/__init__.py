@@ -1,6 +1,7 @@
 """Analysis of a tidy metrics table: PCA across metrics (:mod:`.pca`), per-layer correlations
 (:mod:`.correlation`), the training log against the metrics (:mod:`.training_log`), convergence
-and change points (:mod:`.dynamics`), notes on missing steps (:mod:`.notes`). numpy, pandas and scikit-learn; never torch or matplotlib.
+and change points (:mod:`.dynamics`), notes on missing steps (:mod:`.notes`).
+numpy, pandas and scikit-learn; never torch or matplotlib.
 
 The names below are loaded on first use, so that importing one submodule (a figure reading the
 correlation table's summary rows) does not import scikit-learn.
