@@ -6,6 +6,8 @@ it): a few repositories, each with several revisions (branches) of a tiny GPT-Ne
   "size", "blobId", "lfs"}]}`` (``model_info``, ``repo_info``);
 - ``GET /api/models/{repo}/tree/{rev}?recursive=…``: ``[{"type": "file", "path", "size", "oid", "lfs"}]``
   (``list_repo_tree``, which ``snapshot_download`` lists a commit with);
+- ``GET /api/models/{repo}/refs``: ``{"branches": [{"name", "ref", "targetCommit"}], "tags": [], "converts": []}``
+  (``list_repo_refs``);
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{file}``: the bytes, with ``X-Repo-Commit``, ``ETag`` (the git blob
   id, or the sha256 of an LFS file, also as ``X-Linked-Etag`` / ``X-Linked-Size``), ``Content-Length``,
   and ``Range`` requests answered ``206`` with ``Content-Range``;
@@ -171,6 +173,15 @@ class HubServer:
             return self._send(h, fault.status, b"slow down", headers, head)
         cut = fault.cut_after if fault is not None else None
 
+        if path.startswith("/api/models/") and path.endswith("/refs"):
+            repo = path[len("/api/models/") : -len("/refs")]
+            if repo not in self.repos:
+                return self._not_found(h, "RepoNotFound", head)
+            branches = [
+                {"name": rev, "ref": f"refs/heads/{rev}", "targetCommit": commit}
+                for rev, commit in self.repos[repo].items()
+            ]
+            return self._json(h, {"branches": branches, "tags": [], "converts": []}, head)
         if path.startswith("/api/models/"):
             rest = path[len("/api/models/") :]
             for sep in ("/revision/", "/tree/"):

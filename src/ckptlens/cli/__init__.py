@@ -4,7 +4,8 @@
 
     ckptlens layers PATH                 what a checkpoint (or a folder of them) holds, and the target
                                          patterns that select each part
-    ckptlens init PATH... [-o FILE]      a commented, valid config for those checkpoints (one run per PATH)
+    ckptlens init PATH... [-o FILE]      a commented, valid config for those checkpoints (one run per PATH;
+                                         hf:ORG/NAME for a repository's branches on the hub)
     ckptlens run CONFIG [snakemake ...]  the packaged workflow in the current folder, then report.html
     ckptlens report CONFIG [-o FILE]     the HTML report alone
     ckptlens fetch CONFIG                the hub revisions of CONFIG into the Hugging Face cache (on a
@@ -73,11 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         "shape, the per-head pieces and circuits (…head{h}.q/.k/.v/.o/.qk/.ov), the modules activations and gradients "
         "can be captured on, and the target patterns that select each group. PATH is a .safetensors or .pt/.bin "
         "file, a save_pretrained or Trainer checkpoint folder, a shard index, or a folder (or glob) of "
-        "checkpoints (then also the steps found, how each is read, and what was skipped and why). Safetensors "
-        "are read from their header only; no optimizer state or other pickle beside the weights is opened.",
+        "checkpoints (then also the steps found, how each is read, and what was skipped and why), or "
+        "hf:ORG/NAME[@REVISION] on the Hugging Face Hub (its branches as a series). Safetensors "
+        "are read from their header only (on the hub by HTTP range requests); no optimizer state or other pickle "
+        "beside the weights is opened.",
     )
     p.add_argument(
-        "path", metavar="PATH", help="a checkpoint file or folder, a shard index, or a folder/glob of checkpoints"
+        "path",
+        metavar="PATH",
+        help="a checkpoint file or folder, a shard index, a folder/glob of checkpoints, or hf:ORG/NAME[@REVISION]",
     )
     p.add_argument("--json", action="store_true", help="print everything as JSON instead of text")
     p.set_defaults(func=cmd_layers)
@@ -89,9 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "several PATHs = several runs, e.g. seeds): the source with the steps found, the architecture's default "
         "targets, a probe when a tokenizer is found beside the checkpoints (with a built-in probe text written "
         "next to the config as probe.txt), and a metric set that runs in minutes on a laptop for a model that "
-        "size. The config is validated before it is written.",
+        "size. The config is validated before it is written. hf:ORG/NAME: a repository's branches on the Hugging "
+        "Face Hub (up to 32 log-spaced revisions; its tokenizer downloaded into tokenizers/ beside the config).",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="a folder (or glob) of checkpoints; one run each")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a folder (or glob) of checkpoints, or hf:ORG/NAME; one run each"
+    )
     p.add_argument(
         "-o", "--output", default="config.yaml", metavar="FILE", help="the config to write (default: %(default)s)"
     )

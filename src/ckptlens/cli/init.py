@@ -51,6 +51,9 @@ class RunPlan:
     target_labels: dict[str, list[str]] | None = None
     #: why the weight targets hold no per-head circuits ("" where they do)
     why_no_heads: str = ""
+    #: the source as written, where it is not a local folder (a hub series), and what to say of it
+    source: dict | None = None
+    source_notes: tuple[str, ...] = ()
 
 
 def _rel(path: Path, cwd: Path) -> str:
@@ -92,12 +95,92 @@ def run_names(folders: Sequence[Path]) -> list[str]:
     return [f"{name(f, 1)}_{i + 1}" for i, f in enumerate(folders)]  # the same folder twice
 
 
-def plan_run(raw: str, cwd: Path) -> RunPlan:
+#: at most this many revisions of a hub series go into the config ``init`` writes (log-spaced steps,
+#: the first and the last kept): a few dozen checkpoints show the dynamics; all of them is the user's choice
+MAX_HUB_REVISIONS = 32
+
+
+def spread_steps(steps: Sequence[int], n: int = MAX_HUB_REVISIONS) -> list[int]:
+    """At most ``n`` of ``steps``: the first, the last, and the ones nearest to log-spaced points between
+    (training dynamics are fastest early, and series like Pythia's are log-spaced there themselves)."""
+    import numpy as np
+
+    steps = sorted(steps)
+    if len(steps) <= n:
+        return steps
+    where = np.log1p(np.asarray(steps, dtype=float))
+    free = np.ones(len(steps), dtype=bool)
+    for target in np.linspace(where[0], where[-1], n):  # the nearest step not yet taken: exactly n
+        i = int(np.argmin(np.where(free, np.abs(where - target), np.inf)))
+        free[i] = False
+    return [s for s, taken in zip(steps, ~free) if taken]
+
+
+def plan_hub_run(raw: str, insp: Inspected, cwd: Path, tokenizer_dir: Path) -> RunPlan:
+    """A run over a repository's branches: the largest training stage's steps, at most
+    :data:`MAX_HUB_REVISIONS` of them, and its tokenizer downloaded beside the config for the probe."""
+    from ..adapters import get_adapter
+    from ..sources.hub import RevisionError, download_tokenizer
+    from ..sources.layer_names import names_from_keys
+    from ..sources.local import skipped_sentence
+
+    model, final = insp.hub
+    if insp.series is None:
+        raise CLIError(f"{raw}: is one revision; `ckptlens init` needs a series: give hf:{model} (all its branches)")
+    stage, all_steps = insp.series.largest()
+    steps = spread_steps(list(all_steps))
+    notes = [f"the branches of {model}: {len(all_steps)} with a step" + (f" in stage {stage}" if stage else "")]
+    if len(steps) < len(all_steps):
+        notes.append(
+            f"{len(steps)} of them written below (log-spaced steps, the first and the last); "
+            f"`ckptlens layers {raw}` lists all"
+        )
+    notes += [n for n in insp.notes if n.startswith("steps restart")]
+    notes += [skipped_sentence(n, why) for n, why in insp.series.skipped]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adapter = get_adapter("auto", insp.keys, insp.metadata, shapes=insp.shapes)
+        names = names_from_keys(insp.keys, insp.metadata, insp.shapes)
+    targets = type(adapter).default_targets(names)
+    if insp.n_params > LARGE_MODEL:
+        targets["weights"] = [p for p in targets["weights"] if ".head*." not in p] or ["**"]
+    labels = target_labels(type(adapter).target_groups(names), targets)
+    has_config = "(no config.json)" not in insp.how
+    tok_dir = tokenizer_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    try:
+        tok = bool(tokenizer_files(tok_dir)) or (has_config and bool(download_tokenizer(model, final, tok_dir)))
+    except RevisionError as exc:
+        raise CLIError(str(exc)) from None
+    probe, why = (
+        ("text", "") if tok else (None, "no config.json" if not has_config else "the repository has no tokenizer")
+    )
+    return RunPlan(
+        name=model.split("/")[-1],
+        source_path="",
+        steps=steps,
+        skipped=[],
+        architecture=adapter.name + (f", {adapter.n_heads} heads" if adapter.n_heads else ""),
+        n_params=insp.n_params,
+        read=insp.how,
+        targets=targets,
+        probe=probe,
+        tokenizer=_rel(tok_dir, cwd) if tok else None,
+        why_no_probe=why,
+        target_labels=labels,
+        why_no_heads=_why_no_heads(adapter, labels["weights"], insp.n_params),
+        source={"type": "huggingface", "model": model, "revisions": [all_steps[s] for s in steps]},
+        source_notes=tuple(notes),
+    )
+
+
+def plan_run(raw: str, cwd: Path, tokenizer_dir: Path | None = None) -> RunPlan:
     from ..adapters import get_adapter
     from ..sources.layer_names import names_from_keys
     from ..sources.local import is_glob, skipped_notes
 
     insp = inspect_path(raw)
+    if insp.hub is not None:
+        return plan_hub_run(raw, insp, cwd, tokenizer_dir or cwd / "tokenizers")
     if insp.series is None:
         raise CLIError(
             f"{raw}: is one checkpoint; `ckptlens init` needs a series of them: give the folder that holds "
@@ -227,10 +310,18 @@ def render_config(plans: Sequence[RunPlan], probe_file: str | None, command: str
     for p in plans:
         out.append(f"  {p.name}:")
         out.append(f"    # {p.architecture}, {fmt_params(p.n_params)} parameters; each checkpoint read as: {p.read}")
-        out.append(f"    # {len(p.steps)} steps found: {', '.join(map(str, p.steps))}")
+        for line in p.source_notes:
+            out += _comment(line, 4)
+        out.append(f"    # {len(p.steps)} steps{'' if p.source else ' found'}: {', '.join(map(str, p.steps))}")
         for line in p.skipped:
             out.append(f"    # {line}")
-        out.append(f"    source: {{type: local, path: {_yaml(p.source_path)}}}")
+        if p.source:
+            out.append(
+                "    # downloaded one per job; on a cluster without internet: `ckptlens fetch <this file>` first"
+            )
+            out.append(f"    source: {_yaml(p.source)}")
+        else:
+            out.append(f"    source: {{type: local, path: {_yaml(p.source_path)}}}")
         out.append("    # what is measured (`ckptlens layers PATH` lists every name and pattern):")
         labels = p.target_labels or {}
         weights = "; ".join(labels.get("weights") or ["the patterns below"])
@@ -294,9 +385,14 @@ def cmd_init(args) -> int:
     out_path = Path(args.output)
     if out_path.exists() and not args.force:
         raise CLIError(f"{out_path}: exists already (use --force to overwrite it)")
-    plans = [plan_run(raw, cwd) for raw in args.paths]
-    for plan, name in zip(plans, run_names([Path(p.name) for p in plans])):
+    plans = [plan_run(raw, cwd, out_path.resolve().parent / "tokenizers") for raw in args.paths]
+    local = [p for p in plans if p.source is None]
+    for plan, name in zip(local, run_names([Path(p.name) for p in local])):
         plan.name = name
+    names = [p.name for p in plans]
+    for p in plans:  # two hub repositories of the same name under different owners
+        if names.count(p.name) > 1 and p.source is not None:
+            p.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.source["model"])
     probe_path = out_path.resolve().parent / "probe.txt"
     needs_probe = any(p.probe == "text" for p in plans)
     probe_file = _rel(probe_path, cwd) if needs_probe else None

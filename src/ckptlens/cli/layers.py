@@ -27,6 +27,9 @@ class Inspected:
     metadata: dict
     series: object | None = None  # ckptlens.sources.local.Discovery of a folder/glob of checkpoints
     notes: list[str] = field(default_factory=list)
+    #: (repository, revision) of a checkpoint read on the Hugging Face Hub (``hf:ORG/NAME``);
+    #: ``series`` is then its :class:`ckptlens.sources.hub.HubSeries` (all branches) or None
+    hub: tuple[str, str] | None = None
 
     @property
     def n_params(self) -> int:
@@ -72,9 +75,49 @@ def _open_names(path: Path) -> Inspected:
     return out
 
 
+#: how a checkpoint series on the Hugging Face Hub is named on the command line
+HUB_PREFIX = "hf:"
+
+
+def inspect_hub(raw: str) -> Inspected:
+    """``hf:ORG/NAME@REVISION`` (that revision) or ``hf:ORG/NAME`` (its branches as a series, the
+    last step of the largest training stage read): names and shapes from the safetensors headers
+    (HTTP range requests, or the Hugging Face cache), never the weights."""
+    from ..sources.hub import RevisionError, list_series, remote_header
+
+    spec = raw[len(HUB_PREFIX) :]
+    model, _, revision = spec.partition("@")
+    if model.count("/") != 1 or not all(model.split("/")):
+        raise CLIError(f"{raw}: expected hf:ORG/NAME or hf:ORG/NAME@REVISION")
+    try:
+        series, notes = None, []
+        if not revision:
+            series = list_series(model)
+            stage, steps = series.largest()
+            revision = steps[max(steps)]
+            others = {k: len(v) for k, v in series.stages.items() if k != stage}
+            if others:
+                notes.append(
+                    f"steps restart in each training stage: the series below is {stage or 'the unstaged branches'} "
+                    f"({len(steps)} checkpoints); also "
+                    + ", ".join(f"{k or 'unstaged'} ({n})" for k, n in others.items())
+                )
+        header = remote_header(model, revision)
+    except RevisionError as exc:
+        raise CLIError(str(exc)) from None
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    path = Path(f"{HUB_PREFIX}{model}@{revision}")
+    return Inspected(
+        path, header.how, header.keys, header.shapes, header.dtypes, header.metadata, series, notes, (model, revision)
+    )
+
+
 def inspect_path(raw: str) -> Inspected:
     """A checkpoint (file, save_pretrained/Trainer folder, shard index) or a series (a folder or glob
-    of checkpoints: its first readable checkpoint is read)."""
+    of checkpoints: its first readable checkpoint is read); ``hf:`` names one on the hub (:func:`inspect_hub`)."""
+    if raw.startswith(HUB_PREFIX):
+        return inspect_hub(raw)
     from ..sources.local import DiscoveryError, is_glob, is_single_checkpoint_folder, scan
     from ..sources.readers import HF_INDEX_FILES
     from ..store.records import CheckpointError
@@ -111,7 +154,7 @@ def describe(insp: Inspected) -> dict:
     """Everything ``ckptlens layers`` shows, as plain data."""
     from ..adapters import get_adapter
     from ..sources.layer_names import names_from_keys
-    from ..sources.local import skipped_notes
+    from ..sources.local import skipped_notes, skipped_sentence
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -163,7 +206,16 @@ def describe(insp: Inspected) -> dict:
         "default_targets": type(adapter).default_targets(names),
         "notes": notes,
     }
-    if insp.series is not None:
+    if insp.hub is not None and insp.series is not None:
+        s = insp.series
+        stage, steps = s.largest()
+        out["series"] = {
+            "where": f"the branches of {s.model} on the Hugging Face Hub" + (f", stage {stage}" if stage else ""),
+            "steps": {str(step): {"path": f"{s.model}@{rev}", "read": "hub revision"} for step, rev in steps.items()},
+            "skipped": [{"name": n, "why": why} for n, why in s.skipped],
+            "skipped_notes": [skipped_sentence(n, why) for n, why in s.skipped],
+        }
+    elif insp.series is not None:
         s = insp.series
         out["series"] = {
             "where": s.where,

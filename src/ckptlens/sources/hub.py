@@ -690,6 +690,158 @@ def cached_snapshot(model_id: str, revision: str, cache_dir=None) -> Path | None
     return snap if snapshot_complete(snap) else None
 
 
+# ----------------------------------------------------------------- inspecting a series on the hub
+@dataclass
+class HubSeries:
+    """The branches of a repository as a checkpoint series (``ckptlens layers``/``init`` on
+    ``hf:ORG/NAME``): ``stages`` {stage or None: {step: revision}} (steps restart in each training
+    stage, so a stage is a series of its own), ``skipped`` the branches without a step, as (name, why)."""
+
+    model: str
+    stages: dict
+    skipped: list = field(default_factory=list)
+
+    def largest(self) -> tuple[str | None, dict[int, str]]:
+        """The stage with the most checkpoints (ties: the first listed) and its ``{step: revision}``."""
+        stage = max(self.stages, key=lambda k: len(self.stages[k]))
+        return stage, self.stages[stage]
+
+
+def list_series(model_id: str, log=None) -> HubSeries:
+    """The repository's branches as a series: each branch whose name has a step (:func:`revision_step`)
+    under its training stage (:func:`revision_stage`); the others (``main``) skipped with why."""
+    hf = require("huggingface_hub", "reading a repository's revisions on the Hugging Face Hub")
+    if hub_offline():
+        raise RevisionError(
+            f"{model_id}: listing its revisions needs the network, and HF_HUB_OFFLINE is set; name one "
+            f"revision (hf:{model_id}@REVISION) that `ckptlens fetch` put in the cache"
+        )
+    refs = with_retries(lambda: hf.HfApi().list_repo_refs(model_id), f"{model_id}: listing branches", log=log)
+    stages: dict = {}
+    skipped = []
+    for name in sorted(b.name for b in refs.branches):
+        step = revision_step(name)
+        if step is None:
+            skipped.append((name, "no step in the branch name"))
+            continue
+        series = stages.setdefault(revision_stage(name), {})
+        if step in series:
+            skipped.append((name, f"step {step} is branch {series[step]!r} already"))
+            continue
+        series[step] = name
+    if not stages:
+        raise RevisionError(
+            f"{model_id}: no branch names a step ({', '.join(n for n, _ in skipped[:5]) or 'no branches'}); "
+            f"name one revision: hf:{model_id}@REVISION"
+        )
+    return HubSeries(model_id, {k: dict(sorted(v.items())) for k, v in stages.items()}, skipped)
+
+
+@dataclass
+class RemoteHeader:
+    """A hub revision's tensor names, shapes and dtypes and its config (as
+    :func:`ckptlens.sources.readers.open_checkpoint` gives a folder's), read without its weights."""
+
+    keys: list
+    shapes: dict
+    dtypes: dict
+    metadata: dict
+    how: str
+
+
+def remote_header(model_id: str, revision: str, cache_dir=None, log=None) -> RemoteHeader:
+    """The header of ``model_id`` at ``revision``: from the Hugging Face cache when the snapshot is
+    complete there (no network), else the safetensors headers by HTTP range requests
+    (``huggingface_hub``'s ``get_safetensors_metadata``: every shard's, never the weights) and
+    ``config.json``."""
+    from .readers import open_checkpoint
+
+    cached = cached_snapshot(model_id, revision, cache_dir)
+    if cached is not None:
+        with open_checkpoint(cached) as ckpt:
+            return RemoteHeader(
+                list(ckpt.keys),
+                dict(ckpt.shapes),
+                dict(ckpt.dtypes),
+                dict(ckpt.metadata),
+                f"Hugging Face cache ({cached}): header only",
+            )
+    if hub_offline():
+        raise RevisionError(
+            f"{model_id}@{revision}: not complete in the Hugging Face cache ({hub_cache_dir(cache_dir)}) and "
+            "HF_HUB_OFFLINE is set; `ckptlens fetch CONFIG` downloads it"
+        )
+    hf = require("huggingface_hub", "reading a checkpoint's header on the Hugging Face Hub")
+    what = f"{model_id}@{revision}"
+    try:
+        meta = with_retries(
+            lambda: hf.HfApi().get_safetensors_metadata(model_id, revision=revision), f"{what}: header", log=log
+        )
+    except Exception as exc:
+        if type(exc).__name__ == "NotASafetensorsRepoError":
+            raise RevisionError(
+                f"{what}: holds no safetensors weights (pickled PyTorch only), whose names cannot be read "
+                "without downloading them: `ckptlens fetch` it, then `ckptlens layers` on the cached folder"
+            ) from None
+        raise RevisionError(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+    keys, shapes, dtypes, metadata = [], {}, {}, {}
+    for name in sorted(meta.files_metadata):
+        f = meta.files_metadata[name]
+        if not metadata and f.metadata:
+            metadata.update(f.metadata)
+        for key, info in f.tensors.items():
+            keys.append(key)
+            shapes[key] = tuple(int(d) for d in info.shape)
+            dtypes[key] = str(info.dtype)
+    try:
+        config_path = with_retries(
+            lambda: hf.hf_hub_download(model_id, "config.json", revision=revision, cache_dir=cache_dir),
+            f"{what}: config.json",
+            log=log,
+        )
+        config = json.loads(Path(config_path).read_text())
+    except Exception as exc:
+        if not is_permanent(exc):
+            raise
+        config = None
+    if isinstance(config, dict):
+        metadata.update(config)
+    shards = len(meta.files_metadata)
+    return RemoteHeader(
+        keys,
+        shapes,
+        dtypes,
+        metadata,
+        f"hub {what}: safetensors header{'s of ' + str(shards) + ' shards' if shards > 1 else ''} by HTTP range"
+        + (" + config.json" if isinstance(config, dict) else " (no config.json)"),
+    )
+
+
+def download_tokenizer(model_id: str, revision: str, dest, cache_dir=None, log=None) -> list[str]:
+    """The tokenizer files the repository has at ``revision`` (:data:`ckptlens.sources.readers.TOKENIZER_FILES`),
+    copied into ``dest`` (a probe's ``tokenizer`` folder); the names copied, none where it has none."""
+    from .readers import TOKENIZER_FILES
+
+    hf = require("huggingface_hub", "downloading a tokenizer from the Hugging Face Hub")
+    dest = Path(dest)
+    got = []
+    for name in TOKENIZER_FILES:
+        try:
+            path = with_retries(
+                lambda name=name: hf.hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir),
+                f"{model_id}@{revision}: {name}",
+                log=log,
+            )
+        except Exception as exc:
+            if is_permanent(exc):  # the repository has no such file
+                continue
+            raise
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest / name)
+        got.append(name)
+    return got
+
+
 @dataclass
 class PlannedRevision:
     """One revision ``ckptlens fetch`` brings into the cache: resolved to its commit, with the files
