@@ -177,7 +177,7 @@ def run_loop(series, probe, args, out) -> dict:
     return {"wall_s": wall, "peak_rss_mb": json.loads(out.read_text())["peak_rss_mb"]}
 
 
-def run_ckptlens(series, probe, args, project: Path) -> dict:
+def run_ckptlens(series, probe, args, project: Path, repo: Path = REPO) -> dict:
     shutil.rmtree(project, ignore_errors=True)
     project.mkdir(parents=True)
     run = {
@@ -189,9 +189,9 @@ def run_ckptlens(series, probe, args, project: Path) -> dict:
     (project / "config.yaml").write_text(json.dumps(config))
     t0 = time.perf_counter()
     subprocess.run(
-        [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", "config.yaml",
+        [SNAKEMAKE, "--snakefile", str(repo / "workflow" / "Snakefile"), "--configfile", "config.yaml",
          "--cores", str(args.cores), "--quiet", "all"],
-        cwd=project, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        cwd=project, check=True, env={**os.environ, "PYTHONPATH": str(repo / "src")},
     )  # fmt: skip
     wall = time.perf_counter() - t0
     results = project / "results" / "runs" / "series"
@@ -232,6 +232,11 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--work", type=Path, default=Path("/tmp/ckptlens-model-scale"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier ckptlens (git worktree add DIR REV): run too, for before/after figures",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     probe = probe_file(args.work, args.batch_size * args.batches, args.seq_len)
@@ -245,6 +250,9 @@ def main() -> None:
         diffs = compare(args.work / f"project_{size}", loop_json)
         written = sum(mine["written_bytes"].values())
         report[size] = {"ckptlens": mine, "loop": theirs, "checkpoint_bytes": checkpoint_bytes, "values": diffs}
+        if args.before:
+            before = run_ckptlens(series, probe, args, args.work / f"before_{size}", args.before.resolve())
+            report[size]["before"] = before
         print(f"\n== Pythia-{size} shape, {args.checkpoints} checkpoints ({checkpoint_bytes / 1e9:.2f} GB), "
               f"probe {args.batch_size}x{args.seq_len}, {args.batches} gradient batches, {args.cores} cores")  # fmt: skip
         print(f"  wall          ckptlens {mine['wall_s']:7.1f} s   loop {theirs['wall_s']:7.1f} s   "
@@ -256,6 +264,12 @@ def main() -> None:
         print(
             "  per rule peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(mine["rss_per_rule_mb"].items()))
         )
+        if args.before:
+            b = report[size]["before"]
+            b_written = sum(b["written_bytes"].values())
+            print(f"  before ({args.before}): wall {b['wall_s']:.1f} s (ratio to the loop "
+                  f"{b['wall_s'] / theirs['wall_s']:.2f}), peak RSS {b['peak_rss_mb']:.0f} MB, written "
+                  f"{b_written / 1e6:.1f} MB = {100 * b_written / checkpoint_bytes:.1f} %")  # fmt: skip
         for metric, d in diffs.items():
             print(f"  {metric:16s} {d['rows']}/{d['of']} values, largest relative difference {d['max_rel_diff']:.1e}")
     if args.json:
