@@ -3,7 +3,7 @@ what each term adds, GPU against CPU, and the Pythia sizes against a cluster's 4
 
 import pytest
 
-from ckptlens.plan import extraction_resources, metric_resources
+from ckptlens.plan import EXTRACTION_THREADS, extraction_resources, metric_resources
 
 #: Pythia shapes: parameters, hidden, layers, heads; the pythia_hf targets (qkv, dense, 4h_to_h)
 PYTHIA = {"160m": (162e6, 768, 12, 12), "1.4b": (1.41e9, 2048, 24, 16), "2.8b": (2.78e9, 2560, 32, 32)}
@@ -129,14 +129,16 @@ def test_the_plan_sizes_jobs_from_the_checkpoint_header(tmp_path):
         statistics=plan.gradient_statistics("r"),
     )
     assert got == {**want, "gpu": 1}  # extraction uses a GPU where the node has one
+    assert plan.extraction_threads("r") == EXTRACTION_THREADS  # torch uses every core it is given
     weights = plan.metric_resources("r", "weight_spectrum", 0)
     assert weights == {**metric_resources("weight_spectrum", n_checkpoints=2, n_layers=2, rows=64, width=64), "gpu": 0}
     assert plan.metric_resources("r", "gradient", 0) == {**metric_resources("gradient"), "gpu": 0}
     # the run's own numbers win
-    run["resources"] = {"mem_mb": 64000, "runtime": 600, "gpu": 0, "metrics": {"mem_mb": 8000, "gpu": 1}}
+    run["resources"] = {"mem_mb": 64000, "runtime": 600, "gpu": 0, "threads": 3, "metrics": {"mem_mb": 8000, "gpu": 1}}
     ckcfg.validate(cfg)
     plan = Plan(cfg)
     assert plan.extraction_resources("r", 0) == {"mem_mb": 64000, "runtime": 600, "gpu": 0}
+    assert plan.extraction_threads("r") == 3
     assert plan.metric_resources("r", "weight_spectrum", 0) == {**weights, "mem_mb": 8000, "gpu": 1}
     # a pickle's header is not read before its job: the source's guess sizes it
     assert checkpoint_shape([tmp_path / "ckpt_0.pt"]) is None

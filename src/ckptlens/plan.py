@@ -21,6 +21,9 @@ from .store import layout
 from .store.codehash import job_code
 
 #: what a run extracts from a loaded model (one job per chunk extracts all of them)
+#: CPU threads of a model-extraction job: torch's forward and backward use every core they get, and
+#: one extraction at a time with all cores beats two with one each (Snakemake caps it at --cores)
+EXTRACTION_THREADS = 8
 MODEL_EXTRACTIONS = ("activations", "gradients", "gradient_stats", "activation_gradients", "attentions")
 
 
@@ -396,6 +399,11 @@ class Plan:
         res = self.config["runs"][run].get("resources") or {}
         res = res.get(what) or {} if what else res
         return {k: res[k] for k in ("mem_mb", "runtime", "gpu") if k in res}
+
+    def extraction_threads(self, run) -> int:
+        """Threads of the run's model-extraction jobs: :data:`EXTRACTION_THREADS`, or the run's
+        ``resources.threads`` (locally Snakemake gives at most ``--cores``)."""
+        return (self.config["runs"][run].get("resources") or {}).get("threads", EXTRACTION_THREADS)
 
     def extraction_resources(self, run, chunk) -> dict[str, int]:
         """``{"mem_mb", "runtime", "gpu"}`` of a chunk's model-extraction job: :func:`extraction_resources`

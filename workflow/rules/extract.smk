@@ -45,6 +45,7 @@ for _run in [r for r in COMPUTED_RUNS if PLAN.model_extractions(r)]:
             layout.run_benchmark(_run, "extract_model/chunk{chunk}")
         conda:
             "../envs/ckptlens.yaml"
+        threads: PLAN.extraction_threads(_run)
         resources:
             gpu=lambda w, run=_run: PLAN.extraction_resources(run, w.chunk)["gpu"],
             # estimated from the checkpoint's header, the targets and the probe
