@@ -95,7 +95,8 @@ rule identical_steps:
 
 
 # A fetched run's training history (a Hugging Face Trainer's trainer_state.json of its last
-# checkpoint) as its train_log.csv, the training log a trained run writes.
+# checkpoint, or a Lightning CSVLogger's metrics.csv) as its train_log.csv, the training log a
+# trained run writes.
 rule training_log:
     input:
         lambda w: PLAN.fetched_logs[w.run],

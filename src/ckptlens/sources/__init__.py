@@ -27,7 +27,8 @@ parses the workflow, on every cluster job too):
 * ``notes(spec)``: what the run leaves out of what it was pointed at, and why, in the words
   ``ckptlens layers`` uses (the import job's log and the run's ``notes.txt`` say it);
 * ``training_log(spec)``: the file holding a fetched run's training history (a Hugging Face
-  Trainer's ``trainer_state.json``), or None; the workflow turns it into the run's ``train_log.csv``.
+  Trainer's ``trainer_state.json``, a Lightning ``CSVLogger``'s ``metrics.csv``), or None; the workflow turns
+  it into the run's ``train_log.csv``.
 
 Adding a source is one module here that registers a :class:`Source` (and its test); the workflow
 reads everything else from the registry.

@@ -298,10 +298,18 @@ def _notes(spec: Mapping) -> list[str]:
 
 
 def _training_log(spec: Mapping) -> str | None:
-    """A Trainer run's history: ``trainer_state.json`` of its last checkpoint folder (highest step)."""
+    """A run's history: a Trainer's ``trainer_state.json`` in its last checkpoint folder (highest
+    step), else a Lightning ``CSVLogger``'s ``metrics.csv`` beside the checkpoints or beside their
+    folder (``version_N/metrics.csv`` for ``version_N/checkpoints/*.ckpt``)."""
     last = list(_found(spec).values())[-1]
     state = last / "trainer_state.json"
-    return str(state) if last.is_dir() and state.is_file() else None
+    if last.is_dir() and state.is_file():
+        return str(state)
+    if last.suffix == ".ckpt":
+        for folder in (last.parent, last.parent.parent):
+            if (folder / "metrics.csv").is_file():
+                return str(folder / "metrics.csv")
+    return None
 
 
 def _steps(spec: Mapping) -> list[int]:
