@@ -1,90 +1,52 @@
-"""A PyTorch Lightning run as a local source: its checkpoints and its CSVLogger history
-(ckptlens.sources.lightning_log), from a real Trainer run of a tiny module."""
+"""A PyTorch Lightning run's CSVLogger file as a training log (ckptlens.sources.lightning_log), and
+the local source finding it beside the checkpoints. The file below is what Lightning 2.6.6's
+CSVLogger wrote for a real 6-step run (train_loss logged on step and epoch, validation every 3
+batches); the run itself, through the workflow, is tests/workflow/test_local_run_notes.py."""
 
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from ckptlens.sources import get_source
 from ckptlens.sources.lightning_log import lightning_csv_log
-from ckptlens.sources.readers import open_checkpoint
 from ckptlens.store.records import CheckpointError
 
-
-def _lightning_run(root):
-    """6 steps of a tiny regressor, a checkpoint every 2 steps, validation every 3 batches, the
-    training loss logged on step and epoch: root/run/version_0/{metrics.csv,checkpoints/}."""
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-    from torch.utils.data import DataLoader, TensorDataset
-
-    class Regressor(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
-
-        def training_step(self, batch, _):
-            x, y = batch
-            loss = torch.nn.functional.mse_loss(self.net(x), y)
-            self.log("train_loss", loss, on_step=True, on_epoch=True)
-            return loss
-
-        def validation_step(self, batch, _):
-            x, y = batch
-            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.05)
-
-    torch.manual_seed(0)
-    x = torch.randn(48, 4)
-    data = TensorDataset(x, x.sum(dim=1, keepdim=True))
-    trainer = L.Trainer(
-        max_steps=6,
-        log_every_n_steps=1,
-        val_check_interval=3,
-        logger=CSVLogger(root, name="run"),
-        callbacks=[ModelCheckpoint(every_n_train_steps=2, save_top_k=-1)],
-        accelerator="cpu",
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(Regressor(), DataLoader(data, batch_size=8), DataLoader(data, batch_size=16))
-    return root / "run" / "version_0"
+METRICS_CSV = """epoch,step,train_loss_epoch,train_loss_step,val_loss
+0,0,,3.2748498916625977,
+0,1,,4.42722749710083,
+0,2,,2.733062505722046,
+0,2,,,3.3616673946380615
+0,3,,4.4589762687683105,
+0,4,,2.3554017543792725,
+0,5,,3.883021593093872,
+0,5,,,2.822967529296875
+0,5,3.522089958190918,,
+"""
 
 
-@pytest.fixture(scope="module")
-def lightning_run(tmp_path_factory):
-    return _lightning_run(tmp_path_factory.mktemp("lightning"))
+def test_one_row_per_step_with_the_per_step_loss_as_the_loss(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text(METRICS_CSV)
+    log = lightning_csv_log(path)
+    assert log.columns.tolist() == ["step", "loss", "train_loss_epoch", "val_loss"]  # no epoch
+    assert log["step"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert log["loss"].tolist() == pytest.approx([3.27485, 4.42723, 2.73306, 4.45898, 2.35540, 3.88302], abs=1e-5)
+    # a training row and a validation row at one step merge into one row holding both
+    assert log.loc[log["step"] == 2, "val_loss"].item() == pytest.approx(3.36167, abs=1e-5)
+    assert log.loc[log["step"] == 5, ["val_loss", "train_loss_epoch"]].to_numpy().tolist() == [
+        pytest.approx([2.82297, 3.52209], abs=1e-5)
+    ]
+    assert math.isnan(log.loc[log["step"] == 1, "val_loss"].item())
 
 
-def test_a_lightning_run_is_its_checkpoints_and_its_logged_loss(lightning_run):
-    spec = {"type": "local", "path": str(lightning_run / "checkpoints")}
-    source = get_source("local")
-    assert source.steps(spec) == [2, 4, 6]  # epoch=0-step=N.ckpt
-    with open_checkpoint(lightning_run / "checkpoints" / "epoch=0-step=6.ckpt") as ckpt:
-        assert "net.0.weight" in ckpt.keys  # the LightningModule's state dict, unwrapped
-    assert source.training_log(spec) == str(lightning_run / "metrics.csv")
-
-    raw = pd.read_csv(lightning_run / "metrics.csv")
-    log = lightning_csv_log(lightning_run / "metrics.csv")
-    assert log.columns[:2].tolist() == ["step", "loss"]
-    assert {"val_loss", "train_loss_epoch"} <= set(log.columns) and "epoch" not in log.columns
-    # the per-step training loss as Lightning wrote it, one row per step
-    per_step = raw.dropna(subset=["train_loss_step"]).set_index("step")["train_loss_step"]
-    assert log.set_index("step")["loss"].dropna().to_dict() == pytest.approx(per_step.to_dict())
-    # validation rows share a step with a training row: merged into one row with both values
-    val = raw.dropna(subset=["val_loss"]).set_index("step")["val_loss"]
-    assert len(val) == 2
-    merged = log.set_index("step")
-    for step, value in val.items():
-        assert merged.loc[step, "val_loss"] == pytest.approx(value)
-        assert math.isfinite(merged.loc[step, "loss"])
-    assert log["step"].is_monotonic_increasing and log["step"].is_unique
+def test_the_plain_train_loss_key_is_the_loss_too(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,train_loss,val_acc\n0,9,0.5,\n0,19,0.25,\n0,19,,0.75\n")
+    log = lightning_csv_log(path)
+    assert log.columns.tolist() == ["step", "loss", "val_acc"]
+    assert log["loss"].tolist() == [0.5, 0.25] and log["val_acc"].tolist()[1] == 0.75
 
 
 def test_not_a_lightning_log_names_the_file(tmp_path):
@@ -94,8 +56,23 @@ def test_not_a_lightning_log_names_the_file(tmp_path):
         lightning_csv_log(path)
 
 
+def _ckpt(folder, step):
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"state_dict": {"w": torch.from_numpy(np.ones((2, 2), np.float32))}}, folder / f"epoch=0-step={step}.ckpt"
+    )
+
+
+def test_the_local_source_finds_the_log_beside_the_checkpoints_folder(tmp_path):
+    version = tmp_path / "run" / "version_0"
+    for step in (2, 4):
+        _ckpt(version / "checkpoints", step)
+    (version / "metrics.csv").write_text(METRICS_CSV)
+    spec = {"type": "local", "path": str(version / "checkpoints")}
+    assert get_source("local").steps(spec) == [2, 4]
+    assert get_source("local").training_log(spec) == str(version / "metrics.csv")
+
+
 def test_checkpoints_without_a_log_have_none(tmp_path):
-    folder = tmp_path / "checkpoints"
-    folder.mkdir()
-    torch.save({"state_dict": {"w": torch.from_numpy(np.ones((2, 2), np.float32))}}, folder / "epoch=0-step=5.ckpt")
-    assert get_source("local").training_log({"type": "local", "path": str(folder)}) is None
+    _ckpt(tmp_path / "checkpoints", 5)
+    assert get_source("local").training_log({"type": "local", "path": str(tmp_path / "checkpoints")}) is None

@@ -1,13 +1,15 @@
 """A run over local checkpoints says what it leaves out, reads a Hugging Face Trainer's history as
 its training log, and a failed aggregation leaves nothing made from the table before it.
 
-One project, two local runs: ``toys`` (numbered toy checkpoints with ``final.pt`` and
-``best.safetensors`` beside them) and ``trainer`` (the checkpoint-N folders of a real tiny
-transformers Trainer run with evaluation), weight metrics only."""
+One project, three local runs: ``toys`` (numbered toy checkpoints with ``final.pt`` and
+``best.safetensors`` beside them), ``trainer`` (the checkpoint-N folders of a real tiny
+transformers Trainer run with evaluation) and ``lightning`` (the ``epoch=E-step=S.ckpt`` files of a
+real PyTorch Lightning run, its CSVLogger file beside them), weight metrics only."""
 
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -23,6 +25,8 @@ runs:
       weights: ["blocks.*.attn.*"]
   trainer:
     source: {type: local, path: TRAINER}
+  lightning:
+    source: {type: local, path: LIGHTNING}
 metrics:
   frobenius_norm: {}
   effective_rank: {}
@@ -80,6 +84,50 @@ def train_tiny_neox(out: Path) -> Path:
     return out
 
 
+def train_tiny_lightning(root: Path) -> Path:
+    """A real Lightning run: a tiny regressor, 8 steps, a checkpoint every 2, validation every 3
+    batches, the training loss logged on step and epoch: root/run/version_0/{metrics.csv,checkpoints/}."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Regressor(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 4)
+    data = TensorDataset(x, x.sum(dim=1, keepdim=True))
+    trainer = L.Trainer(
+        max_steps=8,
+        log_every_n_steps=1,
+        val_check_interval=3,
+        logger=CSVLogger(root, name="run"),
+        callbacks=[ModelCheckpoint(every_n_train_steps=2, save_top_k=-1)],
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Regressor(), DataLoader(data, batch_size=8), DataLoader(data, batch_size=16))
+    return root / "run" / "version_0"
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, local_checkpoints):
     root = tmp_path_factory.mktemp("local_notes")
@@ -89,10 +137,12 @@ def runs(tmp_path_factory, local_checkpoints):
     shutil.copy(toys / "ckpt_40.safetensors", toys / "final.pt")  # no step number: never opened
     trainer = train_tiny_neox(root / "trainer")
     assert sorted(p.name for p in trainer.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    lightning = train_tiny_lightning(root / "lightning")
     project = copy_project(root / "project")
-    (project / "config/config.yaml").write_text(CONFIG.replace("TOYS", str(toys)).replace("TRAINER", str(trainer)))
+    config = CONFIG.replace("TOYS", str(toys)).replace("TRAINER", str(trainer))
+    (project / "config/config.yaml").write_text(config.replace("LIGHTNING", str(lightning / "checkpoints")))
     snakemake(project, "--cores", "2")
-    return {"project": project, "toys": toys, "trainer": trainer}
+    return {"project": project, "toys": toys, "trainer": trainer, "lightning": lightning}
 
 
 def test_what_a_run_skips_it_says_in_the_words_of_ckptlens_layers(runs):
@@ -169,3 +219,24 @@ def test_a_failed_aggregation_leaves_nothing_made_from_the_table_before(runs):
     assert "removed what was made from its previous table" in log and "analysis/pca.csv" in log
     # the other run keeps every file
     assert sorted(p for p in (project / "results/runs/trainer").rglob("*") if p.is_file()) == trainer_files
+
+
+def test_a_lightning_run_has_its_training_log_correlated_with_its_metrics(runs):
+    from ckptlens.results import load_training_log
+    from ckptlens.sources.lightning_log import lightning_csv_log
+
+    project, lightning = runs["project"], runs["lightning"]
+    log = load_training_log(project / "results", run="lightning")
+    pd.testing.assert_frame_equal(log, lightning_csv_log(lightning / "metrics.csv"), check_dtype=False)
+    assert log["step"].tolist() == list(range(8)) and log["loss"].notna().all()  # one row per step
+    # the metrics at steps 2, 4, 6, 8 against the loss logged at 2, 4, 6 (8 is past the last logged
+    # step, 7: not extrapolated): a plain Pearson r of the layer-mean trajectory over those steps
+    table = pd.read_parquet(project / "results/runs/lightning/metrics.parquet")
+    assert sorted(table["step"].unique()) == [2, 4, 6, 8]
+    norms = table.query("metric == 'frobenius_norm'").pivot(index="step", columns="layer", values="value")
+    steps = [2, 4, 6]
+    expected = np.corrcoef(norms.loc[steps].mean(axis=1), log.set_index("step").loc[steps, "loss"])[0, 1]
+    corr = pd.read_csv(project / "results/runs/lightning/analysis/correlation.csv")
+    row = corr.query("x_metric == 'frobenius_norm' and y_metric == 'train_loss'")
+    assert row["n_steps"].item() == 3
+    assert row["pearson_r"].item() == pytest.approx(expected, abs=1e-9)
