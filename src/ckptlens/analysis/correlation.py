@@ -67,6 +67,16 @@ def _fit_one_layer(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, f
     return r, r_squared, slope, intercept, None
 
 
+def pair_row(run, x_metric, y_metric, layer, x: np.ndarray, y: np.ndarray) -> tuple[dict, str | None]:
+    """One row of :data:`CORRELATION_COLUMNS`: the fit of ``y`` on ``x`` over the steps where both
+    are finite, and why r is undefined (None where it is defined)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    r, r2, slope, intercept, why = _fit_one_layer(x[ok], y[ok])
+    row = {"run": run, "x_metric": x_metric, "y_metric": y_metric, "layer": layer, "pearson_r": r}
+    row.update(r_squared=r2, slope=slope, intercept=intercept, n_steps=int(ok.sum()))
+    return row, why
+
+
 def metric_correlations(
     table: pd.DataFrame,
     pairs: Sequence[tuple[str, str]] | None = None,
@@ -125,26 +135,13 @@ def metric_correlations(
             # training follow the other's?) is still answered by their mean-over-layers courses.
             steps = wx.index.union(wy.index)
             x, y = (mean_over_layers(w.reindex(steps)).to_numpy(dtype=float) for w in (wx, wy))
-            ok = np.isfinite(x) & np.isfinite(y)
-            r, r2, slope, intercept, why = _fit_one_layer(x[ok], y[ok])
+            row, why = pair_row(run, x_metric, y_metric, MEAN_TRAJECTORY_LAYER, x, y)
             notes.append(
                 f"{prefix}: the two metrics share no layer name (e.g. {sorted(wx.columns)[:1]} vs "
                 f"{sorted(wy.columns)[:1]}): correlated their mean-over-layers trajectories "
                 f"(layer {MEAN_TRAJECTORY_LAYER!r})" + (f"; r and R² undefined ({why})" if why else "")
             )
-            rows.append(
-                {
-                    "run": run,
-                    "x_metric": x_metric,
-                    "y_metric": y_metric,
-                    "layer": MEAN_TRAJECTORY_LAYER,
-                    "pearson_r": r,
-                    "r_squared": r2,
-                    "slope": slope,
-                    "intercept": intercept,
-                    "n_steps": int(ok.sum()),
-                }
-            )
+            rows.append(row)
             continue
         # Align on the union of both metrics' steps: a step missing for one is just not finite.
         steps = wx.index.union(wy.index)
@@ -152,23 +149,10 @@ def metric_correlations(
         for layer in layers:
             x = wx[layer].reindex(steps).to_numpy(dtype=float)
             y = wy[layer].reindex(steps).to_numpy(dtype=float)
-            ok = np.isfinite(x) & np.isfinite(y)
-            r, r2, slope, intercept, why = _fit_one_layer(x[ok], y[ok])
+            row, why = pair_row(run, x_metric, y_metric, layer, x, y)
             if why is not None:
                 notes.append(f"{prefix}, layer {layer!r}: r and R² undefined ({why})")
-            pair_rows.append(
-                {
-                    "run": run,
-                    "x_metric": x_metric,
-                    "y_metric": y_metric,
-                    "layer": layer,
-                    "pearson_r": r,
-                    "r_squared": r2,
-                    "slope": slope,
-                    "intercept": intercept,
-                    "n_steps": int(ok.sum()),
-                }
-            )
+            pair_rows.append(row)
         r_all = np.array([p["pearson_r"] for p in pair_rows])
         r2_all = np.array([p["r_squared"] for p in pair_rows])
         if np.isnan(r_all).all():

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..store.layers import layer_key
 from ._common import clean, single_run
-from .correlation import CORRELATION_COLUMNS, MEAN_TRAJECTORY_LAYER, _fit_one_layer
+from .correlation import CORRELATION_COLUMNS, MEAN_TRAJECTORY_LAYER, pair_row
 
 #: The training loss as it is named beside the metrics (the log's ``loss`` column).
 TRAIN_LOSS = "train_loss"
@@ -65,22 +65,6 @@ def logged_at_steps(log: pd.DataFrame, steps: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(columns, index=steps.astype(np.int64), dtype=float)
 
 
-def _row(run, metric, quantity, layer, x, y) -> dict:
-    ok = np.isfinite(x) & np.isfinite(y)
-    r, r2, slope, intercept, _ = _fit_one_layer(x[ok], y[ok])
-    return {
-        "run": run,
-        "x_metric": metric,
-        "y_metric": quantity,
-        "layer": layer,
-        "pearson_r": r,
-        "r_squared": r2,
-        "slope": slope,
-        "intercept": intercept,
-        "n_steps": int(ok.sum()),
-    }
-
-
 def log_correlations(table: pd.DataFrame, log: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Every metric of ONE run against every logged quantity, over the checkpoints' steps where
     both are defined.
@@ -117,9 +101,9 @@ def log_correlations(table: pd.DataFrame, log: pd.DataFrame | None) -> tuple[pd.
         mean = values[:, keep].mean(axis=1) if keep.any() else np.full(len(steps), np.nan)
         for quantity in logged.columns:
             y = logged[quantity].to_numpy()
-            summary.append(_row(run, metric, quantity, MEAN_TRAJECTORY_LAYER, mean, y))
+            summary.append(pair_row(run, metric, quantity, MEAN_TRAJECTORY_LAYER, mean, y)[0])
             for j, layer in sorted(enumerate(wide.columns), key=lambda jl: layer_key(jl[1])):
-                per_layer.append(_row(run, metric, quantity, str(layer), values[:, j], y))
+                per_layer.append(pair_row(run, metric, quantity, str(layer), values[:, j], y)[0])
     summary_df = pd.DataFrame(summary, columns=CORRELATION_COLUMNS).astype({"n_steps": "Int64"})
     layers_df = pd.DataFrame(per_layer, columns=CORRELATION_COLUMNS).astype({"n_steps": "Int64"})
     undefined = summary_df.loc[summary_df["pearson_r"].isna(), "x_metric"].unique().tolist()
