@@ -211,6 +211,8 @@ def test_pico_weight_metrics_match_its_formulas():
         "gauss": rng.standard_normal((64, 48)),
         "sparse": rng.standard_normal((40, 40)) * (rng.random((40, 40)) < 0.1),
         "float32": rng.standard_t(2, (30, 90)).astype(np.float32),
+        # more entries than gini's summation block (2^15), the last block ragged
+        "blocks": rng.standard_t(3, (257, 301)).astype(np.float32),
     }
     mats["sparse"] += np.eye(40)  # keep it invertible
     got = values(mats, PICO)
