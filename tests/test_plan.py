@@ -27,7 +27,13 @@ MLP = {
     "checkpoints_per_job": 2,
 }
 #: one metric per reference: none, previous and previous2, initial, final
-METRICS = {"frobenius_norm": {}, "update_cosine": {}, "update_norm_initial": {}, "cka_to_final": {}}
+METRICS = {
+    "frobenius_norm": {},
+    "update_cosine": {},
+    "update_norm_initial": {},
+    "cka_to_final": {},
+    "svcca_to_final": {},
+}
 
 
 def mlp(data_seed=1, **train):
@@ -41,10 +47,6 @@ def plan_of(cfg) -> Plan:
     return Plan(cfg)
 
 
-def weights(run, chunk, step):
-    return f"results/runs/{run}/extract/weights/chunk{chunk}/step{step}.safetensors"
-
-
 def checkpoint(run, chunk, step):
     return f"results/runs/{run}/checkpoints/chunk{chunk}/step{step}.safetensors"
 
@@ -52,8 +54,8 @@ def checkpoint(run, chunk, step):
 # --------------------------------------------------------------------------- layout
 def test_layout_paths():
     assert layout.step_file("r", layout.CHECKPOINTS, 1, 40) == checkpoint("r", 1, 40)
-    assert layout.chunk_dir("{run}", layout.extraction("weights"), "{chunk}") == (
-        "results/runs/{run}/extract/weights/chunk{chunk}"
+    assert layout.chunk_dir("{run}", layout.extraction("activations"), "{chunk}") == (
+        "results/runs/{run}/extract/activations/chunk{chunk}"
     )
     assert layout.metric_part("r", "gradient", 0) == "results/runs/r/metrics/gradient/part0.csv"
     assert layout.run_log("r", "extract_model/chunk3") == "results/runs/r/logs/extract_model/chunk3.log"
@@ -101,44 +103,49 @@ def test_chunks_and_their_step_files():
     assert plan.parts == {"a": [[0, 1]]}  # metric jobs carry at least 32 checkpoints
     assert plan.chunk_steps("a", "1") == [40, 60]
     assert plan.chunk_step_files("a", layout.CHECKPOINTS, 1) == {40: checkpoint("a", 1, 40), 60: checkpoint("a", 1, 60)}
-    assert plan.step_file("a", layout.extraction("weights"), 20) == weights("a", 0, 20)
-    assert plan.model_extractions("a") == ["activations"]
+    assert plan.step_file("a", layout.extraction("activations"), 20) == (
+        "results/runs/a/extract/activations/chunk0/step20.safetensors"
+    )
+    assert plan.model_extractions("a") == ["activations"]  # svcca_to_final's; cka_to_final keeps terms
     assert plan.family_tables("a") == [
         f"results/runs/a/metrics/{fam}/part0.csv"
-        for fam in ("activation_similarity", "weight_spectrum", "weight_update")
+        for fam in ("activation_similarity", "similarity_to_final", "weight_spectrum", "weight_update")
     ]
 
 
 def test_metric_step_inputs_take_only_the_references_the_family_needs():
     plan = plan_of({"runs": {"a": mlp()}, "metrics": METRICS})
-    # no reference: each step's own extraction
+    # no reference: each step's own checkpoint (weights are read from the checkpoints, not copied)
     assert plan.metric_step_inputs("a", "weight_spectrum", 0) == {
-        0: {"current": weights("a", 0, 0)},
-        20: {"current": weights("a", 0, 20)},
-        40: {"current": weights("a", 1, 40)},
-        60: {"current": weights("a", 1, 60)},
+        0: {"current": checkpoint("a", 0, 0)},
+        20: {"current": checkpoint("a", 0, 20)},
+        40: {"current": checkpoint("a", 1, 40)},
+        60: {"current": checkpoint("a", 1, 60)},
     }
     # previous and previous2 where the step has them, the initial step always
     assert plan.metric_step_inputs("a", "weight_update", "0") == {
-        0: {"current": weights("a", 0, 0), "initial": weights("a", 0, 0)},
-        20: {"current": weights("a", 0, 20), "initial": weights("a", 0, 0), "previous": weights("a", 0, 0)},
+        0: {"current": checkpoint("a", 0, 0), "initial": checkpoint("a", 0, 0)},
+        20: {"current": checkpoint("a", 0, 20), "initial": checkpoint("a", 0, 0), "previous": checkpoint("a", 0, 0)},
         40: {
-            "current": weights("a", 1, 40),
-            "initial": weights("a", 0, 0),
-            "previous": weights("a", 0, 20),
-            "previous2": weights("a", 0, 0),
+            "current": checkpoint("a", 1, 40),
+            "initial": checkpoint("a", 0, 0),
+            "previous": checkpoint("a", 0, 20),
+            "previous2": checkpoint("a", 0, 0),
         },
         60: {
-            "current": weights("a", 1, 60),
-            "initial": weights("a", 0, 0),
-            "previous": weights("a", 1, 40),
-            "previous2": weights("a", 0, 20),
+            "current": checkpoint("a", 1, 60),
+            "initial": checkpoint("a", 0, 0),
+            "previous": checkpoint("a", 1, 40),
+            "previous2": checkpoint("a", 0, 20),
         },
     }
-    # the final step's activations, every step
-    acts = plan.metric_step_inputs("a", "activation_similarity", 0)
-    final = "results/runs/a/extract/activations/chunk1/step60.safetensors"
-    assert [files["final"] for files in acts.values()] == [final] * 4
+    # CKA to the final checkpoint: each step's similarity terms alone (the extraction compared the
+    # step's activations with the final checkpoint's, which is its input)
+    sims = plan.metric_step_inputs("a", "similarity_to_final", 0)
+    assert sims[20] == {"current": "results/runs/a/extract/similarity_terms/chunk0/step20.safetensors"}
+    assert plan.similarity_extraction("a")
+    assert plan.similarity_reference("a") == checkpoint("a", 1, 60)
+    assert plan.similarity_reference_dir("a") == "results/runs/a/checkpoints/chunk1"
     assert list(plan.family_metrics("a", "weight_update")) == ["update_cosine", "update_norm_initial"]
     assert plan.family_layers("a", "weight_update") is None
 
@@ -151,11 +158,15 @@ def test_a_metric_part_reads_the_chunks_of_its_references():
     assert plan.parts == {"b": [[0], [1], [2]]}
     assert plan.part_steps("b", 2) == list(range(64, 81))
     chunks = "results/runs/b/extract/{}/chunk{}".format
-    assert plan.metric_inputs("b", "weight_spectrum", 1) == [chunks("weights", 1)]
+    checkpoints = "results/runs/b/checkpoints/chunk{}".format
+    assert plan.metric_inputs("b", "weight_spectrum", 1) == [checkpoints(1)]
     # step 32's previous steps (31, 30) and the initial step are in chunk 0
-    assert plan.metric_inputs("b", "weight_update", 1) == [chunks("weights", 0), chunks("weights", 1)]
-    # the final step is in chunk 2
+    assert plan.metric_inputs("b", "weight_update", 1) == [checkpoints(0), checkpoints(1)]
+    assert plan.family_weight_patterns("b", "weight_update") == run["targets"]["weights"]
+    assert plan.family_weight_patterns("b", "activation_similarity") is None
+    # the final step is in chunk 2; CKA to it reads only the part's own terms
     assert plan.metric_inputs("b", "activation_similarity", 0) == [chunks("activations", 0), chunks("activations", 2)]
+    assert plan.metric_inputs("b", "similarity_to_final", 0) == [chunks("similarity_terms", 0)]
     assert plan.family_tables("b")[:3] == [
         f"results/runs/b/metrics/activation_similarity/part{p}.csv" for p in range(3)
     ]
@@ -204,6 +215,13 @@ def test_trained_fetched_and_table_runs(tmp_path):
     assert (plan.trained_runs, plan.fetched_runs, plan.table_runs) == (["own"], ["hub"], ["pub"])
     assert plan.computed_runs == ["own", "hub"] and list(plan.chunks) == ["own", "hub"]
     assert plan.temporary_runs == ["hub"]  # delete_after defaults to true
+    # the weights are read from checkpoints deleted once read: one metric job per chunk, so that
+    # a chunk's checkpoints go once its own jobs ran (a part of 32 would keep 16 chunks on disk)
+    assert plan.parts["hub"] == [[0], [1]] and plan.metric_inputs("hub", "weight_spectrum", 1) == [
+        "results/runs/hub/checkpoints/chunk1"
+    ]
+    kept = {**cfg, "runs": {**cfg["runs"], "hub": {**hub, "source": {**hub["source"], "delete_after": False}}}}
+    assert plan_of(kept).parts["hub"] == [[0, 1]]
     assert plan.checkpoint_digests("hub") == [
         "results/runs/hub/digests/chunk0.txt",
         "results/runs/hub/digests/chunk1.txt",
@@ -234,13 +252,13 @@ def test_catalogue_task_vectors_and_figures():
     ]
     assert len(out) == 4 * 8 + 7 and plan.tv_sample == {}
     assert plan.task_vector_files("mlp_seeds") == {
-        "base": weights("mlp_a", 0, 0),
-        "mlp_a": weights("mlp_a", 0, 60),
-        "mlp_b": weights("mlp_b", 0, 60),
-        "mlp_c": weights("mlp_c", 0, 60),
+        "base": checkpoint("mlp_a", 0, 0),
+        "mlp_a": checkpoint("mlp_a", 0, 60),
+        "mlp_b": checkpoint("mlp_b", 0, 60),
+        "mlp_c": checkpoint("mlp_c", 0, 60),
     }
     assert plan.task_vector_dirs("mlp_seeds") == [
-        f"results/runs/{r}/extract/weights/chunk0" for r in ("mlp_a", "mlp_b", "mlp_c")
+        f"results/runs/{r}/checkpoints/chunk0" for r in ("mlp_a", "mlp_b", "mlp_c")
     ]
     # a comparison reads each run's table and dynamics; the induction figure the training log too
     assert plan.figure_inputs("mlp_seeds_cka") == {
@@ -309,7 +327,7 @@ def test_task_vectors_at_another_step_and_base():
     assert c["base"] == checkpoint("mlp_1", 0, 20)
     assert c["runs"] == {r: checkpoint(r, 1, 40) for r in ("mlp_1", "mlp_2", "mlp_3")}
     assert plan.tv_evaluation_rows("seeds")[1]["name"] == "mlp_1@step40"
-    assert plan.task_vector_files("seeds")["base"] == weights("mlp_1", 0, 20)
+    assert plan.task_vector_files("seeds")["base"] == checkpoint("mlp_1", 0, 20)
 
 
 # --------------------------------------------------------------------------- one more checkpoint
@@ -317,7 +335,7 @@ def test_one_more_checkpoint_changes_the_last_part_and_every_part_reading_the_fi
     """Parts of one chunk each (checkpoints_per_metric_job: 2): a step added at the end changes
     what the last part reads for metrics without a final reference, and every part's inputs for a
     family with a ``*_to_final`` metric (each part reads the final step)."""
-    metrics = {"frobenius_norm": {}, "update_cosine": {}, "cka_to_final": {}}
+    metrics = {"frobenius_norm": {}, "update_cosine": {}, "cka_to_final": {}, "svcca_to_final": {}}
 
     def inputs(steps):
         run = mlp(steps=steps)
@@ -333,7 +351,10 @@ def test_one_more_checkpoint_changes_the_last_part_and_every_part_reading_the_fi
     after_plan, after = inputs(80)  # step 80 added: chunk [80], a part of its own
     assert before_plan.parts["m"] == [[0], [1]] and after_plan.parts["m"] == [[0], [1], [2]]
     changed = {key for key in before if before[key] != after[key]}
-    assert changed == {("activation_similarity", 0), ("activation_similarity", 1)}  # cka_to_final
+    assert changed == {("activation_similarity", 0), ("activation_similarity", 1)}  # svcca_to_final
+    # cka_to_final's terms are compared with another checkpoint: every chunk's similarity
+    # extraction reruns (its reference changed), its metric inputs keep their names
+    assert before_plan.similarity_reference("m") != after_plan.similarity_reference("m")
     assert ("weight_update", 2) in after and ("weight_spectrum", 2) in after  # the new part: new jobs
     # the last chunk partial ([40]) and completed by the new step ([40, 60]): the last part of
     # every family changes, and the other parts of the family reading the final step

@@ -106,9 +106,9 @@ def test_activation_metrics_are_finite_or_nan_with_warning(xy):
     x, y = xy
     values, messages = run_family("activation_spectrum", LAYER_FAMILIES["activation_spectrum"], {"a": x})
     assert_finite_or_warned(values, messages)
-    values, messages = run_family("activation_similarity", {"cka_to_final": {}}, {"a": x}, {"final": {"a": y}})
+    values, messages = run_family("activation_similarity", {"cka_to_initial": {}}, {"a": x}, {"initial": {"a": y}})
     assert_finite_or_warned(values, messages)
-    cka = values[("a", "cka_to_final")]
+    cka = values[("a", "cka_to_initial")]
     centred_x, centred_y = x - x.mean(0), y - y.mean(0)
     if math.isnan(cka):  # undefined only for a constant side (no variance): then warned
         assert (
@@ -177,9 +177,9 @@ def test_cka_is_symmetric(seed, n, d1, d2):
     y = x[:, :1] * rng.standard_normal(d2) + rng.standard_normal((n, d2))
     a, b = ActivationContext(x), ActivationContext(y)
     assert linear_cka(a, b) == pytest.approx(linear_cka(b, a), rel=1e-9, abs=1e-12)
-    xy, _ = run_family("activation_similarity", {"cka_to_final": {}}, {"l": x}, {"final": {"l": y}})
-    yx, _ = run_family("activation_similarity", {"cka_to_final": {}}, {"l": y}, {"final": {"l": x}})
-    assert xy[("l", "cka_to_final")] == pytest.approx(yx[("l", "cka_to_final")], rel=1e-9, abs=1e-12)
+    xy, _ = run_family("activation_similarity", {"cka_to_initial": {}}, {"l": x}, {"initial": {"l": y}})
+    yx, _ = run_family("activation_similarity", {"cka_to_initial": {}}, {"l": y}, {"initial": {"l": x}})
+    assert xy[("l", "cka_to_initial")] == pytest.approx(yx[("l", "cka_to_initial")], rel=1e-9, abs=1e-12)
     assert linear_cka(a, a) == pytest.approx(1.0)
 
 
@@ -190,14 +190,14 @@ def test_registered_cka_invariant_under_orthogonal_maps_scaling_and_translation(
     x, y = rng.standard_normal((n, d1)), rng.standard_normal((n, d2))
     q1 = np.linalg.qr(rng.standard_normal((d1, d1)))[0]
     q2 = np.linalg.qr(rng.standard_normal((d2, d2)))[0]
-    base, _ = run_family("activation_similarity", {"cka_to_final": {}}, {"l": x}, {"final": {"l": y}})
+    base, _ = run_family("activation_similarity", {"cka_to_initial": {}}, {"l": x}, {"initial": {"l": y}})
     moved, _ = run_family(
         "activation_similarity",
-        {"cka_to_final": {}},
+        {"cka_to_initial": {}},
         {"l": scale * x @ q1 + 5.0},
-        {"final": {"l": y @ q2 / scale - 2.0}},
+        {"initial": {"l": y @ q2 / scale - 2.0}},
     )
-    assert moved[("l", "cka_to_final")] == pytest.approx(base[("l", "cka_to_final")], rel=1e-7, abs=1e-9)
+    assert moved[("l", "cka_to_initial")] == pytest.approx(base[("l", "cka_to_initial")], rel=1e-7, abs=1e-9)
 
 
 @SETTINGS

@@ -122,6 +122,12 @@ def source(config, run):
     return SOURCES[source_type(config, run)]
 
 
+def source_is_temporary(config, run) -> bool:
+    """Whether a run's checkpoints are deleted once read (a hub source's ``delete_after``)."""
+    src = source(config, run)
+    return src.kind == "fetch" and bool(src.temporary(config["runs"][run]["source"]))
+
+
 def runs_of_kind(config, kind: str) -> list[str]:
     """The runs whose source is of ``kind`` ("train", "fetch", "table")."""
     return [r for r in run_names(config) if source(config, r).kind == kind]
@@ -471,4 +477,8 @@ def metric_parts(config, run) -> list[list[int]]:
     setting = config["runs"][run].get("checkpoints_per_metric_job", "auto")
     at_least = MIN_METRIC_CHECKPOINTS_PER_JOB if setting == "auto" else int(setting)
     per_part = max(1, -(-at_least // size))
+    if setting == "auto" and "weights" in needed_extractions(config, run) and source_is_temporary(config, run):
+        # weight metrics read the checkpoints, which a temporary source deletes once every job
+        # reading them has run: a metric job per chunk keeps a chunk on disk, not a part of them
+        per_part = 1
     return [list(range(i, min(i + per_part, n_chunks))) for i in range(0, n_chunks, per_part)]

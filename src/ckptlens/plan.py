@@ -43,6 +43,12 @@ def alternatives(names) -> str:
     return "|".join(re.escape(n) for n in names) or "(?!x)x"
 
 
+def _read_from(needs: str) -> str:
+    """Where a family's inputs are: weights are read from the checkpoints themselves
+    (:func:`ckptlens.extract.weights.open_weights`), the rest from their extraction."""
+    return layout.CHECKPOINTS if needs == "weights" else layout.extraction(needs)
+
+
 def _dirs(files) -> list[str]:
     """The sorted folders holding ``files`` (a job reads a chunk's folder, its declared output)."""
     return sorted({f.rpartition("/")[0] for f in files})
@@ -74,9 +80,7 @@ class Plan:
         self.logged_runs = [r for r in self.runs if r in self.trained_runs or r in self.fetched_logs]
         # checkpoints deleted once extracted (Snakemake temp()): 154 revisions of a large model never
         # sit on disk at once
-        self.temporary_runs = [
-            r for r in self.fetched_runs if ckcfg.source(config, r).temporary(config["runs"][r]["source"])
-        ]
+        self.temporary_runs = [r for r in self.fetched_runs if ckcfg.source_is_temporary(config, r)]
         self.task_vectors = config.get("task_vectors", {})
         self.study = ckcfg.study(config)
         self.figures = ckcfg.figures(config)
@@ -100,6 +104,20 @@ class Plan:
     def model_extractions(self, run) -> list[str]:
         """What a run extracts from a loaded model (activations, gradients, activation gradients)."""
         return [k for k in MODEL_EXTRACTIONS if k in self.extractions[run]]
+
+    def similarity_extraction(self, run) -> bool:
+        """Whether a run keeps similarity terms (CKA to the final checkpoint): their own jobs, apart
+        from the other model extractions, because one more checkpoint changes every step's terms
+        (the final checkpoint is another) but no step's activations or gradients."""
+        return "similarity_terms" in self.extractions[run]
+
+    def similarity_reference(self, run) -> str:
+        """The checkpoint the similarity terms compare with: the run's final one."""
+        return self.step_file(run, layout.CHECKPOINTS, self.steps[run][-1])
+
+    def similarity_reference_dir(self, run) -> str:
+        """The chunk folder holding :meth:`similarity_reference` (the jobs' input)."""
+        return _dirs([self.similarity_reference(run)])[0]
 
     def gradient_statistics(self, run) -> list[str]:
         """The gradient statistics a run's ``gradient_stats`` extraction keeps: those its enabled
@@ -199,7 +217,7 @@ class Plan:
         return self._metric_step_inputs(run, family, int(part))
 
     def _metric_step_inputs_uncached(self, run, family, part):
-        what = layout.extraction(ckmetrics.FAMILIES[family].needs)
+        what = _read_from(ckmetrics.FAMILIES[family].needs)
         steps = self.steps[run]
         index = {s: i for i, s in enumerate(steps)}
         refs_wanted = ckmetrics.references_of(self.run_families[run][family])
@@ -284,13 +302,25 @@ class Plan:
         return self.task_vectors[name].get("step", self.steps[run][-1])
 
     def task_vector_files(self, name) -> dict[str, str]:
-        """{"base": file, run: file} of a task-vector set: the weights extractions compared."""
+        """{"base": file, run: file} of a task-vector set: the checkpoints whose weights are compared."""
         tv = self.task_vectors[name]
-        weights = layout.extraction("weights")
-        out = {"base": self.step_file(tv["base_run"], weights, self.tv_base_step(name))}
+        out = {"base": self.step_file(tv["base_run"], layout.CHECKPOINTS, self.tv_base_step(name))}
         for run in tv["runs"]:
-            out[run] = self.step_file(run, weights, self.tv_final_step(name, run))
+            out[run] = self.step_file(run, layout.CHECKPOINTS, self.tv_final_step(name, run))
         return out
+
+    def task_vector_patterns(self, name) -> dict[str, list[str]]:
+        """{"base": patterns, run: patterns}: the weight targets read from each compared checkpoint."""
+        tv = self.task_vectors[name]
+        return {"base": self.weight_patterns(tv["base_run"]), **{r: self.weight_patterns(r) for r in tv["runs"]}}
+
+    def weight_patterns(self, run) -> list[str] | None:
+        """The weight target patterns a job reading a run's weights from its checkpoints selects."""
+        return list(ckcfg.targets(self.config, run)["weights"])
+
+    def family_weight_patterns(self, run, family) -> list[str] | None:
+        """The weight targets of a family reading weights (the metric job's param; None otherwise)."""
+        return self.weight_patterns(run) if ckmetrics.FAMILIES[family].needs == "weights" else None
 
     def task_vector_dirs(self, name) -> list[str]:
         """The chunk folders holding the compared extractions."""
@@ -405,7 +435,7 @@ class Plan:
         ``resources.threads`` (locally Snakemake gives at most ``--cores``)."""
         return (self.config["runs"][run].get("resources") or {}).get("threads", EXTRACTION_THREADS)
 
-    def extraction_resources(self, run, chunk) -> dict[str, int]:
+    def extraction_resources(self, run, chunk, kinds=None) -> dict[str, int]:
         """``{"mem_mb", "runtime", "gpu"}`` of a chunk's model-extraction job: :func:`extraction_resources`
         with the parameters, dtype and shapes of the run's checkpoint header, the parameters of the
         ``targets.gradients`` weights, the probe's tokens and what the run's metrics need; the
@@ -414,7 +444,7 @@ class Plan:
         targets; set ``resources`` for it. ``gpu``: 1 (extraction uses one where the node has it;
         ``resources: {gpu: 0}`` keeps a run's jobs off a GPU partition)."""
         n = len(self.chunk_steps(run, chunk))
-        kinds = self.model_extractions(run)
+        kinds = self.model_extractions(run) if kinds is None else kinds
         probe = ckcfg.probe(self.config, run)
         seq_len = probe_seq_len(probe)
         grads = any(k in kinds for k in ("gradients", "gradient_stats", "activation_gradients"))
@@ -430,7 +460,8 @@ class Plan:
         shape = self.checkpoint_shape(run)
         if shape is not None:
             targets = ckcfg.targets(self.config, run)
-            acts = shape.output_widths(targets.get("activations", [])) if "activations" in kinds else []
+            captured = "activations" in kinds or "similarity_terms" in kinds
+            acts = shape.output_widths(targets.get("activations", [])) if captured else []
             kw.update(
                 bytes_per_param=shape.bytes_per_param,
                 target_params=shape.weight_params(targets.get("gradients", [])) if grads else 0,

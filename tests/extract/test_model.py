@@ -80,7 +80,7 @@ def test_a_bad_checkpoint_in_a_series_is_a_checkpoint_error_naming_it(checkpoint
 #: 5e-4 to 5e-2 there: keep float32 for them
 FLOAT16_TOLERANT = {
     "activation_norm": {},
-    "cka_to_final": {},
+    "cka_to_previous": {},
     "svcca_to_final": {},
     "rankme": {},
     "anisotropy": {},
@@ -126,7 +126,8 @@ def test_float16_activations_halve_the_bytes_and_keep_the_tolerant_metrics(tmp_p
         stored = SafetensorsFile(outs[0]["activations"])
         assert set(stored.dtypes.values()) == {"F16" if dtype == "float16" else "F32"}
         sizes[dtype] = sum(np.prod(s) for s in stored.shapes.values())
-        current, refs, _ = open_metric_inputs({"current": outs[0]["activations"], "final": outs[1]["activations"]})
+        other = outs[1]["activations"]
+        current, refs, _ = open_metric_inputs({"current": outs[0]["activations"], "final": other, "previous": other})
         assert current["gpt_neox.layers.0"].dtype == np.float32  # metrics read float32
         for fam, names in M.group_by_family(FLOAT16_TOLERANT).items():
             rows = M.compute_family(fam, {n: FLOAT16_TOLERANT[n] for n in names}, current, refs)

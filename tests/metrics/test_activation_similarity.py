@@ -58,15 +58,14 @@ def test_cka_invariant_to_orthogonal_transforms_and_isotropic_scaling(params, sc
 
 def test_cka_metrics_against_each_reference():
     rng = np.random.default_rng(0)
-    cur, prev, init, final = (rng.standard_normal((50, 6)) for _ in range(4))
+    cur, prev, init = (rng.standard_normal((50, 6)) for _ in range(3))
     rows = M.compute_family(
         "activation_similarity",
-        {"cka_to_final": {}, "cka_to_previous": {}, "cka_to_initial": {}},
+        {"cka_to_previous": {}, "cka_to_initial": {}},
         {"l": cur},
-        {"final": {"l": final}, "previous": {"l": prev}, "initial": {"l": init}},
+        {"previous": {"l": prev}, "initial": {"l": init}},
     )
     got = {r["metric"]: r["value"] for r in rows}
-    assert got["cka_to_final"] == pytest.approx(cka_by_definition(cur, final))
     assert got["cka_to_previous"] == pytest.approx(cka_by_definition(cur, prev))
     assert got["cka_to_initial"] == pytest.approx(cka_by_definition(cur, init))
 
@@ -106,18 +105,18 @@ def test_debiased_cka_matches_song_hsic_and_ckatorch(n, d1, d2):
     expected = hsic1(k, l) / math.sqrt(hsic1(k, k) * hsic1(l, l))
     rows = M.compute_family(
         "activation_similarity",
-        {"cka_to_final": {"debiased": True}, "cka_to_previous": {}},
+        {"cka_to_initial": {"debiased": True}, "cka_to_previous": {}},
         {"l": x},
-        {"final": {"l": y}, "previous": {"l": y}},
+        {"initial": {"l": y}, "previous": {"l": y}},
     )
     got = {r["metric"]: r["value"] for r in rows}
-    assert got["cka_to_final"] == pytest.approx(expected, rel=1e-9)
+    assert got["cka_to_initial"] == pytest.approx(expected, rel=1e-9)
     assert got["cka_to_previous"] == pytest.approx(cka_by_definition(x, y), rel=1e-10)  # default: biased
     ckatorch = pytest.importorskip("ckatorch")  # pip install ckatorch==1.0.3 (in the test extra)
     import torch
 
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    assert got["cka_to_final"] == pytest.approx(ckatorch.cka_base(tx, ty, unbiased=True).item(), rel=1e-9)
+    assert got["cka_to_initial"] == pytest.approx(ckatorch.cka_base(tx, ty, unbiased=True).item(), rel=1e-9)
     assert got["cka_to_previous"] == pytest.approx(ckatorch.cka_base(tx, ty).item(), rel=1e-9)
 
 
@@ -134,11 +133,14 @@ def test_debiased_cka_removes_the_small_sample_bias():
 def test_debiased_cka_degenerate_and_parameter_check():
     with pytest.warns(RuntimeWarning, match="at least 4 probe samples"):
         rows = M.compute_family(
-            "activation_similarity", {"cka_to_final": {"debiased": True}}, {"l": np.eye(3)}, {"final": {"l": np.eye(3)}}
+            "activation_similarity",
+            {"cka_to_initial": {"debiased": True}},
+            {"l": np.eye(3)},
+            {"initial": {"l": np.eye(3)}},
         )
     assert math.isnan(rows[0]["value"])
-    with pytest.raises(M.MetricConfigError, match=r"metrics\.cka_to_final\.debiased"):
-        M.resolve_params("cka_to_final", {"debiased": "yes"})
+    with pytest.raises(M.MetricConfigError, match=r"metrics\.cka_to_initial\.debiased"):
+        M.resolve_params("cka_to_initial", {"debiased": "yes"})
 
 
 def sim(x, ref, metrics, reference="final"):
@@ -294,12 +296,11 @@ def test_a_constant_column_leaves_the_similarities_defined():
     x, y = related(200, 12, 12, seed=9, noise=2.0)
     x[:, 4], y[:, 4] = 0.0, 1.5
     metrics = {
-        "cka_to_final": {"debiased": True},
         "svcca_to_final": {},
         "pwcca_to_final": {},
         "mutual_knn_to_final": {},
     }
     got = sim(x, y, metrics)
     assert all(0 < v < 1 for v in got.values()), got
-    full = sim(np.delete(x, 4, axis=1), np.delete(y, 4, axis=1), {"svcca_to_final": {}, "cka_to_final": {}})
+    full = sim(np.delete(x, 4, axis=1), np.delete(y, 4, axis=1), {"svcca_to_final": {}})
     assert got["svcca_to_final"] == pytest.approx(full["svcca_to_final"], rel=1e-9)

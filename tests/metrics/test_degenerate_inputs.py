@@ -31,7 +31,7 @@ WEIGHT_METRICS = {
     ],
 }
 ACT_METRICS = {
-    "activation_similarity": ["cka_to_final", "cka_to_previous", "cka_to_initial"],
+    "activation_similarity": ["cka_to_previous", "cka_to_initial"],
     "activation_spectrum": ["activation_norm", "activation_pca_evr"],
     "activation_pairs": [
         "linearity_score",
@@ -49,6 +49,13 @@ def _circuits(rng, zero=False):
             for kind in ("qk", "ov"):
                 w[f"blocks.{L}.attn.head{h}.{kind}"] = np.zeros((8, 8)) if zero else rng.standard_normal((8, 8))
     return w
+
+
+def _terms(acts, final):
+    """What the extraction keeps for cka_to_final: the similarity terms against the final checkpoint."""
+    from ckptlens.extract.similarity import Centred, similarity_terms
+
+    return similarity_terms(acts, {k: Centred(a) for k, a in final.items()})
 
 
 def _run_all(family, names, current, refs):
@@ -102,6 +109,7 @@ def test_every_metric_on_degenerate_input_is_defined_or_nan_with_warning(case):
     )
     for family, names in ACT_METRICS.items():
         results[family] = _run_all(family, names, acts, aref)
+    results["similarity_to_final"] = _run_all("similarity_to_final", ["cka_to_final"], _terms(acts, aref["final"]), {})
     results["gradient"] = _run_all("gradient", ["gradient_norm", "gradient_cosine"], grads, {})
     results["gradient_pca"] = _run_all("gradient_pca", ["gradient_pca_evr", "gradient_pca_cosine"], agrads, {})
     for family, (rows, messages) in results.items():
@@ -125,7 +133,11 @@ def test_every_metric_on_degenerate_input_is_defined_or_nan_with_warning(case):
     if case == "constant activation column":  # a constant feature centres to zero: it changes nothing
         plain = {k: np.delete(a, 2, axis=1) for k, a in acts.items()}
         rows, _ = _run_all(
-            "activation_similarity", ["cka_to_final"], acts, {"final": {k: a * 2 for k, a in plain.items()}}
+            "activation_similarity", ["cka_to_initial"], acts, {"initial": {k: a * 2 for k, a in plain.items()}}
+        )
+        assert rows[1]["value"] == pytest.approx(1.0)
+        rows, _ = _run_all(
+            "similarity_to_final", ["cka_to_final"], _terms(acts, {k: a * 2 for k, a in plain.items()}), {}
         )
         assert rows[1]["value"] == pytest.approx(1.0)
     figure("degenerate input", case, "defined values, or NaN with a warning naming run, step, layer")

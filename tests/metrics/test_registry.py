@@ -34,7 +34,8 @@ def test_existing_layer_scope_behaviour_unchanged():
 
 def test_references_of_and_multi_reference_metric():
     assert M.references_of(["update_cosine"]) == ["previous", "previous2"]
-    assert M.references_of(["cka_to_final", "update_norm_initial", "frobenius_norm"]) == ["final", "initial"]
+    assert M.references_of(["svcca_to_final", "update_norm_initial", "frobenius_norm"]) == ["final", "initial"]
+    assert M.references_of(["cka_to_final"]) == []  # its final checkpoint is the extraction's input
     m = M.get_metric("update_cosine")
     assert m.reference == "previous" and m.references == ("previous", "previous2")
     assert "previous2" in M.REFERENCES

@@ -29,7 +29,7 @@ def test_records_pass_through_extraction_and_references_become_nan(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"run 'r', step 20: the final reference is unavailable \(step 60 failed"):
         rows = M.compute_family(
             "activation_similarity",
-            {"cka_to_final": {}, "cka_to_previous": {}},
+            {"svcca_to_final": {}, "cka_to_previous": {}},
             {"l0": x, "l1": x},
             {
                 "final": M.Unavailable("step 60 failed: /d/ckpt_60.safetensors: not valid"),
@@ -39,7 +39,7 @@ def test_records_pass_through_extraction_and_references_become_nan(tmp_path):
             step=20,
         )
     got = {(r["layer"], r["metric"]): r["value"] for r in rows}
-    assert math.isnan(got[("l0", "cka_to_final")]) and math.isnan(got[("l1", "cka_to_final")])
+    assert math.isnan(got[("l0", "svcca_to_final")]) and math.isnan(got[("l1", "svcca_to_final")])
     assert got[("l0", "cka_to_previous")] == pytest.approx(1.0)
 
 

@@ -1,25 +1,7 @@
-# Extraction, a chunk of checkpoints per job, of only what the enabled metrics need.
-# Weights need no model (numpy, lazy reads); activations and gradients share one model, built once
-# per chunk with each checkpoint's weights loaded in turn (torch is imported once per chunk).
-
-
-rule extract_weights:
-    input:
-        layout.chunk_dir("{run}", layout.CHECKPOINTS, "{chunk}"),
-    output:
-        directory(layout.chunk_dir("{run}", layout.extraction("weights"), "{chunk}")),
-    log:
-        layout.run_log("{run}", "extract_weights/chunk{chunk}"),
-    benchmark:
-        layout.run_benchmark("{run}", "extract_weights/chunk{chunk}")
-    conda:
-        "../envs/ckptlens.yaml"
-    params:
-        patterns=lambda w: ckcfg.targets(config, w.run)["weights"],
-        steps=lambda w: PLAN.chunk_steps(w.run, w.chunk),
-        code=get_code("extract_weights"),
-    script:
-        "../scripts/extract_weights.py"
+# Extraction, a chunk of checkpoints per job, of only what the enabled metrics need: activations
+# and gradients share one model, built once per chunk with each checkpoint's weights loaded in turn
+# (torch is imported once per chunk). Weights are not extracted: the metric jobs read them from the
+# checkpoints (ckptlens.extract.weights.open_weights).
 
 
 # One model-extraction rule per run (generated, like training): its outputs are exactly the kinds
@@ -62,3 +44,49 @@ for _run in [r for r in COMPUTED_RUNS if PLAN.model_extractions(r)]:
             code=get_code("extract_model"),
         script:
             "../scripts/extract_model.py"
+
+
+# CKA to the final checkpoint from terms the extraction keeps (ckptlens.extract.similarity), not
+# from stored activations: per chunk, the final checkpoint's activations are captured and held, and
+# each checkpoint's compared with them. Apart from extract_model: one more checkpoint reruns these
+# (a forward per checkpoint), not the gradients.
+for _run in [r for r in COMPUTED_RUNS if PLAN.similarity_extraction(r)]:
+
+    rule:
+        name:
+            f"extract_similarity_{identifier(_run)}"
+        input:
+            layout.chunk_dir(_run, layout.CHECKPOINTS, "{chunk}"),
+            probe=PLAN.probe_inputs(_run),
+            reference=PLAN.similarity_reference_dir(_run),
+        output:
+            similarity_terms=directory(
+                layout.chunk_dir(
+                    _run, layout.extraction("similarity_terms"), "{chunk}"
+                )
+            ),
+        log:
+            layout.run_log(_run, "extract_similarity/chunk{chunk}"),
+        benchmark:
+            layout.run_benchmark(_run, "extract_similarity/chunk{chunk}")
+        conda:
+            "../envs/ckptlens.yaml"
+        threads: PLAN.extraction_threads(_run)
+        resources:
+            gpu=lambda w, run=_run: PLAN.extraction_resources(
+                run, w.chunk, ["similarity_terms"]
+            )["gpu"],
+            mem_mb=lambda w, run=_run: PLAN.extraction_resources(
+                run, w.chunk, ["similarity_terms"]
+            )["mem_mb"],
+            runtime=lambda w, run=_run: PLAN.extraction_resources(
+                run, w.chunk, ["similarity_terms"]
+            )["runtime"],
+        params:
+            targets=canonical(ckcfg.targets(config, _run)),
+            probe=canonical(ckcfg.probe(config, _run)),
+            reference=PLAN.similarity_reference(_run),
+            steps=lambda w, run=_run: PLAN.chunk_steps(run, w.chunk),
+            code=get_code("extract_similarity"),
+        script:
+            "../scripts/extract_similarity.py"

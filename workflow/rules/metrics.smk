@@ -25,5 +25,7 @@ rule metric_family:
         code=get_code("metric_family"),
         layers=lambda w: canonical(PLAN.family_layers(w.run, w.family)),
         files=lambda w: canonical(PLAN.metric_step_inputs(w.run, w.family, w.part)),
+        # a weights family reads these matrices from the checkpoints themselves
+        weights=lambda w: canonical(PLAN.family_weight_patterns(w.run, w.family)),
     script:
         "../scripts/metric_family.py"

@@ -16,6 +16,7 @@ rule task_vectors:
     params:
         n_components=lambda w: TASK_VECTORS[w.name].get("n_components", 3),
         files=lambda w: canonical(PLAN.task_vector_files(w.name)),
+        weights=lambda w: canonical(PLAN.task_vector_patterns(w.name)),
         code=get_code("task_vectors"),
     script:
         "../scripts/task_vectors.py"

@@ -15,11 +15,12 @@ with job_log(snakemake.log[0]):
     family, run = snakemake.wildcards.family, snakemake.wildcards.run
     grouped = FAMILIES[family].needs == "gradients"
     metrics, layers = json.loads(snakemake.params.metrics), json.loads(snakemake.params.layers)
+    weights = json.loads(snakemake.params.weights)  # the weight targets, read from the checkpoints
     rows, records, seconds = [], [], 0.0
     for step, files in json.loads(snakemake.params.files).items():
         step = int(step)
         # a reference whose checkpoint failed comes back as Unavailable: its metrics are NaN
-        current, references, record = open_metric_inputs(files, group_gradients=grouped)
+        current, references, record = open_metric_inputs(files, group_gradients=grouped, weights=weights)
         if record is not None:  # this checkpoint failed (on_bad_checkpoint: skip): a gap
             records.append({**record, "step": step})
             print(f"step {step} failed ({record['file']}: {record['reason']}); no values, recorded as a gap")

@@ -5,18 +5,19 @@ from ckptlens.store.joblog import job_log
 with job_log(snakemake.log[0]):
     import pandas as pd
 
+    from ckptlens.extract.weights import open_weights
     from ckptlens.store.atomic import atomic_path
-    from ckptlens.store.tensors import TensorFile
     from ckptlens.task_vectors.pca import task_vector_pca
 
     import json
 
-    files = json.loads(snakemake.params.files)  # {"base": file, run: file}
-    base = TensorFile(files.pop("base"), float16_as_float32=True)  # float16 where the checkpoint is
+    files = json.loads(snakemake.params.files)  # {"base": checkpoint, run: checkpoint}
+    patterns = json.loads(snakemake.params.weights)  # the weight targets of each
+    base = open_weights(files.pop("base"), patterns["base"])
     runs = list(files)
     rows = task_vector_pca(
         base,
-        [TensorFile(files[r], float16_as_float32=True) for r in runs],
+        [open_weights(files[r], patterns[r]) for r in runs],
         snakemake.params.n_components,
         run=snakemake.wildcards.name,
     )

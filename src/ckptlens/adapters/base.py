@@ -203,6 +203,67 @@ def _f32(x) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
 
 
+class NotAMatrix(ValueError):
+    """A tensor an adapter took for a weight matrix is not 2-D or more (its shape was unknown)."""
+
+
+class WeightMatrices(Mapping):
+    """An adapter's weight matrices of one checkpoint, name -> float32 [out, in], read when asked
+    for (:meth:`Adapter.weight_view`). A head piece reads its attention module's tensors once for
+    all of that module's pieces (the last module's are kept), so reading in key order reads every
+    tensor once."""
+
+    def __init__(self, adapter, keys: Sequence[str], get: Getter, sources: dict[str, object]):
+        self.adapter = adapter
+        self._keys, self._get, self._sources = list(keys), get, sources
+        self._module: str | None = None
+        self._attention = None
+        self._opened: list = []
+
+    def keep_open(self, resource) -> None:
+        """Close ``resource`` (what ``get`` reads from: an opened checkpoint) with this view."""
+        self._opened.append(resource)
+
+    def close(self) -> None:
+        self._attention = None
+        while self._opened:
+            self._opened.pop().close()
+
+    def __enter__(self) -> WeightMatrices:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def source(self, name: str) -> object:
+        """The state-dict key a matrix is read from, or (attention module, head, piece)."""
+        return self._sources[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        src = self._sources[name]
+        if isinstance(src, tuple):  # head piece: (module, h, which)
+            module, h, which = src
+            if module != self._module:
+                self._attention = None  # free the previous module's tensors first
+                self._attention = self.adapter._attention_weights(self._keys, self._get, module)
+                self._module = module
+            return self._attention.piece(h, which)
+        w = np.asarray(self._get(src))
+        if w.ndim < 2:  # only possible when shapes were unknown and the name rule was wrong
+            raise NotAMatrix(f"adapter {self.adapter.name!r}: {src!r} is {w.ndim}-D, not a matrix; skipped")
+        if w.ndim > 2:
+            w = w.reshape(w.shape[0], -1)
+        if self.adapter.transposed(src):
+            w = w.T
+        return _f32(w)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+
 def decode_metadata(metadata: Mapping | None, skip=lambda key: False) -> dict:
     """Safetensors metadata (strings only) back to values: each JSON-encoded value decoded,
     plain strings kept; keys for which ``skip(key)`` is true are left out."""
@@ -386,18 +447,18 @@ class Adapter:
                 out += [(f"{module}.kv{j}.{w}", (module, j, w)) for w in ("k", "v")]
         return out
 
-    def weight_matrices(
+    def weight_view(
         self,
         keys: Sequence[str],
         get: Getter,
         patterns: Sequence[str] | Callable[[str], bool] | None = None,
         match: Matcher | None = None,
         shapes: Mapping[str, Sequence[int]] | None = None,
-    ) -> Iterator[tuple[str, np.ndarray]]:
-        """Yield ``(name, float32 [out, in])`` for the names matching ``patterns`` (globs matched
-        with ``match(pattern, name)``, fnmatch by default; or a predicate; None = everything).
-        Tensors are read one at a time, an attention module's tensors only when one of its head
-        pieces is wanted."""
+    ) -> WeightMatrices:
+        """The matrices whose names match ``patterns`` (globs matched with ``match(pattern, name)``,
+        fnmatch by default; or a predicate; None = everything) as a read-only mapping name ->
+        float32 [out, in], in the order of :meth:`plan`: nothing is read until a matrix is asked
+        for (the metric jobs read the checkpoint through it, one matrix at a time)."""
         keys = list(keys)
         match = match or fnmatch_pattern
         if patterns is None:
@@ -416,27 +477,27 @@ class Adapter:
                     f"adapter {self.name!r}: patterns {lost} ask for per-head pieces, but the number of "
                     "attention heads is unknown (no config.json/metadata with it); pass n_heads"
                 )
-        attn: dict[str, list[tuple[str, int, str]]] = {}
-        for name, src in plan:
-            if not wanted(name):
-                continue
-            if isinstance(src, tuple):  # head piece: (module, h, which)
-                attn.setdefault(src[0], []).append((name, src[1], src[2]))
-                continue
-            w = np.asarray(get(src))
-            if w.ndim < 2:  # only possible when shapes were unknown and the name rule was wrong
-                warnings.warn(f"adapter {self.name!r}: {src!r} is {w.ndim}-D, not a matrix; skipped", stacklevel=2)
-                continue
-            if w.ndim > 2:
-                w = w.reshape(w.shape[0], -1)
-            if self.transposed(src):
-                w = w.T
-            yield name, _f32(w)
-        for module, wanted_pieces in attn.items():
-            aw = self._attention_weights(keys, get, module)
-            for name, h, which in wanted_pieces:
-                yield name, aw.piece(h, which)
-            del aw
+        return WeightMatrices(self, keys, get, {name: src for name, src in plan if wanted(name)})
+
+    def weight_matrices(
+        self,
+        keys: Sequence[str],
+        get: Getter,
+        patterns: Sequence[str] | Callable[[str], bool] | None = None,
+        match: Matcher | None = None,
+        shapes: Mapping[str, Sequence[int]] | None = None,
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(name, float32 [out, in])`` of :meth:`weight_view`, stored matrices first, then
+        the head pieces module by module (each attention module's tensors read once); a tensor that
+        turns out not to be a matrix (possible only where shapes were unknown) is skipped with a
+        warning."""
+        view = self.weight_view(keys, get, patterns, match, shapes)
+        ordered = sorted(view, key=lambda n: isinstance(view.source(n), tuple))  # stable: plan order
+        for name in ordered:
+            try:
+                yield name, view[name]
+            except NotAMatrix as exc:
+                warnings.warn(str(exc), stacklevel=2)
 
     def activation_modules(self, module_names: Sequence[str]) -> list[str]:
         """Default hook targets: the per-layer block outputs. ``module_names`` may be the model's

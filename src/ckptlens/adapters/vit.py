@@ -21,7 +21,7 @@ channel-major, then rows, then columns, is its input). There is no token embeddi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -54,12 +54,12 @@ class VisionMatrices:
             return len(shapes[key]) >= 2
         return not _is_norm(module_name(key))
 
-    def weight_matrices(self, keys, get: Getter, patterns=None, match=None, shapes=None) -> Iterator:
+    def weight_view(self, keys, get: Getter, patterns=None, match=None, shapes=None):
         def as_matrix(key):
             w = np.asarray(get(key))
             return w.reshape(-1, w.shape[-1]) if self._token_key(key) else w
 
-        return super().weight_matrices(keys, as_matrix, patterns, match, shapes)
+        return super().weight_view(keys, as_matrix, patterns, match, shapes)
 
 
 class ViTAdapter(VisionMatrices, Adapter):

@@ -21,7 +21,7 @@ from .hf_model import TRANSFORMERS
 from .probed import ExtractionError, ModelFamily, ProbedModel
 from .trained_model import TRAINED
 
-KINDS = ("activations", "gradients", "gradient_stats", "activation_gradients", "attentions")
+KINDS = ("activations", "gradients", "gradient_stats", "activation_gradients", "attentions", "similarity_terms")
 #: storage dtypes of captured activations (``probe.activation_dtype``): float32 (default) or the
 #: compact float16 (half the bytes; relative rounding 2⁻¹¹ ≈ 4.9e-4; a tensor beyond float16's range
 #: is kept as float32, with a warning). bfloat16 is not offered: 2⁻⁸ ≈ 3.9e-3 rounding for the same
@@ -81,25 +81,32 @@ def run_extractions(
     probe: Mapping,
     outputs: Mapping[str, str],
     gradient_statistics: Sequence[str] | None = None,
+    reference: Mapping | None = None,
 ) -> None:
     """The extractions ``outputs`` names (kind -> path) of the checkpoint whose weights ``pm`` holds.
+    ``similarity_terms`` compares the activations with ``reference`` (:func:`reference_activations`).
 
     Weight gradients: one backward per probe batch; after each, the ``gradient_stats`` (the
     statistics ``gradient_statistics`` names, all by default) are updated on the model's device and
     the raw ``gradients`` (only if asked for) written on, so no job holds the K gradients."""
-    from .capture import capture_attentions, capture_outputs, output_gradients, raw_gradients
+    from .capture import capture_attentions, output_gradients, raw_gradients
     from .gradients import GradientStatistics, accumulator_dtype
+    from .similarity import TERMS, similarity_terms
 
     wants_grads = "gradients" in outputs or "gradient_stats" in outputs
     if wants_grads and pm.loss is None:  # before anything is written
         raise ExtractionError(f"{checkpoint}: {pm.no_loss_reason}")
     meta = {"source": str(checkpoint), "probe": json.dumps(dict(probe), sort_keys=True), "model_kind": pm.kind}
     first = pm.batches[0]
-    if "activations" in outputs:
-        mods = {c: pm.modules[c] for c in _chosen(targets, "activations", pm.modules, checkpoint)}
-        acts = capture_outputs(pm.model, lambda: pm.forward(first), mods, pm.mask(first))
-        dtype = str(probe.get("activation_dtype", "float32"))
-        write_tensors(_compact(acts, dtype, checkpoint), outputs["activations"], meta)
+    if "activations" in outputs or "similarity_terms" in outputs:  # one forward serves both
+        acts = _activations(pm, targets, checkpoint)
+        if "activations" in outputs:
+            dtype = str(probe.get("activation_dtype", "float32"))
+            write_tensors(_compact(acts, dtype, checkpoint), outputs["activations"], meta)
+        if "similarity_terms" in outputs:
+            device = next(pm.model.parameters()).device
+            terms = similarity_terms(acts, reference or {}, device)
+            write_tensors(terms, outputs["similarity_terms"], {**meta, "terms": ",".join(TERMS)})
         del acts
     if wants_grads:
         mods = {c: pm.modules[c] for c in _chosen(targets, "gradients", pm.params, checkpoint)}
@@ -150,9 +157,13 @@ def extract_models(
     device=None,
     hf_config: Mapping | None = None,
     gradient_statistics: Sequence[str] | None = None,
+    reference=None,
 ) -> None:
     """:func:`run_extractions` for a series of checkpoints of one model (``outputs[i]`` for
-    ``checkpoints[i]``): the model and the probe are built once, from the first checkpoint."""
+    ``checkpoints[i]``): the model and the probe are built once, from the first checkpoint.
+    ``reference``: the checkpoint ``similarity_terms`` compare with (None: its checkpoint failed,
+    the terms are NaN); its activations are captured first and held for the whole series (when it
+    is one of the series, its weights are loaded once)."""
     import torch
 
     from ..sources.devices import pick_device
@@ -163,10 +174,42 @@ def extract_models(
     dev = torch.device(device) if device is not None else pick_device()
     with naming_source(checkpoints[0]):
         pm = open_model(checkpoints[0], probe, dev, hf_config)
-    for checkpoint, outs in zip(checkpoints, outputs):
+    order = list(range(len(checkpoints)))
+    held, loaded = None, None
+    if any("similarity_terms" in outs for outs in outputs):
+        held = {}
+        if reference is not None:
+            same = [i for i in order if str(checkpoints[i]) == str(reference)]
+            order = same + [i for i in order if i not in same]  # the reference's weights loaded once
+            with naming_source(reference):
+                pm.load(reference)
+                held = reference_activations(pm, targets, reference)
+            loaded = str(reference)
+    for i in order:
+        checkpoint, outs = checkpoints[i], outputs[i]
         with naming_source(checkpoint):  # an error names the checkpoint, and its source file
-            pm.load(checkpoint)
-            run_extractions(pm, checkpoint, targets, probe, outs, gradient_statistics)
+            if str(checkpoint) != loaded:
+                pm.load(checkpoint)
+            run_extractions(pm, checkpoint, targets, probe, outs, gradient_statistics, held)
+            loaded = None
+
+
+def reference_activations(pm: ProbedModel, targets: Mapping, checkpoint) -> dict:
+    """The activation targets' outputs on probe batch 0 of the checkpoint whose weights ``pm``
+    holds, centred in float64 on the model's device (:class:`.similarity.Centred`)."""
+    from .similarity import Centred
+
+    device = next(pm.model.parameters()).device
+    return {n: Centred(a, device) for n, a in _activations(pm, targets, checkpoint).items()}
+
+
+def _activations(pm: ProbedModel, targets: Mapping, checkpoint) -> dict:
+    """The activation targets' outputs on probe batch 0 (float32 [rows, features], real tokens)."""
+    from .capture import capture_outputs
+
+    first = pm.batches[0]
+    mods = {c: pm.modules[c] for c in _chosen(targets, "activations", pm.modules, checkpoint)}
+    return capture_outputs(pm.model, lambda: pm.forward(first), mods, pm.mask(first))
 
 
 def extract_model(
@@ -183,3 +226,43 @@ def extract_model(
     Hugging Face config to build the model from, instead of the one in the checkpoint's metadata;
     ``gradient_statistics``: those a ``gradient_stats`` output keeps (default: all)."""
     extract_models([checkpoint], targets, probe, [outputs], device, hf_config, gradient_statistics)
+
+
+def extract_chunk(
+    src,
+    outputs: Mapping[str, str],
+    steps: Sequence[int],
+    targets: Mapping,
+    probe: Mapping,
+    threads: int | None = None,
+    gradient_statistics: Sequence[str] | None = None,
+    reference=None,
+) -> int:
+    """A workflow job: the extractions ``outputs`` names (kind -> chunk folder) of the checkpoints
+    ``steps`` in the chunk folder ``src``, from one model; a failed checkpoint's record is passed on
+    to its outputs, and a failed ``reference`` makes the similarity terms NaN. Returns how many
+    checkpoints were extracted (torch is imported only when one is)."""
+    from pathlib import Path
+
+    from ..store.failures import checkpoint_record, pass_on
+    from ..store.layout import step_name
+
+    todo = []  # (checkpoint, {kind: file}) of the steps that did not fail
+    for step in steps:
+        checkpoint = Path(src) / step_name(step)
+        files = {kind: Path(folder) / step_name(step) for kind, folder in outputs.items()}
+        if not pass_on([checkpoint], list(files.values())):
+            todo.append((checkpoint, files))
+    if todo:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if reference is not None and checkpoint_record(reference) is not None:
+            print(f"the final checkpoint {reference} failed: CKA to it is NaN")
+            reference = None
+        checkpoints, files = [c for c, _ in todo], [f for _, f in todo]
+        extract_models(checkpoints, targets, probe, files, gradient_statistics=gradient_statistics, reference=reference)
+    for folder in outputs.values():
+        Path(folder).mkdir(parents=True, exist_ok=True)  # a chunk of failed steps only still has its folder
+    return len(todo)

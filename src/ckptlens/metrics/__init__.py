@@ -24,6 +24,7 @@ from . import (  # noqa: E402,F401
     circuits,
     gradient,
     gradient_pca,
+    similarity_to_final,
     weight_spectrum,
     weight_update,
 )

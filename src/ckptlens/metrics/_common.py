@@ -69,3 +69,11 @@ def check_bool(name: str, key: str, value) -> None:
 def check_choice(name: str, key: str, value, choices) -> None:
     if value not in choices:
         _fail(name, key, f"must be one of {list(choices)}, not {value!r}")
+
+
+def hsic1_of(n: int, cross: float, rows_dot: float, rows_a: float, rows_b: float) -> float:
+    """n(n−3)·HSIC₁ of two linear kernels (Song et al. 2012, Kornblith's feature form) from ‖AᵀB‖²_F,
+    the dot of the rows' squared norms and their sums (centred A, B): debiased CKA's one formula,
+    from activations (:mod:`.activation_similarity`) or from the extraction's terms
+    (:mod:`.similarity_to_final`)."""
+    return float(cross - n / (n - 2) * rows_dot + rows_a * rows_b / ((n - 1) * (n - 2)))

@@ -3,7 +3,9 @@ the same layer at the current checkpoint (X, n × d₁) against a reference chec
 over the same probe samples (rows).
 
 Registered metrics (family ``activation_similarity``; each as ``*_to_final``, reference "final",
-and ``*_to_previous``, reference "previous"; CKA also ``cka_to_initial``, reference "initial"):
+and ``*_to_previous``, reference "previous"; CKA as ``cka_to_previous`` and ``cka_to_initial``,
+reference "initial"; ``cka_to_final`` is its own family, :mod:`.similarity_to_final`, computed from
+the terms the extraction keeps instead of the activations):
     cka_to_*           (debiased=False) linear CKA; debiased=True: with the unbiased HSIC estimator
     svcca_to_*         (variance=0.99) SVCCA, Raghu et al. 2017
     pwcca_to_*         PWCCA, Morcos et al. 2018, as pico-analyze computes it
@@ -63,7 +65,7 @@ from functools import cached_property
 import numpy as np
 
 from . import _linalg
-from ._common import _fail, check_bool, check_positive_int
+from ._common import _fail, check_bool, check_positive_int, hsic1_of
 from .registry import Degenerate, family, metric
 
 
@@ -209,13 +211,8 @@ def hsic1_gram(k: np.ndarray, l: np.ndarray) -> float:
 
 def hsic1_features(a: ActivationContext, b: ActivationContext) -> float:
     """n(n−3)·HSIC₁ of the linear kernels, in feature space (Kornblith's debiased dot product)."""
-    n = a.n
-    cross = cross_sq_norm(a, b)
-    return float(
-        cross
-        - n / (n - 2) * np.dot(a.row_sq_norms, b.row_sq_norms)
-        + a.row_sq_norms.sum() * b.row_sq_norms.sum() / ((n - 1) * (n - 2))
-    )
+    ra, rb = a.row_sq_norms, b.row_sq_norms
+    return hsic1_of(a.n, cross_sq_norm(a, b), float(np.dot(ra, rb)), float(ra.sum()), float(rb.sum()))
 
 
 def debiased_linear_cka(a: ActivationContext, b: ActivationContext) -> float:
@@ -241,17 +238,6 @@ def _check_bool(name, key):
         check_bool(name, key, params[key])
 
     return check
-
-
-@metric(
-    "cka_to_final",
-    label="linear CKA to the final checkpoint",
-    reference="final",
-    validate=_check_bool("cka_to_final", "debiased"),
-)
-def cka_to_final(ctx: ActivationContext, ref: ActivationContext, debiased=False) -> float:
-    """Linear CKA between the layer's activations and those of the final checkpoint."""
-    return cka(ctx, ref, debiased)
 
 
 @metric(

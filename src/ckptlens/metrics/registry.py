@@ -45,7 +45,15 @@ import numpy as np
 
 from ..store.joblog import warn
 
-NEEDS = ("weights", "activations", "gradients", "gradient_stats", "activation_gradients", "attentions")
+NEEDS = (
+    "weights",
+    "activations",
+    "gradients",
+    "gradient_stats",
+    "activation_gradients",
+    "attentions",
+    "similarity_terms",
+)
 REFERENCES = ("final", "previous", "initial", "previous2")
 SCOPES = ("layer", "model")
 SUFFIX_SEP = "."

@@ -63,7 +63,7 @@ GRADIENT_STATISTICS = {
 GRADIENT_STATS_FORMAT = "gradient_stats/1"
 #: the targets key (``targets.<key>`` of the config) an extraction kind takes its modules from, where
 #: it is not the kind itself
-TARGETS_OF = {"gradient_stats": "gradients"}
+TARGETS_OF = {"gradient_stats": "gradients", "similarity_terms": "activations"}
 
 
 def targets_key(kind: str) -> str:
