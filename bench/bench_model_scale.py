@@ -184,6 +184,9 @@ def run_ckptlens(series, probe, args, project: Path, repo: Path = REPO) -> dict:
         "source": {"type": "local", "path": str(series)},
         "targets": {"weights": TARGETS, "activations": TARGETS, "gradients": TARGETS},
         "probe": {"tokens": str(probe), "batch_size": args.batch_size, "n_batches": args.batches, "seed": 0},
+        # as examples/pythia_hf.yaml: a published series does not grow, so CKA's terms come from the
+        # model-extraction job, which loads each checkpoint anyway (--similarity own_jobs: apart)
+        "similarity_terms": args.similarity,
     }
     config = {"runs": {"series": run}, "metrics": {m: {} for m in METRICS}}
     (project / "config.yaml").write_text(json.dumps(config))
@@ -230,6 +233,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
+    ap.add_argument("--similarity", choices=["with_model", "own_jobs"], default="with_model")
     ap.add_argument("--work", type=Path, default=Path("/tmp/ckptlens-model-scale"))
     ap.add_argument("--json", type=Path)
     ap.add_argument(

@@ -146,6 +146,17 @@ def test_metric_step_inputs_take_only_the_references_the_family_needs():
     assert plan.similarity_extraction("a")
     assert plan.similarity_reference("a") == checkpoint("a", 1, 60)
     assert plan.similarity_reference_dir("a") == "results/runs/a/checkpoints/chunk1"
+    assert plan.model_reference("a") is None and plan.model_reference_inputs("a") == {}
+    # with_model: the terms come from the model-extraction jobs, which then read the final checkpoint
+    run = {**mlp(), "similarity_terms": "with_model"}
+    merged = plan_of({"runs": {"a": run}, "metrics": METRICS})
+    assert not merged.similarity_extraction("a") and merged.model_extractions("a") == [
+        "activations",
+        "similarity_terms",
+    ]
+    assert merged.model_reference("a") == checkpoint("a", 1, 60)
+    assert merged.model_reference_inputs("a") == {"reference": "results/runs/a/checkpoints/chunk1"}
+    assert merged.metric_step_inputs("a", "similarity_to_final", 0) == sims
     assert list(plan.family_metrics("a", "weight_update")) == ["update_cosine", "update_norm_initial"]
     assert plan.family_layers("a", "weight_update") is None
 

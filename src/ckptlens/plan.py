@@ -102,14 +102,31 @@ class Plan:
 
     # ------------------------------------------------------------------ per run
     def model_extractions(self, run) -> list[str]:
-        """What a run extracts from a loaded model (activations, gradients, activation gradients)."""
-        return [k for k in MODEL_EXTRACTIONS if k in self.extractions[run]]
+        """What a run's model-extraction jobs extract (activations, gradients, activation
+        gradients; the similarity terms too with ``similarity_terms: with_model``)."""
+        kinds = [k for k in MODEL_EXTRACTIONS if k in self.extractions[run]]
+        if "similarity_terms" in self.extractions[run] and self._similarity_with_model(run):
+            kinds.append("similarity_terms")
+        return kinds
+
+    def _similarity_with_model(self, run) -> bool:
+        return self.config["runs"][run].get("similarity_terms", "own_jobs") == "with_model"
+
+    def model_reference(self, run) -> str | None:
+        """The checkpoint a run's model-extraction jobs compare the similarity terms with (the
+        final one), or None where they keep no terms."""
+        return self.similarity_reference(run) if "similarity_terms" in self.model_extractions(run) else None
+
+    def model_reference_inputs(self, run) -> dict[str, str]:
+        """``{"reference": chunk folder}`` of :meth:`model_reference`, or {}."""
+        return {"reference": self.similarity_reference_dir(run)} if self.model_reference(run) else {}
 
     def similarity_extraction(self, run) -> bool:
-        """Whether a run keeps similarity terms (CKA to the final checkpoint): their own jobs, apart
-        from the other model extractions, because one more checkpoint changes every step's terms
-        (the final checkpoint is another) but no step's activations or gradients."""
-        return "similarity_terms" in self.extractions[run]
+        """Whether a run computes similarity terms (CKA to the final checkpoint) in jobs of their own
+        (``similarity_terms: own_jobs``, the default): apart from the other model extractions,
+        because one more checkpoint changes every step's terms (the final checkpoint is another)
+        but no step's activations or gradients."""
+        return "similarity_terms" in self.extractions[run] and not self._similarity_with_model(run)
 
     def similarity_reference(self, run) -> str:
         """The checkpoint the similarity terms compare with: the run's final one."""

@@ -150,3 +150,94 @@ def test_float16_storage_keeps_out_of_range_activations_float32():
     assert out["small"].dtype == np.float16 and out["huge"].dtype == np.float32
     with pytest.raises(ExtractionError, match="activation_dtype"):
         _compact(acts, "bfloat16", "ckpt")
+
+
+# ---------------------------------------------------------------- one forward, and CKA's terms
+def _neox_series(tmp_path, n=3):
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    paths = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        model = GPTNeoXForCausalLM(cfg).eval()
+        paths.append(tmp_path / f"step{seed}.safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[-1]))
+    np.save(tmp_path / "ids.npy", np.random.default_rng(1).integers(0, 64, size=(48, 16)))
+    probe = {"tokens": str(tmp_path / "ids.npy"), "batch_size": 16, "n_batches": 3}
+    return paths, probe, json.loads(model.config.to_json_string())
+
+
+def test_one_forward_serves_the_activations_and_the_first_gradient_batch(tmp_path, monkeypatch):
+    """With gradients, a causal LM's activations come from the first gradient batch's forward (no
+    forward of their own) and are the activations of a forward of their own."""
+    from ckptlens.extract import model as extraction
+
+    paths, probe, hf = _neox_series(tmp_path, 1)
+    targets = {"activations": ["gpt_neox.layers.*", "gpt_neox.layers.*.attention.dense"], "gradients": ["**.dense"]}
+    alone = str(tmp_path / "alone.safetensors")
+    extract_models(paths, targets, probe, [{"activations": alone}], device="cpu", hf_config=hf)
+
+    def no_forward_of_their_own(*a, **k):
+        raise AssertionError("a forward of the activations' own")
+
+    monkeypatch.setattr(extraction, "_activations", no_forward_of_their_own)
+    shared = {"activations": str(tmp_path / "shared.safetensors"), "gradient_stats": str(tmp_path / "g.safetensors")}
+    extract_models(paths, targets, probe, [shared], device="cpu", hf_config=hf)
+    got, want = load_file(shared["activations"]), load_file(alone)
+    assert sorted(got) == sorted(want) and len(got) == 4
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+
+
+def test_similarity_terms_against_the_final_checkpoint_wherever_it_is(tmp_path):
+    """The terms a chunk holding the final checkpoint keeps, those of a chunk without it (the
+    final checkpoint loaded first) and those of the stored activations are the same, and give
+    the CKA of the stored activations."""
+    from ckptlens.extract.similarity import TERMS, Centred, similarity_terms
+    from ckptlens.metrics.activation_similarity import ActivationContext, linear_cka
+
+    paths, probe, hf = _neox_series(tmp_path, 3)
+    targets = {"activations": ["gpt_neox.layers.*.attention.dense"], "gradients": ["**.dense"]}
+    final = paths[-1]
+    acts = [str(tmp_path / f"a{i}.safetensors") for i in range(3)]
+    extract_models(paths, targets, probe, [{"activations": a} for a in acts], device="cpu", hf_config=hf)
+    stored = [load_file(a) for a in acts]
+    whole = [{"similarity_terms": str(tmp_path / f"t{i}.safetensors")} for i in range(3)]
+    extract_models(paths, targets, probe, whole, device="cpu", hf_config=hf, reference=final)  # own forward
+    first = [
+        {"similarity_terms": str(tmp_path / f"u{i}.safetensors"), "gradient_stats": str(tmp_path / f"g{i}.st")}
+        for i in range(2)
+    ]
+    extract_models(paths[:2], targets, probe, first, device="cpu", hf_config=hf, reference=final)  # shared
+    every = [
+        {"similarity_terms": str(tmp_path / f"v{i}.safetensors"), "gradient_stats": str(tmp_path / f"h{i}.st")}
+        for i in range(3)
+    ]
+    extract_models(paths, targets, probe, every, device="cpu", hf_config=hf, reference=final)  # shared, in series
+    ref = {n: Centred(a) for n, a in stored[2].items()}
+    for i in range(3):
+        want = similarity_terms(stored[i], ref)
+        got = load_file(whole[i]["similarity_terms"])
+        others = [load_file(every[i]["similarity_terms"])] + (
+            [load_file(first[i]["similarity_terms"])] if i < 2 else []
+        )
+        for name in want:
+            for terms in [got, *others]:
+                np.testing.assert_allclose(terms[name], want[name], rtol=1e-6)
+            t = dict(zip(TERMS, got[name]))
+            cka = linear_cka(ActivationContext(stored[i][name]), ActivationContext(stored[2][name]))
+            assert t["xy"] / np.sqrt(t["xx"] * t["yy"]) == pytest.approx(cka, rel=1e-6)
+            if i == 2:
+                assert t["xy"] == pytest.approx(t["xx"], rel=1e-12)  # the final checkpoint with itself

@@ -13,6 +13,7 @@ for _run in [r for r in COMPUTED_RUNS if PLAN.model_extractions(r)]:
             f"extract_model_{identifier(_run)}"
         input:
             layout.chunk_dir(_run, layout.CHECKPOINTS, "{chunk}"),
+            **PLAN.model_reference_inputs(_run),
             probe=PLAN.probe_inputs(_run),
         output:
             **{
@@ -40,6 +41,7 @@ for _run in [r for r in COMPUTED_RUNS if PLAN.model_extractions(r)]:
             targets=canonical(ckcfg.targets(config, _run)),
             probe=canonical(ckcfg.probe(config, _run)),
             gradient_statistics=canonical(PLAN.gradient_statistics(_run)),
+            reference=PLAN.model_reference(_run),
             steps=lambda w, run=_run: PLAN.chunk_steps(run, w.chunk),
             code=get_code("extract_model"),
         script:

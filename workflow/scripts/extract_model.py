@@ -17,5 +17,6 @@ with job_log(snakemake.log[0]):
         threads=snakemake.threads,
         # what the metrics read (none said: all)
         gradient_statistics=json.loads(snakemake.params.gradient_statistics) or None,
+        reference=snakemake.params.reference,  # the final checkpoint, with similarity_terms: with_model
     )
     print(f"{n} checkpoints extracted from one model")

@@ -10,6 +10,7 @@ value is a deterministic function of the weights and the probe.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -43,6 +44,17 @@ def capture_outputs(
     [rows, features]: outputs with a [batch, position] layout matching ``mask`` keep only the
     positions where it is true (the real, non-padding tokens, so that the rows are the same tokens
     at every checkpoint); everything else is flattened over its leading dimensions."""
+    with torch.no_grad(), capturing(model, modules, mask) as captured:
+        forward()
+    return captured
+
+
+@contextmanager
+def capturing(
+    model: torch.nn.Module, modules: Mapping[str, str], mask: torch.Tensor | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`capture_outputs` of whatever forward runs inside the ``with`` block (a training
+    loss's forward too: the outputs are detached), into the dict it yields."""
     captured: dict[str, np.ndarray] = {}
 
     def hook(name):
@@ -56,12 +68,10 @@ def capture_outputs(
 
     hooks = [m.register_forward_hook(hook(name)) for name, m in _modules(model, modules).items()]
     try:
-        with torch.no_grad():
-            forward()
+        yield captured
     finally:
         for h in hooks:
             h.remove()
-    return captured
 
 
 def weight_gradients(

@@ -736,6 +736,7 @@ def open_hf_model(checkpoint, probe: Mapping, device=None, hf_config: Mapping | 
         batches=batches,
         forward=lambda batch: model(**_model_inputs(model, batch, dev)),
         loss=None if kind == BASE else (lambda i: loss_fn(model, kind, grad_batches[i], dev)),
+        loss_runs_first_forward=kind in (CAUSAL_LM, SEQUENCE_CLASSIFICATION),  # (a masked LM's is masked)
         no_loss_reason=NO_LOSS,
         mask=lambda batch: batch["attention_mask"].bool(),
         n_outputs=None,

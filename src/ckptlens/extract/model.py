@@ -81,46 +81,72 @@ def run_extractions(
     probe: Mapping,
     outputs: Mapping[str, str],
     gradient_statistics: Sequence[str] | None = None,
-    reference: Mapping | None = None,
+    reference: dict | None = None,
+    is_reference: bool = False,
 ) -> None:
     """The extractions ``outputs`` names (kind -> path) of the checkpoint whose weights ``pm`` holds.
-    ``similarity_terms`` compares the activations with ``reference`` (:func:`reference_activations`).
+    ``similarity_terms`` compares the activations with ``reference`` (:func:`reference_activations`);
+    ``is_reference``: this checkpoint is the reference, and an empty ``reference`` is filled with
+    its activations first.
 
     Weight gradients: one backward per probe batch; after each, the ``gradient_stats`` (the
     statistics ``gradient_statistics`` names, all by default) are updated on the model's device and
     the raw ``gradients`` (only if asked for) written on, so no job holds the K gradients."""
-    from .capture import capture_attentions, output_gradients, raw_gradients
+    from .capture import capture_attentions, capturing, output_gradients, raw_gradients
     from .gradients import GradientStatistics, accumulator_dtype
-    from .similarity import TERMS, similarity_terms
+    from .similarity import TERMS, Centred, similarity_terms
 
     wants_grads = "gradients" in outputs or "gradient_stats" in outputs
     if wants_grads and pm.loss is None:  # before anything is written
         raise ExtractionError(f"{checkpoint}: {pm.no_loss_reason}")
     meta = {"source": str(checkpoint), "probe": json.dumps(dict(probe), sort_keys=True), "model_kind": pm.kind}
     first = pm.batches[0]
-    if "activations" in outputs or "similarity_terms" in outputs:  # one forward serves both
-        acts = _activations(pm, targets, checkpoint)
+    device = next(pm.model.parameters()).device
+
+    def keep_activations(acts):
+        """What the activations on probe batch 0 become: the stored activations and/or the
+        similarity terms (the reference's own, when this is the reference, taken first)."""
         if "activations" in outputs:
             dtype = str(probe.get("activation_dtype", "float32"))
             write_tensors(_compact(acts, dtype, checkpoint), outputs["activations"], meta)
         if "similarity_terms" in outputs:
-            device = next(pm.model.parameters()).device
+            if is_reference and reference is not None and not reference:
+                reference.update({n: Centred(a, device) for n, a in acts.items()})
             terms = similarity_terms(acts, reference or {}, device)
             write_tensors(terms, outputs["similarity_terms"], {**meta, "terms": ",".join(TERMS)})
-        del acts
+
+    wants_acts = "activations" in outputs or "similarity_terms" in outputs
+    # one forward serves the activations and the first gradient batch where they coincide
+    shared = wants_acts and wants_grads and pm.loss_runs_first_forward
+    if wants_acts and not shared:
+        keep_activations(_activations(pm, targets, checkpoint))
     if wants_grads:
         mods = {c: pm.modules[c] for c in _chosen(targets, "gradients", pm.params, checkpoint)}
         stats = None
         if "gradient_stats" in outputs:
-            device = next(pm.model.parameters()).device
             stats = GradientStatistics(gradient_statistics, accumulator_dtype(device))
         each = stats.update if stats is not None else None
-        raw = raw_gradients(pm.model, pm.loss, len(pm.batches), mods, pm.transposed, each=each)
+        loss, captured = pm.loss, {}
+        if shared:
+            acts_mods = {c: pm.modules[c] for c in _chosen(targets, "activations", pm.modules, checkpoint)}
+
+            def loss(i):
+                if i:
+                    return pm.loss(i)
+                with capturing(pm.model, acts_mods, pm.mask(first)) as got:
+                    out = pm.loss(0)
+                captured.update(got)
+                return out
+
+        raw = raw_gradients(pm.model, loss, len(pm.batches), mods, pm.transposed, each=each)
         if "gradients" in outputs:
             write_tensors(raw, outputs["gradients"], meta)  # one array held at a time
         else:
             for _ in raw:  # the statistics only: nothing leaves the device but them
                 pass
+        if shared:
+            keep_activations(captured)
+            captured.clear()
         if stats is not None:
             stats_meta = {
                 **meta,
@@ -175,23 +201,21 @@ def extract_models(
     with naming_source(checkpoints[0]):
         pm = open_model(checkpoints[0], probe, dev, hf_config)
     order = list(range(len(checkpoints)))
-    held, loaded = None, None
+    held = None
     if any("similarity_terms" in outs for outs in outputs):
         held = {}
-        if reference is not None:
-            same = [i for i in order if str(checkpoints[i]) == str(reference)]
-            order = same + [i for i in order if i not in same]  # the reference's weights loaded once
+        same = [i for i in order if reference is not None and str(checkpoints[i]) == str(reference)]
+        order = same + [i for i in order if i not in same]  # the reference first: it fills ``held``
+        if reference is not None and not same:  # another chunk's: its activations, once, first
             with naming_source(reference):
                 pm.load(reference)
-                held = reference_activations(pm, targets, reference)
-            loaded = str(reference)
+                held.update(reference_activations(pm, targets, reference))
     for i in order:
         checkpoint, outs = checkpoints[i], outputs[i]
         with naming_source(checkpoint):  # an error names the checkpoint, and its source file
-            if str(checkpoint) != loaded:
-                pm.load(checkpoint)
-            run_extractions(pm, checkpoint, targets, probe, outs, gradient_statistics, held)
-            loaded = None
+            pm.load(checkpoint)
+            is_ref = reference is not None and str(checkpoint) == str(reference)
+            run_extractions(pm, checkpoint, targets, probe, outs, gradient_statistics, held, is_ref)
 
 
 def reference_activations(pm: ProbedModel, targets: Mapping, checkpoint) -> dict:

@@ -42,6 +42,9 @@ class ProbedModel:
     # batch, chosen attention modules -> {module: probabilities [batch, heads, query, key]}; None: the
     # model cannot expose them
     attentions: Callable[[object, list[str]], dict] | None = None
+    # whether loss(0) runs forward(batches[0]) (same inputs, eval mode): the activations are then
+    # captured from the first gradient batch's forward instead of a forward of their own
+    loss_runs_first_forward: bool = False
 
 
 @dataclass(frozen=True)

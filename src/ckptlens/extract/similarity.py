@@ -46,14 +46,25 @@ class Centred:
     @property
     def gram(self):
         if self._gram is None:
-            self._gram = self.x @ self.x.T
+            self._gram = _self_product(self.x.T)
         return self._gram
 
     @property
     def features(self):
         if self._features is None:
-            self._features = self.x.T @ self.x
+            self._features = _self_product(self.x)
         return self._features
+
+
+def _self_product(a):
+    """AᵀA: on the CPU through numpy, whose matmul runs a symmetric rank-k update for a matrix
+    times its own transpose (half the multiplications of torch's general product)."""
+    import torch
+
+    if a.device.type == "cpu":
+        n = a.numpy()
+        return torch.from_numpy(n.T @ n)
+    return a.T @ a
 
 
 def layer_terms(x: Centred, y: Centred) -> np.ndarray:
