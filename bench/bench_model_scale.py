@@ -2,7 +2,7 @@
 as a careful notebook would, on synthetic Pythia-shaped checkpoint series, in one run.
 
     .venv/bin/python bench/bench_model_scale.py [--sizes 160m 410m] [--checkpoints 3] [--cores 2]
-        [--work DIR] [--json OUT]
+        [--repeats N] [--similarity with_model|own_jobs] [--work DIR] [--json OUT]
 
 Each series: GPT-NeoX (the real transformers code) at a Pythia model's exact shape, random init,
 perturbed per checkpoint, saved by ``save_pretrained`` in float16 as the hub serves Pythia
@@ -234,6 +234,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--similarity", choices=["with_model", "own_jobs"], default="with_model")
+    ap.add_argument("--repeats", type=int, default=1, help="run both sides this many times, alternating")
     ap.add_argument("--work", type=Path, default=Path("/tmp/ckptlens-model-scale"))
     ap.add_argument("--json", type=Path)
     ap.add_argument(
@@ -249,18 +250,30 @@ def main() -> None:
         series = build_series(size, args.checkpoints, args.work / "series")
         checkpoint_bytes = du(series)
         loop_json = args.work / f"loop_{size}.json"
-        mine = run_ckptlens(series, probe, args, args.work / f"project_{size}")
-        theirs = run_loop(series, probe, args, loop_json)
+        ratios = []
+        for _ in range(args.repeats):  # alternating sides: the machine's drift hits both alike
+            mine = run_ckptlens(series, probe, args, args.work / f"project_{size}")
+            theirs = run_loop(series, probe, args, loop_json)
+            ratios.append((mine["wall_s"], theirs["wall_s"]))
         diffs = compare(args.work / f"project_{size}", loop_json)
         written = sum(mine["written_bytes"].values())
-        report[size] = {"ckptlens": mine, "loop": theirs, "checkpoint_bytes": checkpoint_bytes, "values": diffs}
+        report[size] = {
+            "ckptlens": mine,
+            "loop": theirs,
+            "walls": ratios,
+            "checkpoint_bytes": checkpoint_bytes,
+            "values": diffs,
+        }
         if args.before:
             before = run_ckptlens(series, probe, args, args.work / f"before_{size}", args.before.resolve())
             report[size]["before"] = before
         print(f"\n== Pythia-{size} shape, {args.checkpoints} checkpoints ({checkpoint_bytes / 1e9:.2f} GB), "
               f"probe {args.batch_size}x{args.seq_len}, {args.batches} gradient batches, {args.cores} cores")  # fmt: skip
-        print(f"  wall          ckptlens {mine['wall_s']:7.1f} s   loop {theirs['wall_s']:7.1f} s   "
-              f"ratio {mine['wall_s'] / theirs['wall_s']:.2f}")  # fmt: skip
+        for ours, loop_s in ratios:
+            print(f"  wall          ckptlens {ours:7.1f} s   loop {loop_s:7.1f} s   ratio {ours / loop_s:.2f}")
+        if len(ratios) > 1:
+            print(f"  wall ratio, median of {len(ratios)} alternating runs: "
+                  f"{float(np.median([o / t for o, t in ratios])):.2f}")  # fmt: skip
         print(f"  peak RSS      ckptlens {mine['peak_rss_mb']:7.0f} MB  loop {theirs['peak_rss_mb']:7.0f} MB  "
               f"ratio {mine['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}")  # fmt: skip
         print(f"  written besides results: {written / 1e6:.1f} MB = {100 * written / checkpoint_bytes:.1f} % of the "

@@ -110,9 +110,10 @@ def run_extractions(
             dtype = str(probe.get("activation_dtype", "float32"))
             write_tensors(_compact(acts, dtype, checkpoint), outputs["activations"], meta)
         if "similarity_terms" in outputs:
-            if is_reference and reference is not None and not reference:
+            itself = is_reference and reference is not None
+            if itself and not reference:
                 reference.update({n: Centred(a, device) for n, a in acts.items()})
-            terms = similarity_terms(acts, reference or {}, device)
+            terms = similarity_terms(acts, reference or {}, device, itself=itself)
             write_tensors(terms, outputs["similarity_terms"], {**meta, "terms": ",".join(TERMS)})
 
     wants_acts = "activations" in outputs or "similarity_terms" in outputs

@@ -83,12 +83,18 @@ def layer_terms(x: Centred, y: Centred) -> np.ndarray:
     return np.array([float(v) for v in values] + [float(x.n)], dtype=np.float64)
 
 
-def similarity_terms(acts: Mapping[str, np.ndarray], reference: Mapping[str, Centred], device=None) -> dict:
+def similarity_terms(
+    acts: Mapping[str, np.ndarray], reference: Mapping[str, Centred], device=None, itself: bool = False
+) -> dict:
     """{layer: :data:`TERMS`} of this checkpoint's captured activations against the reference's
     (:class:`Centred` per layer); NaN terms where the reference has no such layer (its checkpoint
-    failed: the metric is then NaN with a warning)."""
+    failed: the metric is then NaN with a warning). ``itself``: these are the reference's own
+    activations (its centred form and products are reused)."""
     out = {}
     for name, a in acts.items():
         ref = reference.get(name)
-        out[name] = np.full(len(TERMS), np.nan) if ref is None else layer_terms(Centred(a, device), ref)
+        if ref is None:
+            out[name] = np.full(len(TERMS), np.nan)
+        else:
+            out[name] = layer_terms(ref if itself else Centred(a, device), ref)
     return out
