@@ -486,6 +486,7 @@ class Plan:
                 n_layers=shape.n_layers,
                 heads=shape.heads,
                 activation_floats=kw["tokens_per_batch"] * sum(acts),
+                similarity_layers=len(acts) if "similarity_terms" in kinds else 0,
             )
             nbytes = shape.nbytes
         else:
@@ -509,7 +510,7 @@ class Plan:
         shape = self.checkpoint_shape(run)
         targets = ckcfg.targets(self.config, run)
         rows = width = n_layers = 0
-        if shape is None and fam.needs != "gradient_stats":  # a transformer of the source's guessed size
+        if shape is None and fam.needs not in _FEW_NUMBERS:  # a transformer of the source's guessed size
             hidden, layers = guessed_transformer(self._guessed_bytes(run) / 2)
             if hidden:
                 probe = ckcfg.probe(self.config, run)
@@ -543,6 +544,8 @@ class Plan:
 _BASE_MB = {"extract": 600, "metric": 300}
 #: the estimates are multiplied by this (allocator slack, fragmentation) and floored
 _SLACK, _MIN_MB = 1.3, 1000
+#: extractions that are a few numbers a layer: their metric jobs are small whatever the model
+_FEW_NUMBERS = ("gradient_stats", "similarity_terms")
 _MB = 1 << 20
 
 
@@ -560,6 +563,7 @@ def extraction_resources(
     seq_len: int | None = None,
     activation_floats: int = 0,
     activation_bytes: int = 4,
+    similarity_layers: int = 0,
     statistics=(),
     raw_gradients: bool = False,
     gpu: bool = False,
@@ -576,7 +580,10 @@ def extraction_resources(
       gradient; 8T for ``mean`` and 8T more for ``variance``: float64 running sums) + what
       backward keeps of one batch's forward (per token and layer 4 × (17·hidden + 2.5·heads·seq_len)
       bytes, float32 after Korthikanti et al. 2022) + captured activations (float32, then stored in
-      ``activation_bytes``) + one raw gradient layer at a time (``raw_gradients``);
+      ``activation_bytes``) + one raw gradient layer at a time (``raw_gradients``) + for the
+      similarity terms of ``similarity_layers`` layers the reference's activations held in
+      float64 with an n × n Gram matrix a layer (n = the batch's tokens; the current
+      checkpoint's are one layer at a time);
       T = ``target_params`` (default: every parameter), P = the model's parameters.
       × 1.3, at least 1 GB.
     Runtime: per checkpoint, reading it (200 MB/s) and 2P flops a token forward for the
@@ -596,6 +603,8 @@ def extraction_resources(
     backward = per_token * tokens_per_batch
     host = _BASE_MB["extract"] * _MB + checkpoint_bytes + p * bytes_per_param
     host += activation_floats * (4 + activation_bytes)
+    if similarity_layers:
+        host += activation_floats * 8 + similarity_layers * 8 * tokens_per_batch**2
     if raw_gradients:
         host += 2 * 4 * t / max(n_layers or 1, 1)  # one layer's gradient and its copy, as written
     mem = host + (0 if gpu else device + backward)
@@ -624,7 +633,7 @@ def metric_resources(
     Runtime: an eigendecomposition of the smaller Gram matrix a layer and checkpoint
     (r·w·min(r, w) + 10·min(r, w)³ flops at 1e10/s), × 2, + 2 minutes."""
     fam = ckmetrics.FAMILIES[family]
-    if fam.needs == "gradient_stats":
+    if fam.needs in _FEW_NUMBERS:
         return {"mem_mb": _MIN_MB, "runtime": 5}
     small = min(rows, width)
     layer = 8 * rows * width * (1 + references)
