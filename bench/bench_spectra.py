@@ -39,8 +39,10 @@ alpha, xmin, D, alpha_weighted, log_spectral_norm, stable_rank, spectral_norm (W
 ours σ_max: squared first), mp_softrank, num_spikes; for the spectrum, max |λ_ours − σ²_WW| /
 λ_max.
 
-CKA: compute_family("activation_similarity") with cka_to_final (biased, then debiased=True) vs
-ckatorch.cka_base(x, y) (and unbiased=True) on float64 tensors, torch.set_num_threads(1).
+CKA: compute_family("activation_similarity") with cka_to_initial (biased, then debiased=True: the
+CKA of two stored activations, which cka_to_*, svcca_to_* … use; cka_to_final's own family reads
+terms the extraction computed) vs ckatorch.cka_base(x, y) (and unbiased=True) on float64 tensors,
+torch.set_num_threads(1).
 """
 
 from __future__ import annotations
@@ -260,16 +262,16 @@ def worker(side: str, set_name: str, quick: bool, repeats: int) -> dict:
 
             torch.set_num_threads(1)
             x, y = cka_inputs(*cka_shapes(True)[0])  # warm-up (CUDA context, first launches): not timed
-            M.compute_family("activation_similarity", {"cka_to_final": {}}, {"l": x}, {"final": {"l": y}})
+            M.compute_family("activation_similarity", {"cka_to_initial": {}}, {"l": x}, {"initial": {"l": y}})
         for n, d in cka_shapes(quick):
             x, y = cka_inputs(n, d)
             if side.startswith("cka-ckptlens"):
                 from ckptlens import metrics as M
 
                 for debiased in (False, True):
-                    params = {"cka_to_final": {"debiased": debiased}}
+                    params = {"cka_to_initial": {"debiased": debiased}}
                     times, rows = _timed(
-                        lambda: M.compute_family("activation_similarity", params, {"l": x}, {"final": {"l": y}}),
+                        lambda: M.compute_family("activation_similarity", params, {"l": x}, {"initial": {"l": y}}),
                         repeats,
                     )
                     out[(n, d, debiased)] = (times, rows[0]["value"])

@@ -47,8 +47,20 @@ def test_compact_activations_and_a_small_job_get_the_floor():
     assert extraction_resources(10**6) == {"mem_mb": 1000, "runtime": 3}
 
 
+def test_similarity_terms_add_the_held_reference():
+    """Pythia-1.4B's targets, probe 8 × 128: the final checkpoint's activations in float64 (1,024
+    tokens × 10,240 features × 24 layers) and a 1,024² Gram matrix for each of the 72 layers."""
+    floats = 1024 * (6144 + 2048 + 2048) * 24
+    base = extraction_resources(2_800_000_000, activation_floats=floats)
+    held = extraction_resources(2_800_000_000, activation_floats=floats, similarity_layers=72)
+    extra = (floats * 8 + 72 * 8 * 1024**2) * 1.3 / 2**20
+    assert held["mem_mb"] - base["mem_mb"] == pytest.approx(extra, abs=200)
+    assert held["runtime"] == base["runtime"]
+
+
 def test_metric_jobs():
     assert metric_resources("gradient") == {"mem_mb": 1000, "runtime": 5}  # a few numbers a layer
+    assert metric_resources("similarity_to_final", n_checkpoints=27, n_layers=72) == {"mem_mb": 1000, "runtime": 5}
     act = metric_resources("activation_similarity", n_checkpoints=27, n_layers=36, rows=8192, width=2304, references=2)
     assert act["mem_mb"] > 2000  # n×n Grams over 8192 probe tokens
     small = metric_resources("activation_similarity", rows=1024, width=2304, references=2)

@@ -97,3 +97,12 @@ def step_file(project: Path, run: str, what: str, step: int) -> Path:
     hits = sorted((project / "results" / "runs" / run / what).glob(f"chunk*/step{step}.safetensors"))
     assert len(hits) == 1, f"{len(hits)} files for step {step} under results/runs/{run}/{what}: {hits}"
     return hits[0]
+
+
+def checkpoint_weights(project: Path, run: str, step: int, patterns=("**",)) -> dict:
+    """A step's weight matrices as the metric jobs read them: from its checkpoint, through the
+    architecture adapter (per-head pieces and circuits included)."""
+    from ckptlens.extract.weights import open_weights
+
+    with open_weights(step_file(project, run, "checkpoints", step), list(patterns)) as w:
+        return {name: w[name] for name in w}

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 from sklearn.decomposition import PCA
-from workflow_helpers import REPO, copy_project, snakemake, step_file
+from workflow_helpers import REPO, checkpoint_weights, copy_project, snakemake, step_file
 
 from ckptlens.metrics import FAMILIES, METRICS, split_metric_name, value_names, values_depend_on_input
 
@@ -90,7 +90,7 @@ def test_declared_values_are_the_rows_each_metric_gives(project):
 
 def test_weight_update_and_spectral_values(project):
     t = table(project, "tf")
-    w = {s: load_file(step_file(project, "tf", "extract/weights", s)) for s in (0, 20, 40)}
+    w = {s: checkpoint_weights(project, "tf", s) for s in (0, 20, 40)}
     name = "blocks.0.attn.q_proj"
     d_prev, d_prev2 = w[40][name] - w[20][name], w[20][name] - w[0][name]
     assert value(t, 40, name, "update_norm_previous") == pytest.approx(np.linalg.norm(d_prev), rel=1e-5)
@@ -106,7 +106,7 @@ def test_weight_update_and_spectral_values(project):
 
 def test_circuit_matching_against_plain_svds(project):
     t = table(project, "tf")
-    w = load_file(step_file(project, "tf", "extract/weights", 60))
+    w = checkpoint_weights(project, "tf", 60)
     qk = w["blocks.1.attn.head0.qk"].astype(np.float64)
     ov = w["blocks.0.attn.head1.ov"].astype(np.float64)
     _, _, v1t = np.linalg.svd(qk)
@@ -153,8 +153,8 @@ def test_task_vectors_across_runs_sharing_a_base(project):
     base = {r: load_file(step_file(project, r, "checkpoints", 0)) for r in ("mlp_a", "mlp_b", "mlp_c")}
     assert all(np.array_equal(base["mlp_a"][k], base["mlp_b"][k]) for k in base["mlp_a"])  # shared init
     tv = pd.read_csv(project / "results/task_vectors/mlp_seeds/task_vectors.csv")
-    w0 = load_file(step_file(project, "mlp_a", "extract/weights", 0))
-    finals = [load_file(step_file(project, r, "extract/weights", 60)) for r in ("mlp_a", "mlp_b", "mlp_c")]
+    w0 = checkpoint_weights(project, "mlp_a", 0)
+    finals = [checkpoint_weights(project, r, 60) for r in ("mlp_a", "mlp_b", "mlp_c")]
     layer = "blocks.1.linear"
     taus = np.stack([(f[layer] - w0[layer]).ravel() for f in finals]).astype(np.float64)
     evr = PCA(n_components=2).fit(taus).explained_variance_ratio_

@@ -183,16 +183,16 @@ INTERRUPTIONS = [
     ("weights digests", "digests/chunk1.txt", ["results/runs/lab/digests/chunk1.txt"]),
     ("identical-steps check", "identical_steps.csv", ["results/runs/lab/identical_steps.csv"]),
     (
-        "weight extraction (streamed)",
-        "extract/weights/chunk1/step60.safetensors",
-        ["results/runs/lab/extract/weights/chunk1"],
+        "similarity terms (CKA to the final checkpoint), after one of the chunk's two",
+        "extract/similarity_terms/chunk1/step60.safetensors",
+        ["results/runs/lab/extract/similarity_terms/chunk1"],
     ),
     (
-        "model extraction, between its two outputs",
+        "model extraction",
         "extract/gradient_stats/chunk0/step0.safetensors",
         ["results/runs/lab/extract/gradient_stats/chunk0"],
     ),
-    ("metric job, with the rest of the run in flight", "metrics/activation_similarity/part0.csv", TARGETS),
+    ("metric job, with the rest of the run in flight", "metrics/similarity_to_final/part0.csv", TARGETS),
     ("aggregation", "metrics.parquet", ["results/runs/lab/metrics.parquet"]),
     ("analysis, after two of its five outputs", "analysis/correlation.csv", TARGETS),
 ]
@@ -223,7 +223,7 @@ def test_sigkill_at_every_stage_then_rerun_gives_identical_results(tmp_path, goo
         if stage.startswith(("checkpoint import", "model extraction", "analysis")):  # written before the kill
             assert incomplete & {
                 "results/runs/lab/checkpoints/chunk0",
-                "results/runs/lab/extract/activations/chunk0",
+                "results/runs/lab/extract/gradient_stats/chunk0",
                 "results/runs/lab/analysis/pca.csv",
             }, (stage, incomplete)
     snakemake(project, "--unlock")
@@ -322,7 +322,7 @@ def bad_runs(tmp_path_factory, good_checkpoints, reference):
     from ckptlens.store.tidy import read_rows_csv
 
     out["fail_records"], out["fail_tables"] = {}, {}
-    for fam in ("weight_spectrum", "activation_similarity", "gradient"):
+    for fam in ("weight_spectrum", "similarity_to_final", "gradient"):
         records, frame = read_rows_csv(project / f"results/runs/lab/metrics/{fam}/part0.csv")
         out["fail_records"][fam], out["fail_tables"][fam] = records, frame
     out["fail_table"] = (project / "results/runs/lab/metrics.parquet").exists()
@@ -356,7 +356,7 @@ def test_bad_checkpoints_fail_the_run_naming_every_file_and_reason_and_nothing_e
     # every good checkpoint went all the way through; values equal the run without bad files
     ref = pd.read_parquet(reference / "results/runs/lab/metrics.parquet")
     keys = ["step", "layer", "metric"]
-    for fam in ("weight_spectrum", "activation_similarity", "gradient"):
+    for fam in ("weight_spectrum", "similarity_to_final", "gradient"):
         got = bad_runs["fail_tables"][fam]
         assert sorted(got["step"].unique()) == [20, 40, 50, 60]
         assert sorted(r["step"] for r in bad_runs["fail_records"][fam]) == sorted(bad)
@@ -414,7 +414,7 @@ def test_skip_lists_the_gaps_and_analyses_the_rest_with_the_same_values(bad_runs
         "values NaN with a warning naming run, step, layer; analysis drops and reports the columns",
     )
     assert table.query("step == 50 and layer == 'blocks.1' and metric == 'cka_to_final'")["value"].isna().all()
-    log = (res / "logs/metric_family/activation_similarity/part0.log").read_text()
+    log = (res / "logs/metric_family/similarity_to_final/part0.log").read_text()
     assert "run 'lab', step 50, layer 'blocks.1': input has NaN/Inf values" in log
     figure(
         "NaN/Inf (workflow)",

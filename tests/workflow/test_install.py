@@ -100,7 +100,6 @@ def test_the_installed_workflow_as_a_snakemake_module(installed, tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))  # the dry run's job stats
     for rule in (
         "train_toy",
-        "extract_weights",
         "metric_family",
         "cross_metric_analysis",
         "report_tables",

@@ -114,9 +114,10 @@ def test_probe_text_edited_in_place_extracts_again(trainer_project):
     with replaced(root / "probe.txt", text.replace(b"cat", b"dog")):
         jobs = scheduled_jobs(project)
     assert rules(jobs)["extract_model_series"] == len(STEPS)  # every chunk: the probe is theirs
+    assert rules(jobs)["extract_similarity_series"] == len(STEPS)
     families = {wc["family"] for rule, wc in jobs if rule == "metric_family"}
-    assert families == {"activation_similarity", "gradient"}  # not the weight metrics
-    assert set(rules(jobs)) == {"extract_model_series", "metric_family"} | DOWNSTREAM
+    assert families == {"similarity_to_final", "gradient"}  # not the weight metrics
+    assert set(rules(jobs)) == {"extract_model_series", "extract_similarity_series", "metric_family"} | DOWNSTREAM
 
 
 def test_a_tokenizer_file_edited_extracts_again(trainer_project):
@@ -124,8 +125,9 @@ def test_a_tokenizer_file_edited_extracts_again(trainer_project):
     vocab_file = root / "tokenizer" / "tokenizer.json"
     with replaced(vocab_file, vocab_file.read_bytes().replace(b'"mat"', b'"hat"')):
         jobs = scheduled_jobs(project)
-    assert rules(jobs)["extract_model_series"] == len(STEPS)
-    assert "materialise_checkpoints" not in rules(jobs) and "extract_weights" not in rules(jobs)
+    assert rules(jobs)["extract_model_series"] == len(STEPS) == rules(jobs)["extract_similarity_series"]
+    assert "materialise_checkpoints" not in rules(jobs)
+    assert {wc["family"] for rule, wc in jobs if rule == "metric_family"} == {"similarity_to_final", "gradient"}
 
 
 def test_a_weight_file_replaced_inside_a_checkpoint_folder_imports_that_chunk(trainer_project):
@@ -140,7 +142,7 @@ def test_a_weight_file_replaced_inside_a_checkpoint_folder_imports_that_chunk(tr
         jobs = scheduled_jobs(project)
     per_chunk = [(rule, wc) for rule, wc in jobs if "chunk" in wc]
     assert {wc["chunk"] for _, wc in per_chunk} == {"1"}  # checkpoint-20 only
-    assert rules(per_chunk) == {"materialise_checkpoints": 1, "extract_weights": 1, "extract_model_series": 1}
+    assert rules(per_chunk) == {"materialise_checkpoints": 1, "extract_model_series": 1, "extract_similarity_series": 1}
 
 
 def test_files_saved_beside_the_weights_change_nothing(trainer_project):
@@ -155,7 +157,7 @@ def test_the_metric_input_reader_edited_reruns_every_metric_job_and_nothing_befo
     with replaced(code, code.read_bytes() + b"\n# a changed reader\n"):
         jobs = scheduled_jobs(project)
     metric_jobs = {(wc["family"], wc["part"]) for rule, wc in jobs if rule == "metric_family"}
-    assert metric_jobs == {("weight_spectrum", "0"), ("activation_similarity", "0"), ("gradient", "0")}
+    assert metric_jobs == {("weight_spectrum", "0"), ("similarity_to_final", "0"), ("gradient", "0")}
     assert set(rules(jobs)) == {"metric_family"} | DOWNSTREAM
 
 
@@ -164,7 +166,7 @@ def test_the_tensor_store_edited_reruns_every_job_reading_or_writing_tensors(tra
     code = project / "src" / "ckptlens" / "store" / "tensors.py"
     with replaced(code, code.read_bytes() + b"\n# a changed tensor store\n"):
         jobs = set(rules(scheduled_jobs(project)))
-    assert {"materialise_checkpoints", "extract_weights", "extract_model_series", "metric_family"} <= jobs
+    assert {"materialise_checkpoints", "extract_model_series", "extract_similarity_series", "metric_family"} <= jobs
 
 
 def test_an_adapter_edited_does_not_retrain_a_trained_run(small_project):
@@ -173,7 +175,7 @@ def test_an_adapter_edited_does_not_retrain_a_trained_run(small_project):
     with replaced(code, code.read_bytes() + b"\n# a changed adapter\n"):
         jobs = rules(scheduled_jobs(small_project))
     assert "train_small" not in jobs
-    assert jobs["extract_weights"] > 0  # the extraction reads weights through the adapters
+    assert jobs["metric_family"] > 0  # the weight metrics read the checkpoints through the adapters
 
 
 def test_the_same_results_from_an_installed_package_are_not_rerun(trainer_project, tmp_path):

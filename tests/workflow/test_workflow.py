@@ -21,9 +21,12 @@ def test_every_stage_wrote_its_files(small_project):
         for c, steps in enumerate(chunks):
             for s in steps:
                 assert (r / "checkpoints" / f"chunk{c}" / f"step{s}.safetensors").exists()
-                for kind in ("weights", "activations", "gradient_stats"):
+                for kind in ("similarity_terms", "gradient_stats"):
                     assert (r / "extract" / kind / f"chunk{c}" / f"step{s}.safetensors").exists()
-        for fam in ("activation_similarity", "gradient", "weight_spectrum"):
+        # nothing stored that the metrics can get otherwise: the weights are read from the
+        # checkpoints, and CKA to the final checkpoint needs its terms, not the activations
+        assert sorted(p.name for p in (r / "extract").iterdir()) == ["gradient_stats", "similarity_terms"]
+        for fam in ("similarity_to_final", "gradient", "weight_spectrum"):
             parts = sorted(p.name for p in (r / "metrics" / fam).glob("*.csv"))
             assert parts == [f"part{i}.csv" for i in range(PARTS[run])]  # a job per family and part
         for f in [
@@ -157,29 +160,28 @@ def test_one_more_checkpoint_at_the_end_reruns_only_its_chunk(small_project, loc
     """Step 60 added to the imported run: it joins the last chunk ([40] -> [40, 60]), which alone
     is imported and extracted again; the first chunk's jobs do not run. Of the metric jobs, the
     last part's run (its chunk changed), and for the CKA to the final checkpoint, now step 60,
-    every part (each reads the final step)."""
+    every chunk's similarity terms and every part."""
     extra = local_checkpoints / "ckpts" / "ckpt_60.safetensors"
     shutil.copy(local_checkpoints / "spare" / "ckpt_60.safetensors", extra)
     try:
         jobs = scheduled_jobs(small_project)
     finally:
         extra.unlink()
-    per_chunk = [(r, wc) for r, wc in jobs if "chunk" in wc]
+    # cka_to_final's terms: every chunk's forwards against the new final step, not the gradients
+    similarity = sorted(wc["chunk"] for r, wc in jobs if r == "extract_similarity_imported")
+    assert similarity == ["0", "1"], jobs
+    per_chunk = [(r, wc) for r, wc in jobs if "chunk" in wc and r != "extract_similarity_imported"]
     # (the per-run extraction rule, extract_model_imported, has the run in its name, not a wildcard)
     assert per_chunk and all(wc["chunk"] == "1" and wc.get("run", "imported") == "imported" for _, wc in per_chunk), (
         jobs
     )
-    assert Counter(r for r, _ in per_chunk) == {
-        "materialise_checkpoints": 1,
-        "extract_weights": 1,
-        "extract_model_imported": 1,
-    }
+    assert Counter(r for r, _ in per_chunk) == {"materialise_checkpoints": 1, "extract_model_imported": 1}
     metric_jobs = {(wc["run"], wc["family"], wc["part"]) for r, wc in jobs if r == "metric_family"}
     assert metric_jobs == {
         ("imported", "weight_spectrum", "1"),
         ("imported", "gradient", "1"),
-        ("imported", "activation_similarity", "0"),  # cka_to_final: the final step is new
-        ("imported", "activation_similarity", "1"),
+        ("imported", "similarity_to_final", "0"),  # cka_to_final: the final step is new
+        ("imported", "similarity_to_final", "1"),
     }
     others = {r for r, wc in jobs if "chunk" not in wc and r != "metric_family"}
     assert others == DOWNSTREAM | {"identical_steps"}
