@@ -72,6 +72,33 @@ def test_a_bad_checkpoint_in_a_series_is_a_checkpoint_error_naming_it(checkpoint
     assert (tmp_path / "a0.safetensors").exists()
 
 
+def _neox_series(tmp_path, n=3, rows=48):
+    """n random GPT-NeoX checkpoints (seeds 0…n−1, safetensors), a probe of ``rows`` × 16 token ids, the config."""
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    paths = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        model = GPTNeoXForCausalLM(cfg).eval()
+        paths.append(tmp_path / f"step{seed}.safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[-1]))
+    np.save(tmp_path / "ids.npy", np.random.default_rng(1).integers(0, 64, size=(rows, 16)))
+    probe = {"tokens": str(tmp_path / "ids.npy"), "batch_size": 16, "n_batches": 3}
+    return paths, probe, json.loads(model.config.to_json_string())
+
+
 # ---------------------------------------------------------------- compact activation storage
 
 #: metrics whose values change by less than this (relative) when the activations are stored as
@@ -91,32 +118,11 @@ FLOAT16_RTOL = 1e-3
 
 
 def test_float16_activations_halve_the_bytes_and_keep_the_tolerant_metrics(tmp_path):
-    import json
-
-    from safetensors.torch import save_file
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
     from ckptlens import metrics as M
     from ckptlens.metrics.inputs import open_metric_inputs
     from ckptlens.store.tensors import SafetensorsFile
 
-    cfg = GPTNeoXConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
-    paths = []
-    for seed in range(2):
-        torch.manual_seed(seed)
-        model = GPTNeoXForCausalLM(cfg).eval()
-        paths.append(tmp_path / f"step{seed}.safetensors")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[-1]))
-    np.save(tmp_path / "ids.npy", np.random.default_rng(1).integers(0, 64, size=(64, 16)))
-    hf = json.loads(model.config.to_json_string())
+    paths, _, hf = _neox_series(tmp_path, 2, rows=64)
     targets = {"activations": ["gpt_neox.layers.*", "gpt_neox.layers.*.mlp.dense_4h_to_h"]}
     values, sizes = {}, {}
     for dtype in ("float32", "float16"):
@@ -153,32 +159,6 @@ def test_float16_storage_keeps_out_of_range_activations_float32():
 
 
 # ---------------------------------------------------------------- one forward, and CKA's terms
-def _neox_series(tmp_path, n=3):
-    import json
-
-    from safetensors.torch import save_file
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    cfg = GPTNeoXConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
-    paths = []
-    for seed in range(n):
-        torch.manual_seed(seed)
-        model = GPTNeoXForCausalLM(cfg).eval()
-        paths.append(tmp_path / f"step{seed}.safetensors")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[-1]))
-    np.save(tmp_path / "ids.npy", np.random.default_rng(1).integers(0, 64, size=(48, 16)))
-    probe = {"tokens": str(tmp_path / "ids.npy"), "batch_size": 16, "n_batches": 3}
-    return paths, probe, json.loads(model.config.to_json_string())
-
-
 def test_one_forward_serves_the_activations_and_the_first_gradient_batch(tmp_path, monkeypatch):
     """With gradients, a causal LM's activations come from the first gradient batch's forward (no
     forward of their own) and are the activations of a forward of their own."""

@@ -129,7 +129,7 @@ def run_extractions(
         each = stats.update if stats is not None else None
         loss, captured = pm.loss, {}
         if shared:
-            acts_mods = {c: pm.modules[c] for c in _chosen(targets, "activations", pm.modules, checkpoint)}
+            acts_mods = _activation_modules(pm, targets, checkpoint)
 
             def loss(i):
                 if i:
@@ -233,8 +233,13 @@ def _activations(pm: ProbedModel, targets: Mapping, checkpoint) -> dict:
     from .capture import capture_outputs
 
     first = pm.batches[0]
-    mods = {c: pm.modules[c] for c in _chosen(targets, "activations", pm.modules, checkpoint)}
+    mods = _activation_modules(pm, targets, checkpoint)
     return capture_outputs(pm.model, lambda: pm.forward(first), mods, pm.mask(first))
+
+
+def _activation_modules(pm: ProbedModel, targets: Mapping, checkpoint) -> dict[str, str]:
+    """The activation targets: checkpoint name -> the model's module name."""
+    return {c: pm.modules[c] for c in _chosen(targets, "activations", pm.modules, checkpoint)}
 
 
 def extract_model(
