@@ -165,6 +165,28 @@ def test_accumulated_from_half_precision_gradients_equals_float64_sums(dtype):
         assert got[label] == pytest.approx(value, rel=1e-12), label
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_block_sums_equal_whole_vector_float64_sums(dtype, monkeypatch):
+    """The norm and the dot are summed block by block (no gradient-sized float64 copy): across many
+    blocks, with a short last one, they equal numpy's float64 sums of the same values."""
+    import ckptlens.extract.gradients as G
+
+    monkeypatch.setattr(G, "CPU_BLOCK", 1000)
+    rng = np.random.default_rng(3)
+    g, prev = (torch.tensor(rng.standard_normal(10_537), dtype=torch.float32).to(dtype) for _ in range(2))
+    norm_sq, dot = G._norm_sq_and_dot(g, prev, torch.float64)
+    x, p = g.to(torch.float64).numpy(), prev.to(torch.float64).numpy()
+    assert float(norm_sq) == pytest.approx(float(x @ x), rel=1e-14)
+    assert float(dot) == pytest.approx(float(p @ x), rel=1e-12, abs=1e-12 * float(np.abs(p * x).sum()))
+    assert G._norm_sq_and_dot(g, None, torch.float64)[1] is None
+    acc = GradientStatistics(["norm", "dot"])
+    acc.update({"l": prev})
+    acc.update({"l": g})
+    out = acc.result()
+    assert out["l#norm"] == pytest.approx([np.sqrt(p @ p), np.sqrt(x @ x)], rel=1e-14)
+    assert out["l#dot"][0] == pytest.approx(float(p @ x), rel=1e-12, abs=1e-12 * float(np.abs(p * x).sum()))
+
+
 def test_welford_keeps_a_small_noise_exact():
     """Batches agreeing to 1e-7 relative: Σ‖g_k‖² − K‖ḡ‖² would lose every digit of the noise in
     float32 and most in float64; the running deviations keep it."""
