@@ -74,6 +74,9 @@ rule plot_analysis:
         layout.run_log("{run}", "plot_analysis"),
     benchmark:
         layout.run_benchmark("{run}", "plot_analysis")
+    # before report_tables when both are ready: the landing page (report_study) waits for these
+    # figures, not for the tables, so the run ends sooner
+    priority: 1
     conda:
         "../envs/ckptlens.yaml"
     params:
