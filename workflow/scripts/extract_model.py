@@ -6,10 +6,7 @@ import json
 from ckptlens.store.joblog import job_log
 
 with job_log(snakemake.log[0]):
-    from ckptlens.extract.allocator import keep_freed_memory
     from ckptlens.extract.model import extract_chunk
-
-    keep_freed_memory()  # each batch reuses the last one's freed blocks instead of faulting in new pages
 
     n = extract_chunk(
         snakemake.input[0],

@@ -271,7 +271,8 @@ def extract_chunk(
     """A workflow job: the extractions ``outputs`` names (kind -> chunk folder) of the checkpoints
     ``steps`` in the chunk folder ``src``, from one model; a failed checkpoint's record is passed on
     to its outputs, and a failed ``reference`` makes the similarity terms NaN. Returns how many
-    checkpoints were extracted (torch is imported only when one is)."""
+    checkpoints were extracted (torch is imported only when one is; the process's allocator then
+    keeps freed large blocks, :mod:`.allocator`)."""
     from pathlib import Path
 
     from ..store.failures import checkpoint_record, pass_on
@@ -284,6 +285,9 @@ def extract_chunk(
         if not pass_on([checkpoint], list(files.values())):
             todo.append((checkpoint, files))
     if todo:
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()  # each batch reuses the last one's freed blocks instead of faulting in new pages
         import torch
 
         if threads:
