@@ -3,9 +3,10 @@
 glibc serves an allocation above its mmap threshold (32 MB at most by default) with a new mapping
 and unmaps it when it is freed. So every forward and backward faults its logits, activations and
 gradients in again, page by page. At Pythia-160M's shape with a probe of 8 × 128 tokens, that is
-220,000 page faults and 0.35 s of system time a batch. With both thresholds raised, freed blocks
-stay in the heap and are reused. A batch then takes 3–6 % less time, and the job's peak resident
-memory grows by about 0.3–0.5 GB there. PyTorch's CPU tuning guide gets the same effect by
+210,000 page faults and 0.7 s of system time a batch. With both thresholds raised, freed blocks
+stay in the heap and are reused: 10,000–18,000 faults, and 0.83–0.88× the time a batch
+(bench/bench_allocator.py). The process's peak resident memory grows by 0.4–0.55 GB there; a whole
+extraction job's by about 1 GB (3.7–3.9 GB → 4.7 GB, bench/bench_model_scale.py). PyTorch's CPU tuning guide gets the same effect by
 swapping in jemalloc or tcmalloc; this way needs no other library. Where the C library is not glibc
 (macOS, musl), nothing changes.
 """
